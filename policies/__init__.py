@@ -1,0 +1,1 @@
+"""Goal-conditioned manipulation policies (behaviour cloning) and the success-rate experiments."""

@@ -1,0 +1,1 @@
+"""The PyBullet pick-and-place harness (imported as ``molmomotion_sim``)."""

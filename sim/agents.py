@@ -1,0 +1,52 @@
+"""Agents the harness can evaluate. An agent sees observations and the instruction and returns actions.
+
+Register new agents in ``AGENTS`` (name → factory); the CLI and evaluation build them by name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from .actions import Action
+from .world import Observation
+
+if TYPE_CHECKING:
+    from .tasks.base import Task
+
+
+class Agent(Protocol):
+    name: str
+    model_id: str  # checkpoint or version identifier written with every result row
+    needs_observation: bool  # False skips rendering (privileged agents)
+
+    def reset(self, task: "Task") -> None: ...
+
+    def act(self, observation: Observation | None, instruction: str) -> Action | None: ...
+
+
+class OracleAgent:
+    """The task's scripted expert: privileged state → the next primitive action."""
+
+    name = "oracle"
+    model_id = "scripted-oracle-v1"
+    needs_observation = False
+
+    def __init__(self) -> None:
+        self._task: Task | None = None
+
+    def reset(self, task: "Task") -> None:
+        self._task = task
+
+    def act(self, observation: Observation | None, instruction: str) -> Action | None:
+        if self._task is None:
+            raise RuntimeError("OracleAgent.act called before reset(task)")
+        return self._task.oracle_action()
+
+
+AGENTS: dict[str, Callable[..., Agent]] = {"oracle": OracleAgent}
+
+
+def make_agent(name: str, **kwargs) -> Agent:
+    if name not in AGENTS:
+        raise KeyError(f"unknown agent {name!r}; choose from {', '.join(sorted(AGENTS))}")
+    return AGENTS[name](**kwargs)
