@@ -17,7 +17,7 @@ def world():
 def test_config_camera_looks_down_at_the_table():
     cam = PinholeCamera.from_yaml(config_path("camera.yaml"))
     assert cam.T_world_cam[2, 2] < 0  # optical z points down toward the table
-    assert cam.T_world_cam[1, 0] < 0  # optical x (image right) is the robot's right (-y)
+    assert cam.T_world_cam[1, 0] > 0  # the camera faces the robot: image right is the robot's left (+y)
 
 
 def test_world_pixel_depth_world_round_trip():
