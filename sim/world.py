@@ -8,6 +8,9 @@ every object, the end effector and the gripper, from which the motion dataset is
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,42 +82,70 @@ class TraceSample:
     joint_positions_rad: np.ndarray  # (9,)
 
 
+@contextlib.contextmanager
+def _stdout_silenced():
+    """Silence writes to file descriptor 1 (C-level prints) for the duration of the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class MotionError(RuntimeError):
     """A motion primitive could not be carried out (goal unreachable, outside the workspace...)."""
 
 
 class World:
     def __init__(self, camera: PinholeCamera | None = None, vocabulary: Vocabulary | None = None):
-        self.camera = camera or PinholeCamera.from_yaml(config_path("camera.yaml"))
+        self.default_camera = camera or PinholeCamera.from_yaml(config_path("camera.yaml"))
+        self.camera = self.default_camera  # tasks may jitter this one per episode
         self.vocabulary = vocabulary or default_vocabulary()
-        self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        with _stdout_silenced():  # PyBullet's C code prints "argv[0]=" on connect
+            self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self.objects: dict[int, SceneObject] = {}
         self.trace: list[TraceSample] = []
         self.record = True
         self._step_count = 0
         self._gripper_closed = False
-        self._shape_cache: dict = {}
+        self.robot_id: int | None = None
         self.reset()
 
     # --- scene --------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Empty table, robot at home, gripper open, clock and trace at zero."""
+        """Empty table, robot at home, gripper open, clock and trace at zero.
+
+        The table and the robot are loaded once (loading the Panda costs ~110 ms); later resets
+        remove the other bodies and reset the robot's joints, which gives the same physics as a
+        fresh client (checked by test_world_reset_matches_a_fresh_world).
+        """
         p = self.client
-        p.resetSimulation()
-        p.setGravity(0, 0, -9.81)
-        p.setTimeStep(1.0 / PHYSICS_HZ)
-        self._shape_cache.clear()
-        self.table_id = p.loadURDF("table/table.urdf", [0.5, 0, 0], useFixedBase=True)
-        self.robot_id = p.loadURDF("franka_panda/panda.urdf", ROBOT_BASE_M, useFixedBase=True)
-        for joint, q in zip(ARM_JOINTS, HOME_JOINTS_RAD):
-            p.resetJointState(self.robot_id, joint, q)
-        for joint in FINGER_JOINTS:
-            p.resetJointState(self.robot_id, joint, GRIPPER_OPEN_M)
-            p.changeDynamics(self.robot_id, joint, lateralFriction=1.5, spinningFriction=0.01)
-        self._joint_limits = np.array(
-            [p.getJointInfo(self.robot_id, j)[8:10] for j in ARM_JOINTS], dtype=float
-        )
+        if self.robot_id is None:
+            p.resetSimulation()
+            p.setGravity(0, 0, -9.81)
+            p.setTimeStep(1.0 / PHYSICS_HZ)
+            # Sorted contact pairs: results then do not depend on the broadphase's insert/remove history.
+            p.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
+            self.table_id = p.loadURDF("table/table.urdf", [0.5, 0, 0], useFixedBase=True)
+            self.robot_id = p.loadURDF("franka_panda/panda.urdf", ROBOT_BASE_M, useFixedBase=True)
+            for joint in FINGER_JOINTS:
+                p.changeDynamics(self.robot_id, joint, lateralFriction=3.0, spinningFriction=0.01)
+            self._joint_limits = np.array(
+                [p.getJointInfo(self.robot_id, j)[8:10] for j in ARM_JOINTS], dtype=float
+            )
+            for joint, q in zip(ARM_JOINTS, HOME_JOINTS_RAD, strict=True):
+                p.resetJointState(self.robot_id, joint, q)
+            for joint in FINGER_JOINTS:
+                p.resetJointState(self.robot_id, joint, GRIPPER_OPEN_M)
+            self._home_state = p.saveState()
+        for body in sorted(self.objects, reverse=True):  # freed ids come back lowest first, as in a fresh client
+            p.removeBody(body)
+        p.restoreState(self._home_state)
         self.objects = {}
         self.trace = []
         self._step_count = 0
@@ -155,7 +186,8 @@ class World:
             body = p.loadURDF(spec["urdf"], [0, 0, 1], orientation, globalScaling=spec["scale"])
             p.changeVisualShape(body, -1, rgbaColor=rgba, textureUniqueId=-1)
             p.changeDynamics(body, -1, mass=0.05)
-        p.changeDynamics(body, -1, lateralFriction=1.0, spinningFriction=0.005, rollingFriction=0.0005)
+        # mu 0.5 against the table (friction multiplies): pushed at mid-height, a cube slides and does not tip.
+        p.changeDynamics(body, -1, lateralFriction=0.5, spinningFriction=0.005, rollingFriction=0.0005)
         return body
 
     def _build_container(self, kind: str, rgba, orientation) -> int:
@@ -257,6 +289,11 @@ class World:
         state = self.client.getLinkState(self.robot_id, EE_LINK, computeForwardKinematics=True)
         return np.concatenate([state[4], state[5]])
 
+    def ee_yaw(self) -> float:
+        """Yaw of a down-pointing gripper, in the convention of :meth:`down_orientation`."""
+        finger_axis = self.rotation(self.ee_pose()[3:])[:, 1]  # = (sin yaw, -cos yaw, 0) when pointing down
+        return float(np.arctan2(finger_axis[0], -finger_axis[1]))
+
     def gripper_width_m(self) -> float:
         return float(sum(self.joint_positions()[7:]))
 
@@ -347,11 +384,15 @@ class World:
         """Move the grasp target along a straight line to ``position_m`` with the gripper down."""
         target = np.asarray(position_m, dtype=float)
         start = self.ee_pose()[:3]
+        start_yaw = self.ee_yaw()
+        turn = (yaw_rad - start_yaw + np.pi) % (2 * np.pi) - np.pi
         distance = float(np.linalg.norm(target - start))
-        n_waypoints = max(1, int(np.ceil(distance / 0.01)))
-        steps_per_waypoint = max(1, int(round(0.01 / speed_m_s * PHYSICS_HZ)))
+        # Waypoints every 1 cm and at most 0.05 rad of wrist turn: a sudden turn shakes a held object loose.
+        n_waypoints = max(1, int(np.ceil(distance / 0.01)), int(np.ceil(abs(turn) / 0.05)))
+        steps_per_waypoint = max(1, int(round(distance / n_waypoints / speed_m_s * PHYSICS_HZ)))
         for i in range(1, n_waypoints + 1):
-            self._hold_arm(self.solve_ik(start + (target - start) * i / n_waypoints, yaw_rad))
+            fraction = i / n_waypoints
+            self._hold_arm(self.solve_ik(start + (target - start) * fraction, start_yaw + turn * fraction))
             self.step(steps_per_waypoint)
         q_goal = self.solve_ik(target, yaw_rad)
         self._hold_arm(q_goal)

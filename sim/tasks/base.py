@@ -8,12 +8,15 @@ Families subclass :class:`Task`; variants override one hook.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..actions import Action
 from ..world import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M, SceneObject, World
+
+if TYPE_CHECKING:
+    from ..agents import OracleAgent
 
 MIN_SEPARATION_M = 0.09  # between object centres when scattering a scene
 CONTAINER_SEPARATION_M = 0.15
@@ -53,7 +56,9 @@ class SceneBuilder:
                 region=None) -> np.ndarray:
         (x0, x1), (y0, y1) = region or (WORKSPACE_X_M, WORKSPACE_Y_M)
         for _ in range(tries):
-            xy = np.array([self.rng.uniform(x0 + margin_m, x1 - margin_m), self.rng.uniform(y0 + margin_m, y1 - margin_m)])
+            xy = np.array([
+                self.rng.uniform(x0 + margin_m, x1 - margin_m), self.rng.uniform(y0 + margin_m, y1 - margin_m)
+            ])
             if self.is_free(xy, radius_m):
                 return xy
         raise SceneError("no free place left on the table")
@@ -73,6 +78,13 @@ class SceneBuilder:
         self.taken.append((np.asarray(xy, float), radius_m))
 
 
+def in_workspace(xy, margin_m: float = 0.0) -> bool:
+    return bool(
+        WORKSPACE_X_M[0] + margin_m <= xy[0] <= WORKSPACE_X_M[1] - margin_m
+        and WORKSPACE_Y_M[0] + margin_m <= xy[1] <= WORKSPACE_Y_M[1] - margin_m
+    )
+
+
 class SceneError(RuntimeError):
     """A seed produced a scene the task cannot use; the task retries with a derived generator."""
 
@@ -87,7 +99,6 @@ class Task:
         self.world = world
         self.options = options or TaskOptions()
         self.vocabulary = world.vocabulary
-        self._base_camera = world.camera
         self.seed: int | None = None
         self._instruction = ""
 
@@ -159,13 +170,13 @@ class Task:
     def _jittered_camera(self, rng: np.random.Generator):
         jitter = self.options.camera_jitter_m
         if jitter <= 0:
-            return self._base_camera
+            return self.world.default_camera
         from molmomotion_ros.camera import look_at
 
-        T = self._base_camera.T_world_cam
+        T = self.world.default_camera.T_world_cam
         eye = T[:3, 3] + rng.normal(0, jitter, 3)
         target = T[:3, 3] + T[:3, 2] * 0.9 + rng.normal(0, jitter / 2, 3)
-        return self._base_camera.with_pose(look_at(eye, target))
+        return self.world.default_camera.with_pose(look_at(eye, target))
 
     def _colours(self) -> list[str]:
         return list(self.options.colours or self.vocabulary.colours)

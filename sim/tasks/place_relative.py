@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..actions import PickPlace
-from ..world import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M, SceneObject
-from .base import Outcome, SceneBuilder, SceneError, Task
+from ..world import TABLE_TOP_Z_M, SceneObject
+from .base import Outcome, SceneBuilder, SceneError, Task, in_workspace
 
 GOAL_OFFSET_M = 0.11  # centre-to-centre distance the oracle aims for along the relation
 ALONG_RANGE_M = (0.06, 0.17)  # accepted distance along the relation's direction
@@ -36,7 +36,7 @@ class PlaceRelative(Task):
         for _ in range(50):
             ref_xy = scene.free_xy()
             goal_xy = ref_xy + direction * GOAL_OFFSET_M
-            if _in_workspace(goal_xy, 0.05) and scene.is_free(goal_xy, 0.09):
+            if in_workspace(goal_xy, 0.05) and scene.is_free(goal_xy, 0.09):
                 break
         else:
             raise SceneError("no room for the reference object and its goal")
@@ -85,9 +85,3 @@ class PlaceRelative(Task):
         yaw = self.grasp_yaw(self._target)
         return PickPlace(self.grasp_point(self._target), yaw, place, yaw)
 
-
-def _in_workspace(xy, margin_m: float) -> bool:
-    return bool(
-        WORKSPACE_X_M[0] + margin_m <= xy[0] <= WORKSPACE_X_M[1] - margin_m
-        and WORKSPACE_Y_M[0] + margin_m <= xy[1] <= WORKSPACE_Y_M[1] - margin_m
-    )

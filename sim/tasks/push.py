@@ -6,14 +6,13 @@ import numpy as np
 
 from ..actions import Push as PushAction
 from ..world import TABLE_TOP_Z_M
-from .place_relative import _in_workspace
-from .base import Outcome, SceneBuilder, SceneError, Task
+from .base import Outcome, SceneBuilder, SceneError, Task, in_workspace
 
 PUSH_DISTANCE_M = 0.10  # the instruction's implied travel
 TRAVEL_RANGE_M = (0.06, 0.16)  # accepted travel along the direction
 ACROSS_TOL_M = 0.04  # accepted sideways drift
 LIFT_TOL_M = 0.01  # the object must never rise more than this (it is pushed, not carried)
-PUSHER_HEIGHT_M = 0.018  # grasp-target height above the table while pushing
+PUSHER_HEIGHT_M = 0.015  # grasp-target height above the table while pushing
 PUSHER_GAP_M = 0.035  # start this far behind the object's near face
 
 
@@ -37,7 +36,7 @@ class Push(Task):
         for _ in range(50):
             xy = scene.free_xy(margin_m=0.06)
             corridor = [xy + direction * s for s in np.linspace(-0.1, PUSH_DISTANCE_M + 0.05, 6)]
-            if all(_in_workspace(c, 0.02) for c in corridor) and all(scene.is_free(c, 0.06) for c in corridor):
+            if all(in_workspace(c, 0.02) for c in corridor) and all(scene.is_free(c, 0.06) for c in corridor):
                 break
         else:
             raise SceneError("no free corridor to push along")
@@ -62,12 +61,10 @@ class Push(Task):
         delta = (self.world.object_center(self._target) - self._start_center)[:2]
         along = float(delta @ direction)
         across = float(abs(delta @ np.array([-direction[1], direction[0]])))
-        rest_z = self._start_center[2]
-        lifted = max(
-            (s.object_poses[self._target.body_id][2] for s in self.world.trace if self._target.body_id in s.object_poses),
-            default=self.world.object_pose(self._target)[0][2],
-        ) - self.world.object_pose(self._target)[0][2]
-        if lifted > LIFT_TOL_M or self.world.object_center(self._target)[2] > rest_z + LIFT_TOL_M:
+        body = self._target.body_id
+        heights = [s.object_poses[body][2] for s in self.world.trace if body in s.object_poses]
+        start_z = heights[0] if heights else self.world.object_pose(self._target)[0][2]
+        if max(heights, default=start_z) - start_z > LIFT_TOL_M:
             return Outcome(False, f"the {self._target.name} was lifted, not pushed")
         if not (TRAVEL_RANGE_M[0] <= along <= TRAVEL_RANGE_M[1]) or across > ACROSS_TOL_M:
             return Outcome(False, f"the {self._target.name} moved {along:.3f} m {self._direction_name} "
