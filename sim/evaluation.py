@@ -1,0 +1,381 @@
+"""Run a suite's episodes with an agent in parallel worker processes, and summarise the results.
+
+Each worker process builds one :class:`World` and one agent and reuses them for every episode it
+is handed. Episodes are independent — ``(family, seed, options)`` determines the scene — so the
+results, sorted by ``(family, seed)``, do not depend on the number of workers. An episode that
+raises is recorded as a failure carrying the exception's message; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .agents import AGENTS, Agent, make_agent
+from .episode import EpisodeResult, run_episode
+from .suites import EpisodeSpec, Suite
+from .tasks import TASKS
+from .tasks.base import Task
+from .world import World
+
+logger = logging.getLogger(__name__)
+
+START_METHOD = "spawn"  # fresh interpreters: no PyBullet client or generator state is inherited
+MAX_CHUNK_EPISODES = 4
+OVERALL = "all"
+
+
+class EvaluationError(ValueError):
+    """The evaluation was asked for something that does not exist (agent, family, worker count)."""
+
+
+# --- running episodes --------------------------------------------------------------------------
+class EpisodeRunner:
+    """One World and one agent, reused across episodes; turns any exception into a failed result."""
+
+    def __init__(self, agent_name: str, agent_kwargs: dict | None = None):
+        self.agent_name = agent_name
+        self.agent_kwargs = dict(agent_kwargs or {})
+        self.world: World | None = None
+        self.agent: Agent | None = None
+        self._base_camera = None
+
+    def _new_task(self, episode: EpisodeSpec) -> Task:
+        if self.world is None:
+            with _native_stdout_silenced():
+                self.world = World()
+            self._base_camera = self.world.camera
+        if self.agent is None:
+            self.agent = make_agent(self.agent_name, **self.agent_kwargs)
+        self.world.camera = self._base_camera  # tasks jitter world.camera; never compound it
+        return TASKS[episode.family](self.world, episode.options)
+
+    def run(self, episode: EpisodeSpec) -> EpisodeResult:
+        start = time.perf_counter()
+        task = None
+        try:
+            task = self._new_task(episode)
+            return run_episode(task, episode.seed, self.agent)
+        except Exception as err:  # whatever one episode raises is that episode's failure
+            logger.warning("%s seed %d raised %s: %s", episode.family, episode.seed, type(err).__name__, err)
+            result = EpisodeResult(
+                seed=episode.seed, family=episode.family, instruction=task.instruction if task else "",
+                success=False, failure_reason=f"{type(err).__name__}: {_one_line(err)}", steps=0,
+                sim_time_s=self.world.time_s if self.world is not None else 0.0,
+                wall_time_s=time.perf_counter() - start, agent=self.agent_name,
+                model_id=getattr(self.agent, "model_id", ""),
+            )
+            self._rebuild_world()
+            return result
+
+    def run_with_frames(self, episode: EpisodeSpec) -> tuple[EpisodeResult, np.ndarray | None, np.ndarray | None]:
+        """The episode's result with its first and last RGB frames (None where there is none)."""
+        first_rgb = last_rgb = None
+        try:
+            self._new_task(episode).reset(episode.seed)
+            first_rgb = self.world.render().rgb  # (H, W, 3) uint8
+        except Exception as err:  # run() below records the same failure
+            logger.warning("no first frame for %s seed %d: %s", episode.family, episode.seed, err)
+            self._rebuild_world()
+        result = self.run(episode)  # resets again: the same seed builds the same scene
+        if self.world is not None and first_rgb is not None:
+            last_rgb = self.world.render().rgb
+        return result, first_rgb, last_rgb
+
+    def _rebuild_world(self) -> None:
+        """Start the next episode from a fresh physics client, whatever state the failure left."""
+        if self.world is not None:
+            self.world.close()
+        self.world = None
+
+    def close(self) -> None:
+        if self.world is not None:
+            self.world.close()
+            self.world = None
+
+
+_worker_runner: EpisodeRunner | None = None  # one per worker process, set by _init_worker
+
+
+def _init_worker(agent_name: str, agent_kwargs: dict, log_level: int) -> None:
+    global _worker_runner
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    _worker_runner = EpisodeRunner(agent_name, agent_kwargs)
+
+
+def _run_in_worker(item: tuple[int, EpisodeSpec]) -> tuple[int, EpisodeResult]:
+    index, episode = item
+    return index, _worker_runner.run(episode)
+
+
+def evaluate(
+    episodes: Suite | Sequence[EpisodeSpec],
+    agent_name: str = "oracle",
+    agent_kwargs: dict | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[EpisodeResult]:
+    """Run every episode with a fresh agent state per episode; results sorted by (family, seed).
+
+    ``workers`` defaults to ``os.cpu_count()``; with one worker the episodes run in this process.
+    """
+    specs = list(episodes.episodes() if isinstance(episodes, Suite) else episodes)
+    validate_request(specs, agent_name, workers)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(specs)))
+    label = episodes.name if isinstance(episodes, Suite) else "episodes"
+    logger.info("evaluating %d episodes of %s with agent %r on %d worker(s)", len(specs), label, agent_name, workers)
+    indexed: list[tuple[int, EpisodeResult]] = []
+    successes = 0
+    with _progress_bar(len(specs), label, progress) as bar:
+        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, workers):
+            indexed.append((index, result))
+            successes += result.success
+            bar.update(1)
+            bar.set_postfix(success=f"{successes}/{len(indexed)}")
+    indexed.sort(key=lambda item: (item[1].family, item[1].seed, item[0]))
+    return [result for _, result in indexed]
+
+
+def validate_request(specs: Sequence[EpisodeSpec], agent_name: str, workers: int | None) -> None:
+    if agent_name not in AGENTS:
+        raise EvaluationError(f"unknown agent {agent_name!r}; choose from {', '.join(sorted(AGENTS))}")
+    if workers is not None and workers <= 0:
+        raise EvaluationError(f"workers must be positive, got {workers}")
+    if not specs:
+        raise EvaluationError("no episodes to run")
+    for spec in specs:
+        if spec.family not in TASKS:
+            raise EvaluationError(f"unknown family {spec.family!r}; choose from {', '.join(sorted(TASKS))}")
+
+
+def _run_all(specs: list[EpisodeSpec], agent_name: str, agent_kwargs: dict,
+             workers: int) -> Iterable[tuple[int, EpisodeResult]]:
+    items = list(enumerate(specs))
+    if workers == 1:
+        runner = EpisodeRunner(agent_name, agent_kwargs)
+        try:
+            for index, spec in items:
+                yield index, runner.run(spec)
+        finally:
+            runner.close()
+        return
+    chunk = max(1, min(MAX_CHUNK_EPISODES, len(items) // (workers * 4)))
+    context = multiprocessing.get_context(START_METHOD)
+    init_args = (agent_name, agent_kwargs, logging.getLogger().getEffectiveLevel())
+    with context.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        yield from pool.imap_unordered(_run_in_worker, items, chunksize=chunk)
+
+
+class _NullBar:
+    def update(self, n: int) -> None: ...
+
+    def set_postfix(self, **kwargs) -> None: ...
+
+    def __enter__(self) -> "_NullBar":
+        return self
+
+    def __exit__(self, *exc) -> None: ...
+
+
+def _progress_bar(total: int, label: str, enabled: bool):
+    if not enabled:
+        return _NullBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="ep", dynamic_ncols=True)
+
+
+# --- statistics --------------------------------------------------------------------------------
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95 % for z = 1.96); (0, 1) when n = 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return 0.0, 1.0
+    rate = successes / n
+    denominator = 1 + z**2 / n
+    centre = (rate + z**2 / (2 * n)) / denominator
+    half_width = z * math.sqrt(rate * (1 - rate) / n + z**2 / (4 * n**2)) / denominator
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    family: str  # a task family, or "all"
+    n: int
+    successes: int
+    rate: float
+    lo: float  # Wilson 95 % interval
+    hi: float
+    mean_wall_time_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(results: Sequence[EpisodeResult]) -> list[SummaryRow]:
+    """One row per family (sorted by name), then the overall row."""
+    groups: dict[str, list[EpisodeResult]] = {}
+    for result in results:
+        groups.setdefault(result.family, []).append(result)
+    rows = [_row(family, groups[family]) for family in sorted(groups)]
+    rows.append(_row(OVERALL, list(results)))
+    return rows
+
+
+def _row(family: str, results: list[EpisodeResult]) -> SummaryRow:
+    n = len(results)
+    successes = sum(r.success for r in results)
+    lo, hi = wilson_interval(successes, n)
+    mean_wall = sum(r.wall_time_s for r in results) / n if n else 0.0
+    return SummaryRow(family, n, successes, successes / n if n else 0.0, lo, hi, mean_wall)
+
+
+def format_table(rows: Sequence[SummaryRow]) -> str:
+    """A plain-text table: family, episodes, successes, rate with its 95 % interval, time per episode."""
+    header = ("family", "n", "success", "rate", "95% CI", "wall s/ep")
+    lines = [
+        (r.family, str(r.n), str(r.successes), f"{r.rate:.1%}", f"[{r.lo:.1%}, {r.hi:.1%}]",
+         f"{r.mean_wall_time_s:.2f}")
+        for r in rows
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
+
+    def render(cells) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(cell.rjust(w) for cell, w in zip(cells[1:], widths[1:], strict=True))])
+
+    rule = "-" * len(render(header))
+    body = [render(line) for line in lines]
+    if len(body) > 1:
+        body.insert(len(body) - 1, rule)  # above the overall row
+    return "\n".join([render(header), rule, *body])
+
+
+# --- results files -----------------------------------------------------------------------------
+def git_revision(repo: Path | None = None) -> str | None:
+    """``HEAD``'s commit (with ``-dirty`` if the tree has changes), or None outside a git checkout."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def write_results(path: str | Path, results: Sequence[EpisodeResult], meta: dict) -> Path:
+    """Write ``{"meta", "summary", "episodes"}`` JSON atomically; ``meta`` gains a timestamp and the
+    git revision when it lacks them."""
+    path = Path(path)
+    meta = dict(meta)
+    meta.setdefault("timestamp", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault("git_revision", git_revision())
+    document = {
+        "meta": meta,
+        "summary": [row.to_dict() for row in summarize(results)],
+        "episodes": [result.to_dict() for result in results],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        json.dump(document, tmp, indent=2)
+        tmp.write("\n")
+    os.replace(tmp.name, path)
+    logger.info("wrote %d episode results to %s", len(results), path)
+    return path
+
+
+# --- contact sheet -----------------------------------------------------------------------------
+def spread_over_families(specs: Sequence[EpisodeSpec], count: int) -> list[EpisodeSpec]:
+    """The first ``count`` episodes taking families in turn, so a short sheet shows every family."""
+    by_family: dict[str, list[EpisodeSpec]] = {}
+    for spec in specs:
+        by_family.setdefault(spec.family, []).append(spec)
+    order = sorted(
+        (i, family_index, spec)
+        for family_index, family_specs in enumerate(by_family.values())
+        for i, spec in enumerate(family_specs)
+    )
+    return [spec for _, _, spec in order[:count]]
+
+
+def contact_sheet(path: str | Path, episodes: Sequence[EpisodeSpec], agent_name: str = "oracle",
+                  agent_kwargs: dict | None = None) -> Path:
+    """Re-run ``episodes`` in this process and save a PNG: first and last RGB frame of each, labelled
+    with the instruction and the outcome."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runner = EpisodeRunner(agent_name, agent_kwargs)
+    try:
+        rows = [runner.run_with_frames(spec) for spec in episodes]
+    finally:
+        runner.close()
+
+    figure = Figure(figsize=(6.4, 2.8 * len(rows)), dpi=100)
+    FigureCanvasAgg(figure)
+    for i, (result, first_rgb, last_rgb) in enumerate(rows):
+        outcome = "success" if result.success else f"failure: {result.failure_reason}"
+        titles = (
+            (f"{result.family} seed {result.seed}\n" + textwrap.fill(f'"{result.instruction}"', 48), "black"),
+            ("last frame\n" + textwrap.fill(outcome, 48), "tab:green" if result.success else "tab:red"),
+        )
+        for j, (rgb, (title, colour)) in enumerate(zip((first_rgb, last_rgb), titles, strict=True)):
+            axis = figure.add_subplot(len(rows), 2, 2 * i + j + 1)
+            axis.set_axis_off()
+            if rgb is not None:
+                axis.imshow(rgb)
+            axis.set_title(title, fontsize=7, color=colour)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    logger.info("wrote a contact sheet of %d episodes to %s", len(rows), path)
+    return path
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """Send file descriptor 1 to /dev/null: PyBullet's C code prints "argv[0]=" when it connects."""
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            try:
+                yield
+            finally:
+                _flush_c_stdio()
+                os.dup2(saved_fd, 1)
+    finally:
+        os.close(saved_fd)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library handle on this platform
+        pass
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
