@@ -1,0 +1,155 @@
+"""eval-forecast: PointMotionBench-style metrics of every backend on a generated split, plus grounding accuracy.
+
+    molmomotion eval-forecast --models fm,ar,stationary,constant-velocity --split test
+
+Ground truth is the fixed-stride future of the query points (the stride of the neural models'
+checkpoints, 2 frames of the 15 fps track), in the camera frame at t0. Writes a JSON, prints a
+table and saves an overlay PNG of the first episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .interface import make_forecaster, validate_request
+
+logger = logging.getLogger(__name__)
+
+
+def _ground_truth_cam(ep: dict, stride: int, horizon: int) -> np.ndarray:
+    from .training import fixed_stride_future
+
+    world = fixed_stride_future(ep, stride, horizon)  # (P, F, 3)
+    T_cam_world = np.linalg.inv(ep["T_world_cam"])
+    return world @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+
+
+def _select(data, episodes_per_family: int | None) -> list[int]:
+    if episodes_per_family is None:
+        return list(range(len(data)))
+    taken: dict[str, int] = {}
+    chosen = []
+    for i, meta in enumerate(data.meta):
+        family = meta["family"]
+        if taken.get(family, 0) < episodes_per_family:
+            taken[family] = taken.get(family, 0) + 1
+            chosen.append(i)
+    return chosen
+
+
+def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str | Path, num_samples: int = 8,
+                         episodes_per_family: int | None = None, progress: bool = True, horizon: int = 32,
+                         stride: int = 2, overlays: int = 4) -> dict:
+    """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy."""
+    from tqdm import tqdm
+
+    from molmomotion_sim.dataset import MotionDataset
+
+    data = MotionDataset(data_dir, only_success=True)
+    indices = _select(data, episodes_per_family)
+    forecasters = {name: make_forecaster(name) for name in backends}
+    results: dict[str, dict] = {name: {"k1": [], f"k{num_samples}": [], "ms": []} for name in backends}
+    grounding_hits, grounding_total = 0, 0
+    grounding_model = None
+    try:
+        from .predictor import GroundingModel
+
+        grounding_model = GroundingModel()
+    except Exception as err:  # the base checkpoint is optional for this report
+        logger.warning("grounding not evaluated: %s", err)
+    overlay_items = []
+    for i in tqdm(indices, desc="eval-forecast", unit="ep", disable=not progress):
+        ep = data.episode(i)
+        gt = _ground_truth_cam(ep, stride, horizon)
+        valid = np.ones(horizon, dtype=bool)
+        request = validate_request(ep["rgb"], ep["depth_m"], ep["K"], ep["T_world_cam"], ep["points_uv"],
+                                   ep["points_history_cam_m"], ep["meta"]["instruction"], horizon, num_samples)
+        for name, forecaster in forecasters.items():
+            one = forecaster.predict_request(_with_samples(request, 1))
+            start = time.perf_counter()
+            many = forecaster.predict_request(request)
+            results[name]["ms"].append((time.perf_counter() - start) * 1000)
+            results[name]["k1"].append(metrics.summarize(one.points_cam_m, gt, valid, ep["points_cam_m"]))
+            results[name][f"k{num_samples}"].append(metrics.summarize(many.points_cam_m, gt, valid, ep["points_cam_m"]))
+            if len(overlay_items) < overlays * len(forecasters) and name in ("fm", "ar"):
+                overlay_items.append((name, ep, many.points_cam_m, gt))
+        if grounding_model is not None:
+            heat = grounding_model.heatmaps(ep["rgb"][-1], ep["depth_m"][-1], ep["K"], ep["meta"]["instruction"])
+            v, u = np.unravel_index(int(np.argmax(heat[0])), heat[0].shape)
+            grounding_hits += int(ep["segmentation"][v, u] == ep["target_body_id"])
+            grounding_total += 1
+    summary = {}
+    for name, r in results.items():
+        summary[name] = {key: metrics.aggregate(rows) for key, rows in r.items() if key != "ms"}
+        summary[name]["latency_ms_p50"] = float(np.median(r["ms"])) if r["ms"] else None
+    report = {
+        "data": str(data_dir), "episodes": len(indices), "num_samples": num_samples, "horizon": horizon,
+        "stride": stride, "summary": summary,
+        "grounding_accuracy": grounding_hits / grounding_total if grounding_total else None,
+        "model_ids": {name: f.backend.model_id for name, f in forecasters.items()},
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "forecast-eval.json").write_text(json.dumps(report, indent=1, default=float))
+    print(format_table(report))
+    if overlay_items:
+        _save_overlays(out_dir / "forecast-overlays.png", overlay_items)
+    return report
+
+
+def _with_samples(request, k: int):
+    from dataclasses import replace
+
+    return replace(request, num_samples=k)
+
+
+def format_table(report: dict) -> str:
+    k = report["num_samples"]
+    lines = [f"{'backend':<18} {'ADE@1':>7} {'FDE@1':>7} {'PWT@1':>6} {'ADE best@' + str(k):>11} "
+             f"{'FDE best@' + str(k):>11} {'ADE mean@' + str(k):>11} {'PWT best@' + str(k):>10} {'rigid@1':>8} "
+             f"{'p50 ms':>7}"]
+    lines.append("-" * len(lines[0]))
+    for name, s in report["summary"].items():
+        one, many = s["k1"], s[f"k{k}"]
+        lines.append(f"{name:<18} {one['ade_best']:>7.4f} {one['fde_best']:>7.4f} {one['pwt_best']:>6.3f} "
+                     f"{many['ade_best']:>11.4f} {many['fde_best']:>11.4f} {many['ade_mean']:>11.4f} "
+                     f"{many['pwt_best']:>10.3f} {one['rigidity_best']:>8.4f} {s['latency_ms_p50']:>7.1f}")
+    if report.get("grounding_accuracy") is not None:
+        lines.append(f"grounding: heat-map argmax on the target in {report['grounding_accuracy']:.1%} "
+                     f"of {report['episodes']} frames")
+    lines.append("metres, camera frame at t0; ADE/FDE lower is better, PWT higher is better")
+    return "\n".join(lines)
+
+
+def _save_overlays(path: Path, items) -> None:
+    try:
+        from .visualize import overlay_forecast
+    except ImportError:
+        logger.warning("no overlay PNG: visualize.py is missing")
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = []
+    for name, ep, pred, gt in items:
+        title = f"{name}: {ep['meta']['instruction']}"
+        fig = overlay_forecast(ep["rgb"][-1], ep["K"], pred, gt, ep["points_uv"], title)
+        fig.canvas.draw()
+        images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+        plt.close(fig)
+    cols = min(4, len(images))
+    rows = (len(images) + cols - 1) // cols
+    h, w = images[0].shape[:2]
+    sheet = np.full((rows * h, cols * w, 3), 255, dtype=np.uint8)
+    for j, img in enumerate(images):
+        r, c = divmod(j, cols)
+        sheet[r * h : r * h + img.shape[0], c * w : c * w + img.shape[1]] = img[:h, :w]
+    plt.imsave(path, sheet)
