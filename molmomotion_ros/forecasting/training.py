@@ -202,6 +202,7 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
     val = bank.remap(val) if val is not None else None
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     state_path = out.with_suffix(out.suffix + ".state")
     start_step, history = 0, []
     if state_path.is_file():  # resume
@@ -215,7 +216,7 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
     amp = dev.type == "cuda"
     n = len(data)
     bar = tqdm(range(start_step, steps), initial=start_step, total=steps, desc=f"train {model_kind}",
-               disable=not progress)
+               disable=not progress, mininterval=2.0)
     t0 = time.time()
     running = None
     for step in bar:
