@@ -1,20 +1,25 @@
-"""The ``molmomotion`` command line: evaluate agents on simulated suites and generate training data.
+"""The ``molmomotion`` command line: simulated suites, training data, forecasters and their evaluation.
 
     molmomotion sim-eval --agent oracle --suite smoke --workers 2
     molmomotion sim-eval --suite main --families stack,push --episodes 10 --contact-sheet 4
     molmomotion generate-data --split train --episodes 500 --out data/train --history 2
+    molmomotion forecast --rgb frame.png --depth depth.png --instruction "push the red block to the left"
+    molmomotion train --model fm --data data/train --val data/validation --steps 3000 --init base.pt
+    molmomotion eval-forecast --models fm,ar,stationary,constant-velocity --split test
     python -m molmomotion_ros.cli --help
 
 Every bad input (unknown family or agent, a non-positive count, a missing or malformed suite, an
-unwritable output folder, seeds outside a split) ends with one line ``molmomotion: error: ...`` on
-stderr and exit status 2. Heavy modules (PyBullet, torch) load only inside a subcommand, so
-``--help`` is instant.
+unwritable output folder, seeds outside a split, a missing or mis-sized image, a missing checkpoint)
+ends with one line ``molmomotion: error: ...`` on stderr and exit status 2. Heavy modules (PyBullet,
+torch) load only inside a subcommand, so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -33,7 +38,16 @@ LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected,
     ("molmomotion_sim.seeds", "SeedRangeError"),
     ("molmomotion_sim.evaluation", "EvaluationError"),
     ("molmomotion_sim.dataset", "DatasetError"),
+    ("molmomotion_ros.camera", "CameraConfigError"),
+    ("molmomotion_ros.forecasting.types", "ForecastInputError"),
+    ("molmomotion_ros.forecasting.types", "BackendUnavailableError"),
+    ("molmomotion_ros.forecasting.grounding", "GroundingError"),
+    ("molmomotion_ros.forecasting.checkpoint", "CheckpointError"),
+    ("molmomotion_ros.forecasting.training", "TrainingError"),
+    ("molmomotion_ros.forecasting.evaluation", "EvaluationError"),
 )
+NEURAL_BACKENDS = ("fm", "ar")  # backends that take --checkpoint, --device and --seed
+DEPTH_PNG_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16-bit (or 32-bit integer) millimetre PNGs
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +84,46 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _family_list(text: str) -> list[str]:
+def _name_list(text: str, what: str = "names") -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated family names")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}")
     return names
+
+
+def _family_list(text: str) -> list[str]:
+    return _name_list(text, "family names")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _pixel_list(text: str) -> list[tuple[float, float]]:
+    """``"u,v;u,v;..."`` → [(u, v), ...] pixels."""
+    points = []
+    for item in text.split(";"):
+        if not item.strip():
+            continue
+        parts = item.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            u, v = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected pixels as 'u,v;u,v;...', got {item.strip()!r}") from None
+        if not (math.isfinite(u) and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"pixel coordinates must be finite, got {item.strip()!r}")
+        points.append((u, v))
+    if not points:
+        raise argparse.ArgumentTypeError("expected at least one pixel as 'u,v'")
+    return points
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -89,7 +138,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="MolmoMotion for ROS 2: simulated evaluation and training data.")
+    parser = _Parser(prog=PROG, description="MolmoMotion for ROS 2: simulated evaluation, training data, "
+                     "motion forecasting.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (INFO level)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                      help="run `molmomotion COMMAND --help` for its options")
@@ -145,7 +195,103 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace a dataset with another configuration in --out")
     generate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     generate.set_defaults(handler=_generate_data)
+    _add_forecast_parser(commands)
+    _add_train_parser(commands)
+    _add_eval_forecast_parser(commands)
     return parser
+
+
+def _add_forecast_parser(commands) -> None:
+    forecast = commands.add_parser(
+        "forecast", help="forecast the 3D trajectories of query points on one RGB-D frame",
+        description="Load an RGB image, a depth image and a camera config, choose query points on the "
+        "instruction's target (or take --points), forecast their trajectories, and write a JSON and an overlay PNG.",
+    )
+    forecast.add_argument("--rgb", type=Path, required=True, metavar="IMAGE", help="colour image (PNG/JPEG, 8-bit)")
+    forecast.add_argument("--depth", type=Path, required=True, metavar="DEPTH",
+                          help="depth image: a 16-bit PNG of millimetres (0 = no return) or a .npy of float metres "
+                          "(NaN or <= 0 = no return), the size of --rgb")
+    forecast.add_argument("--camera", type=Path, metavar="YAML",
+                          help="camera config (intrinsics, image size, pose) in the layout of config/camera.yaml "
+                          "(default: the package's config/camera.yaml)")
+    forecast.add_argument("--instruction", required=True, metavar="TEXT",
+                          help='what should happen, e.g. "put the red block in the blue bowl"')
+    forecast.add_argument("--points", type=_pixel_list, metavar="U,V;U,V",
+                          help="query pixels (u right, v down, origin at the top-left pixel centre); "
+                          "default: chosen on the instruction's target by --grounding")
+    forecast.add_argument("--model", default="fm", metavar="BACKEND",
+                          help="forecaster backend: fm, ar, stationary, constant-velocity or molmomotion4b "
+                          "(default: %(default)s)")
+    forecast.add_argument("--checkpoint", type=Path, metavar="PT",
+                          help="fm/ar weights (default: the shipped molmomotion_ros/checkpoints/<model>.pt)")
+    forecast.add_argument("--samples", type=_positive_int, default=8, metavar="K",
+                          help="hypotheses to forecast (default: %(default)s)")
+    forecast.add_argument("--horizon", type=_positive_int, default=32, metavar="F",
+                          help="future steps to forecast (default: %(default)s)")
+    forecast.add_argument("--grounding", choices=("encoder", "open3d"), default="encoder",
+                          help="how query points are chosen without --points: region growing on the base "
+                          "encoder's heat-map, or plane removal + clustering scored by it (default: %(default)s)")
+    forecast.add_argument("--grounding-checkpoint", type=Path, metavar="PT",
+                          help="base checkpoint for grounding (default: the shipped molmomotion_ros/checkpoints/"
+                          "base.pt)")
+    forecast.add_argument("--num-points", type=_positive_int, default=8, metavar="P",
+                          help="query points to choose without --points (default: %(default)s)")
+    forecast.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+                          help="seed of the point sampling and of the fm/ar sampler (default: %(default)s)")
+    forecast.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                          help="where the networks run (default: %(default)s: cuda when available)")
+    forecast.add_argument("--out", type=Path, default=Path("results") / "forecast", metavar="PATH",
+                          help="output path without suffix: writes PATH.json and PATH.png (default: %(default)s)")
+    forecast.set_defaults(handler=_forecast)
+
+
+def _add_train_parser(commands) -> None:
+    train = commands.add_parser(
+        "train", help="train the base grounding encoder or an fm/ar forecaster on a generated dataset",
+        description="Train a model on a dataset from `molmomotion generate-data`; resumable from <out>.state.",
+    )
+    train.add_argument("--model", choices=("base", "fm", "ar"), required=True,
+                       help="base: the grounding encoder; fm / ar: a trajectory head (start them from --init base.pt)")
+    train.add_argument("--data", type=Path, required=True, metavar="DIR", help="training dataset folder")
+    train.add_argument("--val", type=Path, metavar="DIR", help="validation dataset folder (loss every --val-every)")
+    train.add_argument("--steps", type=_positive_int, required=True, metavar="N", help="optimiser steps")
+    train.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                       help="episodes per step (default: %(default)s)")
+    train.add_argument("--lr", type=_positive_float, default=1e-3, metavar="LR",
+                       help="peak learning rate of the cosine schedule (default: %(default)s)")
+    train.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+                       help="seed of initialisation, data order and noise (default: %(default)s)")
+    train.add_argument("--init", type=Path, metavar="PT", help="checkpoint whose encoder starts the model")
+    train.add_argument("--out", type=Path, metavar="PT",
+                       help="checkpoint to write (default: molmomotion_ros/checkpoints/<model>.pt)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where to train (default: %(default)s: cuda when available)")
+    train.add_argument("--val-every", type=_positive_int, default=500, metavar="N",
+                       help="steps between validation losses and resumable snapshots (default: %(default)s)")
+    train.add_argument("--stride", type=_positive_int, default=2, metavar="S",
+                       help="frames of the 15 fps track between forecast steps (default: %(default)s)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=_train)
+
+
+def _add_eval_forecast_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "eval-forecast", help="score forecasters on a generated split (ADE, FDE, PWT, rigidity)",
+        description="Run every backend on a generated dataset's episodes; print a table, write JSON and overlays.",
+    )
+    evaluate.add_argument("--models", type=_name_list, default=["fm", "ar", "stationary", "constant-velocity"],
+                          metavar="A,B", help="comma-separated forecaster backends "
+                          "(default: fm,ar,stationary,constant-velocity)")
+    evaluate.add_argument("--split", choices=("validation", "test", "ood"), default="test",
+                          help="which split's dataset to score (default: %(default)s)")
+    evaluate.add_argument("--data", type=Path, metavar="DIR", help="dataset folder (default: data/<split>)")
+    evaluate.add_argument("--episodes", type=_positive_int, metavar="N",
+                          help="episodes per family (default: all of them)")
+    evaluate.add_argument("--samples", type=_positive_int, default=8, metavar="K",
+                          help="hypotheses per forecast for the best-of-K metrics (default: %(default)s)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/forecast-<split>)")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    evaluate.set_defaults(handler=_eval_forecast)
 
 
 # --- sim-eval ----------------------------------------------------------------------------------
@@ -241,7 +387,224 @@ def _suite_task_options(suite_name: str, families: list[str]):
     return chosen.pop()
 
 
+# --- forecast ----------------------------------------------------------------------------------
+def _forecast(args: argparse.Namespace) -> int:
+    from molmomotion_ros.camera import PinholeCamera
+    from molmomotion_ros.paths import config_path
+
+    instruction = " ".join(args.instruction.split())
+    if not instruction:
+        raise UsageError("--instruction is empty")
+    if args.checkpoint is not None and args.model not in NEURAL_BACKENDS:
+        raise UsageError(f"--checkpoint applies to the {' and '.join(NEURAL_BACKENDS)} models, not {args.model!r}")
+    camera = PinholeCamera.from_yaml(args.camera or config_path("camera.yaml"))
+    rgb = _read_rgb(args.rgb)
+    depth_m = _read_depth(args.depth)
+    h, w = rgb.shape[:2]
+    if (w, h) != (camera.width, camera.height):
+        raise UsageError(f"--rgb is {w}x{h} but the camera config says {camera.width}x{camera.height}")
+    if depth_m.shape != (h, w):
+        raise UsageError(f"--depth is {depth_m.shape[1]}x{depth_m.shape[0]} but --rgb is {w}x{h}")
+    if args.points is not None:
+        for u, v in args.points:
+            if not (-0.5 <= u <= w - 0.5 and -0.5 <= v <= h - 0.5):
+                raise UsageError(f"--points: pixel ({u:g}, {v:g}) lies outside the {w}x{h} image")
+    out = args.out.with_suffix("") if args.out.suffix in (".json", ".png") else args.out
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a folder; give a path without suffix, e.g. {str(out / 'forecast')!r}")
+    _check_writable(out.parent, what="output folder")
+
+    _quiet_model_loading()
+    import numpy as np
+
+    from molmomotion_ros.forecasting import make_forecaster
+    from molmomotion_ros.forecasting.visualize import save_overlay
+
+    start = time.perf_counter()
+    query = {"source": "user", "score": None}
+    if args.points is not None:
+        points_2d = np.asarray(args.points, dtype=np.float32)  # (P, 2)
+        u = np.clip(np.round(points_2d[:, 0]).astype(int), 0, w - 1)
+        v = np.clip(np.round(points_2d[:, 1]).astype(int), 0, h - 1)
+        points_cam = camera.deproject(points_2d, depth_m[v, u]).astype(np.float32)  # (P, 3), NaN without depth
+    else:
+        from molmomotion_ros.forecasting.checkpoint import CheckpointError
+        from molmomotion_ros.forecasting.grounding import select_query_points
+        from molmomotion_ros.forecasting.predictor import GroundingModel
+
+        try:
+            grounding = GroundingModel(args.grounding_checkpoint, device=args.device)
+        except CheckpointError as err:
+            if args.grounding_checkpoint is not None:
+                raise
+            raise UsageError(f"{err} (choosing query points needs the base checkpoint: give --points or "
+                             "--grounding-checkpoint)") from None
+        chosen = select_query_points(rgb, depth_m, camera.K, instruction, method=args.grounding,
+                                     num_points=args.num_points, grounding=grounding, seed=args.seed)
+        points_2d, points_cam = chosen.points_2d, chosen.points_cam_m
+        query = {"source": chosen.method, "score": round(chosen.score, 6)}
+    kwargs = {}
+    if args.model in NEURAL_BACKENDS:
+        kwargs = {"device": args.device, "seed": args.seed}
+        if args.checkpoint is not None:
+            kwargs["checkpoint"] = args.checkpoint
+    forecaster = make_forecaster(args.model, **kwargs)
+    forecast = forecaster.predict(rgb[None], depth_m[None], camera.K, camera.T_world_cam, points_2d,
+                                  points_cam[None], instruction, horizon=args.horizon, num_samples=args.samples)
+    wall_time_s = time.perf_counter() - start
+
+    document = {
+        "instruction": instruction,
+        "backend": forecast.backend,
+        "model_id": forecast.model_id,
+        "num_samples": forecast.num_samples,
+        "horizon": forecast.horizon,
+        "timestamps_s": _rounded(forecast.timestamps_s),
+        "scores": _rounded(forecast.scores),
+        "points_cam_m": _rounded(forecast.points_cam_m),  # (K, P, F, 3), best hypothesis first
+        "points_world_m": _rounded(forecast.points_world_m),
+        "query_points": {**query, "seed": args.seed, "points_2d": _rounded(points_2d),
+                         "points_cam_m": _rounded(points_cam)},
+        "camera": camera.to_dict(),
+        "inputs": {"rgb": str(args.rgb), "depth": str(args.depth), "camera": str(args.camera or "default")},
+        "meta": forecast.meta,
+        "wall_time_s": round(wall_time_s, 3),
+    }
+    json_path, png_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".png")
+    json_path.write_text(_json_one_key_per_line(document))
+    save_overlay(png_path, rgb, camera.K, forecast.points_cam_m, None, points_2d,
+                 f"{forecast.backend}: {instruction}")
+    k, p, f = forecast.points_cam_m.shape[:3]
+    print(f"{forecast.backend}: {k} hypotheses x {p} points x {f} steps ({forecast.timestamps_s[-1]:.2f} s ahead), "
+          f"query points from {query['source']}, {wall_time_s:.2f} s")
+    print(f"forecast: {json_path}")
+    print(f"overlay: {png_path}")
+    return 0
+
+
+def _read_rgb(path: Path):
+    import numpy as np
+
+    image = _open_image(path, "--rgb")
+    if image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
+        raise UsageError(f"--rgb {str(path)!r} must be an 8-bit colour image, got mode {image.mode}")
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
+
+
+def _read_depth(path: Path):
+    import numpy as np
+
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise UsageError(f"--depth: no such file {str(path)!r}")
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--depth {str(path)!r} is not a readable .npy array: {err}") from None
+        if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
+            raise UsageError(f"--depth {str(path)!r} must be a 2-D float array of metres, got {depth.shape} "
+                             f"{depth.dtype}")
+        depth = depth.astype(np.float32)
+    else:
+        image = _open_image(path, "--depth")
+        if image.mode not in DEPTH_PNG_MODES:
+            raise UsageError(f"--depth {str(path)!r} must be a 16-bit PNG of millimetres, got mode {image.mode}")
+        depth = np.array(image, dtype=np.float32) / 1000.0
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+
+
+def _open_image(path: Path, flag: str):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UsageError(f"{flag}: no such file {str(path)!r}")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise UsageError(f"{flag} {str(path)!r} is not a readable image: {err}") from None
+    return image
+
+
+def _rounded(array, decimals: int = 6) -> list:
+    import numpy as np
+
+    return np.round(np.asarray(array, dtype=float), decimals).tolist()
+
+
+def _json_one_key_per_line(document: dict) -> str:
+    """JSON with one top-level key per line and compact values (the arrays stay one line each)."""
+
+    def default(value):
+        if hasattr(value, "tolist"):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    lines = [f" {json.dumps(key)}: {json.dumps(value, default=default)}" for key, value in document.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+# --- train -------------------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    for flag, folder in (("--data", args.data), ("--val", args.val)):
+        if folder is not None and not folder.is_dir():
+            raise UsageError(f"{flag}: no dataset folder {str(folder)!r} (make one with molmomotion generate-data)")
+    if args.init is not None and not args.init.is_file():
+        raise UsageError(f"--init: no checkpoint {str(args.init)!r}")
+    if args.out is not None and args.out.is_dir():
+        raise UsageError(f"--out {str(args.out)!r} is a folder; give a checkpoint file path")
+
+    _quiet_model_loading()
+    from molmomotion_ros.forecasting.predictor import resolve_device, shipped_checkpoint
+    from molmomotion_ros.forecasting.training import train
+
+    resolve_device(args.device)  # BackendUnavailableError for cuda without a GPU
+    out = args.out or shipped_checkpoint(args.model)
+    _check_writable(out.parent, what="checkpoint folder")
+    start = time.perf_counter()
+    final = train(args.model, args.data, out, args.steps, val_dir=args.val, init=args.init,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_every=args.val_every,
+                  device=args.device, progress=not args.no_progress, stride=args.stride)
+    summary = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in final.items())
+    print(f"{args.model}: {args.steps} steps in {time.perf_counter() - start:.0f} s; {summary}")
+    print(f"checkpoint: {out}")
+    return 0
+
+
+# --- eval-forecast -----------------------------------------------------------------------------
+def _eval_forecast(args: argparse.Namespace) -> int:
+    data_dir = args.data or Path("data") / args.split
+    if not data_dir.is_dir():
+        raise UsageError(f"no dataset folder {str(data_dir)!r}; make one with `molmomotion generate-data --split "
+                         f"{args.split} --out {data_dir}` or give --data")
+    out = args.out or Path("results") / f"forecast-{args.split}"
+    _check_writable(out, what="output folder")
+
+    _quiet_model_loading()
+    from molmomotion_ros.forecasting import baselines, interface, predictor  # noqa: F401  (they register backends)
+
+    unknown = [name for name in args.models if name not in interface.BACKENDS]
+    if unknown:
+        raise UsageError(f"unknown forecaster {unknown[0]!r}; choose from {', '.join(sorted(interface.BACKENDS))}")
+    try:
+        from molmomotion_ros.forecasting.evaluation import evaluate_forecasters
+    except ImportError as err:
+        print(f"{PROG}: error: forecast evaluation is unavailable: {err}", file=sys.stderr)
+        return RUNTIME_ERROR
+
+    evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
+                         progress=not args.no_progress)
+    print(f"results: {out}")
+    return 0
+
+
 # --- shared ------------------------------------------------------------------------------------
+def _quiet_model_loading() -> None:
+    """No Hugging Face progress bars while the frozen sentence encoder loads (read when transformers is imported)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def _check_writable(folder: Path, what: str) -> None:
     """Create ``folder`` and a temporary file in it, or raise UsageError."""
     if folder.exists() and not folder.is_dir():
@@ -260,8 +623,9 @@ def _input_errors() -> tuple[type[Exception], ...]:
     errors: list[type[Exception]] = [UsageError]
     for module, name in LIBRARY_INPUT_ERRORS:
         loaded = sys.modules.get(module)
-        if loaded is not None:
-            errors.append(getattr(loaded, name))
+        error = getattr(loaded, name, None) if loaded is not None else None
+        if error is not None:
+            errors.append(error)
     return tuple(errors)
 
 
@@ -272,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command is None:
-            raise UsageError("choose a command: sim-eval or generate-data (see molmomotion --help)")
+            raise UsageError("choose a command: sim-eval, generate-data, forecast, train or eval-forecast "
+                             "(see molmomotion --help)")
         return args.handler(args)
     except _input_errors() as err:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -22,9 +22,9 @@ def resize_inputs(rgb: np.ndarray, xyz_cam_m: np.ndarray, width: int, height: in
 
     Invalid xyz pixels are left out of the average; a model pixel with no valid source pixel is NaN.
     """
-    rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    rgb_t = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float()
     rgb_small = F.interpolate(rgb_t, size=(height, width), mode="area")[0].round().clamp(0, 255).to(torch.uint8)
-    xyz_t = torch.from_numpy(np.ascontiguousarray(xyz_cam_m, dtype=np.float32))[None]
+    xyz_t = torch.from_numpy(np.array(xyz_cam_m, dtype=np.float32, copy=True))[None]
     valid = torch.isfinite(xyz_t).all(1, keepdim=True).float()
     summed = F.interpolate(torch.nan_to_num(xyz_t) * valid, size=(height, width), mode="area")
     weight = F.interpolate(valid, size=(height, width), mode="area")

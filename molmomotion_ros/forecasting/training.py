@@ -177,6 +177,10 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
         raise TrainingError(f"unknown model {model_kind!r}; choose base, fm or ar")
     if steps <= 0 or batch_size <= 0:
         raise TrainingError("steps and batch size must be positive")
+    if device not in ("auto", "cpu", "cuda"):
+        raise TrainingError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was asked for but no CUDA GPU is available")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     torch.manual_seed(seed)
