@@ -16,7 +16,7 @@ from molmomotion_ros.forecasting.grounding import (
     select_query_points,
 )
 from molmomotion_ros.forecasting.models import ForecasterConfig, ForecasterModel
-from molmomotion_ros.forecasting.predictor import GroundingModel, shipped_checkpoint
+from molmomotion_ros.forecasting.predictor import GroundingModel
 from molmomotion_sim.seeds import SPLITS
 from molmomotion_sim.tasks import TASKS
 from molmomotion_sim.world import World
@@ -137,7 +137,6 @@ def test_open3d_finds_no_object_on_an_empty_table(frames, random_grounding):
         select_query_points(rgb, plane, K, "push the red block", "open3d", grounding=random_grounding)
 
 
-@pytest.mark.skipif(not shipped_checkpoint("base").is_file(), reason="the shipped base checkpoint is not trained yet")
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("family", sorted(TASKS))
 def test_shipped_grounding_lands_on_the_target(frames, family, method):
