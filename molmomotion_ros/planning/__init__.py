@@ -1,0 +1,1 @@
+"""Motion planning core (no rclpy): limits, rigid fits of forecasts, time parameterisation."""
