@@ -253,9 +253,9 @@ class AutoregressiveHead(nn.Module):
     """Writes the future step by step as integer millimetres relative to point 0 at t0.
 
     At step f it reads the values written so far (P x 3 integers, mm from the anchor) and emits,
-    for each of the P x 3 coordinates, the integer-mm increment to step f as two categoricals:
-    centimetres and millimetres (``(d + max) = 10 * cm + mm``; 21 + 10 logits instead of 201).
-    Values therefore stay integer millimetres, MolmoMotion-AR's convention.
+    for each of the P x 3 coordinates, the integer-mm increment to step f as a centimetre digit and
+    then a millimetre digit conditioned on it (``d + max = 10 * cm + mm``; 21 + 10 logits instead of
+    201). Values therefore stay integer millimetres, MolmoMotion-AR's convention.
     """
 
     def __init__(self, cfg: ARConfig, enc: EncoderConfig, points: int = 8):
@@ -267,19 +267,26 @@ class AutoregressiveHead(nn.Module):
         self.cond_flat = nn.Linear(points * cfg.hidden + cfg.hidden, cfg.hidden)
         self.step_in = nn.Linear(points * 3 + cfg.horizon, cfg.hidden)
         self.gru = nn.GRUCell(cfg.hidden, cfg.hidden)
-        self.out = nn.Linear(cfg.hidden, points * 3 * (self.coarse_bins + 10))
+        self.coarse_out = nn.Linear(cfg.hidden, points * 3 * self.coarse_bins)
+        self.fine_state = nn.Linear(cfg.hidden, points * 3 * 32)
+        self.coarse_embed = nn.Embedding(self.coarse_bins, 32)
+        self.fine_out = nn.Sequential(nn.SiLU(), nn.Linear(32, 10))
 
     def _init_state(self, enc, points_uv_model, points_cam_m):
         tokens, glob = self.cond(enc, points_uv_model, points_cam_m)
         return torch.tanh(self.cond_flat(torch.cat([tokens.flatten(1), glob], -1)))
 
-    def _logits(self, state, prev_mm, step: int):
-        """→ new state, coarse logits (B, P, 3, coarse_bins), fine logits (B, P, 3, 10)."""
+    def _step(self, state, prev_mm, step: int):
+        """→ new state and centimetre-digit logits (B, P, 3, coarse_bins)."""
         b = prev_mm.shape[0]
         one_hot = F.one_hot(torch.full((b,), step, device=prev_mm.device), self.cfg.horizon).float()
         state = self.gru(self.step_in(torch.cat([prev_mm.flatten(1) / 100.0, one_hot], -1)), state)
-        logits = self.out(state).view(b, self.points, 3, self.coarse_bins + 10)
-        return state, logits[..., : self.coarse_bins], logits[..., self.coarse_bins :]
+        return state, self.coarse_out(state).view(b, self.points, 3, self.coarse_bins)
+
+    def _fine_logits(self, state, coarse_digit):
+        """Millimetre-digit logits (B, P, 3, 10) given the chosen centimetre digits (B, P, 3)."""
+        hidden = self.fine_state(state).view(*coarse_digit.shape, 32) + self.coarse_embed(coarse_digit)
+        return self.fine_out(hidden)
 
     def loss(self, enc, points_uv_model, points_cam_m, values_mm):
         """values_mm (B, P, F+1, 3) integer mm from the anchor, step 0 = t0 (teacher forcing)."""
@@ -287,8 +294,9 @@ class AutoregressiveHead(nn.Module):
         total = 0.0
         m = self.cfg.max_step_mm
         for f in range(self.cfg.horizon):
-            state, coarse, fine = self._logits(state, values_mm[:, :, f].float(), f)
+            state, coarse = self._step(state, values_mm[:, :, f].float(), f)
             code = (values_mm[:, :, f + 1] - values_mm[:, :, f]).clamp(-m, m) + m  # (B, P, 3) in [0, 2m]
+            fine = self._fine_logits(state, code // 10)  # teacher-forced centimetre digit
             total = total + F.cross_entropy(coarse.reshape(-1, self.coarse_bins), (code // 10).reshape(-1))
             total = total + F.cross_entropy(fine.reshape(-1, 10), (code % 10).reshape(-1))
         return total / self.cfg.horizon
@@ -302,23 +310,28 @@ class AutoregressiveHead(nn.Module):
         logp = torch.zeros(prev.shape[0], device=prev.device)
         out = []
         for f in range(self.cfg.horizon):
-            state, coarse, fine = self._logits(state, prev.float(), f)
-            code = 0
-            for logits, unit in ((coarse, 10), (fine, 1)):
-                log_probs = torch.log_softmax(logits, -1)
-                if temperature <= 0:
-                    choice = log_probs.argmax(-1)
-                else:
-                    probs = torch.softmax(logits / temperature, -1)
-                    choice = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-                    choice = choice.view(logits.shape[:-1])
-                logp = logp + log_probs.gather(-1, choice[..., None])[..., 0].sum((1, 2))
-                code = code + unit * choice
+            state, coarse = self._step(state, prev.float(), f)
+            cm, logp_cm = self._choose(coarse, temperature, generator)
+            mm, logp_mm = self._choose(self._fine_logits(state, cm), temperature, generator)
+            logp = logp + logp_cm + logp_mm
+            code = 10 * cm + mm
             prev = prev + (code - self.cfg.max_step_mm).clamp(-self.cfg.max_step_mm, self.cfg.max_step_mm)
             out.append(prev)
         values = torch.stack(out, 2)  # (B*K, P, F, 3)
         b = start_mm.shape[0]
         return values.view(b, num_samples, *values.shape[1:]), logp.view(b, num_samples)
+
+    @staticmethod
+    def _choose(logits, temperature: float, generator):
+        """Argmax (temperature 0) or a sample per coordinate → (choice (B, P, 3), summed log-prob (B,))."""
+        log_probs = torch.log_softmax(logits, -1)
+        if temperature <= 0:
+            choice = log_probs.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, -1)
+            choice = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+            choice = choice.view(logits.shape[:-1])
+        return choice, log_probs.gather(-1, choice[..., None])[..., 0].sum((1, 2))
 
 
 # --- the whole model ------------------------------------------------------------------------------
