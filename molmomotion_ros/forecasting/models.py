@@ -265,36 +265,44 @@ class AutoregressiveHead(nn.Module):
         self.coarse_bins = 2 * cfg.max_step_mm // 10 + 1
         self.cond = PointConditioning(enc, cfg.hidden)
         self.cond_flat = nn.Linear(points * cfg.hidden + cfg.hidden, cfg.hidden)
-        self.step_in = nn.Linear(points * 3 + cfg.horizon, cfg.hidden)
+        # Per step: values so far, each point's offset to the grounded goal, the step index, the condition.
+        self.step_in = nn.Linear(2 * points * 3 + cfg.horizon + cfg.hidden, cfg.hidden)
         self.gru = nn.GRUCell(cfg.hidden, cfg.hidden)
         self.coarse_out = nn.Linear(cfg.hidden, points * 3 * self.coarse_bins)
         self.fine_state = nn.Linear(cfg.hidden, points * 3 * 32)
         self.coarse_embed = nn.Embedding(self.coarse_bins, 32)
         self.fine_out = nn.Sequential(nn.SiLU(), nn.Linear(32, 10))
 
-    def _init_state(self, enc, points_uv_model, points_cam_m):
+    def _context(self, enc, points_uv_model, points_cam_m):
+        """Initial state and what every step sees again: condition (B, H), anchor (B, 1, 3), goal (B, 1, 3)."""
         tokens, glob = self.cond(enc, points_uv_model, points_cam_m)
-        return torch.tanh(self.cond_flat(torch.cat([tokens.flatten(1), glob], -1)))
+        condition = torch.tanh(self.cond_flat(torch.cat([tokens.flatten(1), glob], -1)))
+        return condition, (condition, points_cam_m[:, :1], enc.goal_xyz[:, None])
 
-    def _step(self, state, prev_mm, step: int):
+    def _step(self, state, prev_mm, step: int, context):
         """→ new state and centimetre-digit logits (B, P, 3, coarse_bins)."""
+        condition, anchor, goal = context
         b = prev_mm.shape[0]
         one_hot = F.one_hot(torch.full((b,), step, device=prev_mm.device), self.cfg.horizon).float()
-        state = self.gru(self.step_in(torch.cat([prev_mm.flatten(1) / 100.0, one_hot], -1)), state)
+        to_goal = (goal - (anchor + prev_mm / 1000.0)) / MOTION_SCALE_M  # (B, P, 3)
+        inputs = torch.cat([prev_mm.flatten(1) / 100.0, to_goal.flatten(1), one_hot, condition], -1)
+        state = self.gru(self.step_in(inputs), state)
         return state, self.coarse_out(state).view(b, self.points, 3, self.coarse_bins)
 
     def _fine_logits(self, state, coarse_digit):
         """Millimetre-digit logits (B, P, 3, 10) given the chosen centimetre digits (B, P, 3)."""
-        hidden = self.fine_state(state).view(*coarse_digit.shape, 32) + self.coarse_embed(coarse_digit)
-        return self.fine_out(hidden)
+        hidden = self.fine_state(state).view(state.shape[0], self.points, 3, 32)
+        while hidden.dim() < coarse_digit.dim() + 1:  # coarse_digit may carry extra candidate dims
+            hidden = hidden.unsqueeze(-2)
+        return self.fine_out(hidden + self.coarse_embed(coarse_digit))
 
     def loss(self, enc, points_uv_model, points_cam_m, values_mm):
         """values_mm (B, P, F+1, 3) integer mm from the anchor, step 0 = t0 (teacher forcing)."""
-        state = self._init_state(enc, points_uv_model, points_cam_m)
+        state, context = self._context(enc, points_uv_model, points_cam_m)
         total = 0.0
         m = self.cfg.max_step_mm
         for f in range(self.cfg.horizon):
-            state, coarse = self._step(state, values_mm[:, :, f].float(), f)
+            state, coarse = self._step(state, values_mm[:, :, f].float(), f, context)
             code = (values_mm[:, :, f + 1] - values_mm[:, :, f]).clamp(-m, m) + m  # (B, P, 3) in [0, 2m]
             fine = self._fine_logits(state, code // 10)  # teacher-forced centimetre digit
             total = total + F.cross_entropy(coarse.reshape(-1, self.coarse_bins), (code // 10).reshape(-1))
@@ -304,22 +312,44 @@ class AutoregressiveHead(nn.Module):
     @torch.no_grad()
     def decode(self, enc, points_uv_model, points_cam_m, start_mm, num_samples: int = 1, temperature: float = 0.0,
                generator=None):
-        """Greedy (temperature 0) or sampled decoding → values (B, K, P, F, 3) int mm, log-prob (B, K)."""
-        state = self._init_state(enc, points_uv_model, points_cam_m).repeat_interleave(num_samples, 0)
+        """Expected-increment (temperature 0) or sampled decoding → values (B, K, P, F, 3) int mm, log-prob (B, K)."""
+        state, context = self._context(enc, points_uv_model, points_cam_m)
+        state = state.repeat_interleave(num_samples, 0)
+        context = tuple(c.repeat_interleave(num_samples, 0) for c in context)
         prev = start_mm.repeat_interleave(num_samples, 0)  # (B*K, P, 3)
         logp = torch.zeros(prev.shape[0], device=prev.device)
         out = []
         for f in range(self.cfg.horizon):
-            state, coarse = self._step(state, prev.float(), f)
-            cm, logp_cm = self._choose(coarse, temperature, generator)
-            mm, logp_mm = self._choose(self._fine_logits(state, cm), temperature, generator)
+            state, coarse = self._step(state, prev.float(), f, context)
+            if temperature <= 0:
+                code = self._expected_code(state, coarse)
+                cm = code // 10
+                logp_cm = torch.log_softmax(coarse, -1).gather(-1, cm[..., None])[..., 0].sum((1, 2))
+                fine = torch.log_softmax(self._fine_logits(state, cm), -1)
+                logp_mm = fine.gather(-1, (code % 10)[..., None])[..., 0].sum((1, 2))
+            else:
+                cm, logp_cm = self._choose(coarse, temperature, generator)
+                mm, logp_mm = self._choose(self._fine_logits(state, cm), temperature, generator)
+                code = 10 * cm + mm
             logp = logp + logp_cm + logp_mm
-            code = 10 * cm + mm
             prev = prev + (code - self.cfg.max_step_mm).clamp(-self.cfg.max_step_mm, self.cfg.max_step_mm)
             out.append(prev)
         values = torch.stack(out, 2)  # (B*K, P, F, 3)
         b = start_mm.shape[0]
         return values.view(b, num_samples, *values.shape[1:]), logp.view(b, num_samples)
+
+    def _expected_code(self, state, coarse_logits):
+        """Deterministic decoding: the expected increment code, rounded to whole millimetres (B, P, 3).
+
+        Greedy argmax stalls while the onset of motion is uncertain (0 mm is the likeliest single
+        increment at every step); the expectation moves by the probability-weighted amount instead.
+        """
+        p_cm = torch.softmax(coarse_logits, -1)  # (B, P, 3, C)
+        digits = torch.arange(self.coarse_bins, device=coarse_logits.device).expand_as(p_cm)
+        p_mm = torch.softmax(self._fine_logits(state, digits), -1)  # (B, P, 3, C, 10)
+        expected_mm = (p_mm * torch.arange(10, device=p_mm.device)).sum(-1)  # (B, P, 3, C)
+        code = (p_cm * (10 * digits + expected_mm)).sum(-1)
+        return code.round().long().clamp(0, 2 * self.cfg.max_step_mm)
 
     @staticmethod
     def _choose(logits, temperature: float, generator):
