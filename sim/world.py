@@ -198,7 +198,7 @@ class World:
         boxes = []  # (half_extents, position, yaw)
         if spec["shape"] == "bowl":
             r = spec["inner_radius"]
-            segments = 16
+            segments = 15  # + the floor = 16 shapes, PyBullet's most for one compound body
             seg_len = 2 * np.pi * (r + thickness) / segments
             boxes.append(([r + thickness, r + thickness, base_h / 2], [0, 0, base_h / 2], 0.0))
             for i in range(segments):
