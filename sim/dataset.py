@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from molmomotion_ros.camera import PinholeCamera
 from molmomotion_ros.paths import config_path
+from molmomotion_ros.pixels import erode, farthest_point_pixels  # noqa: F401  (erode: re-exported)
 
 from .agents import OracleAgent
 from .episode import run_episode
@@ -102,18 +103,6 @@ def _options_from_dict(d: dict) -> TaskOptions:
 
 
 # --- query points -------------------------------------------------------------------------------
-def erode(mask: np.ndarray) -> np.ndarray:
-    """Binary erosion by one pixel with a 3x3 square (pixels on the image border are dropped)."""
-    out = np.zeros_like(mask, dtype=bool)
-    m = mask.astype(bool)
-    core = m[1:-1, 1:-1].copy()
-    for dv in (-1, 0, 1):
-        for du in (-1, 0, 1):
-            core &= m[1 + dv : m.shape[0] - 1 + dv, 1 + du : m.shape[1] - 1 + du]
-    out[1:-1, 1:-1] = core
-    return out
-
-
 def sample_query_pixels(mask: np.ndarray, depth_m: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` pixels (u, v) on ``mask`` with finite depth, spread by farthest-point sampling.
 
@@ -123,19 +112,9 @@ def sample_query_pixels(mask: np.ndarray, depth_m: np.ndarray, count: int, rng: 
     or raises DatasetError if no pixel qualifies.
     """
     valid = mask.astype(bool) & np.isfinite(depth_m)
-    interior = erode(valid)
-    candidates = interior if interior.sum() >= count else valid
-    vs, us = np.nonzero(candidates)
-    if len(us) == 0:
+    if not valid.any():
         raise DatasetError("the target shows no pixel with valid depth")
-    uv = np.stack([us, vs], axis=1)  # (M, 2)
-    chosen = [int(rng.integers(len(uv)))]
-    dist = np.linalg.norm(uv - uv[chosen[0]], axis=1)
-    for _ in range(count - 1):
-        nxt = int(np.argmax(dist))  # 0 once every candidate is taken: pixels repeat
-        chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(uv - uv[nxt], axis=1))
-    return uv[chosen].astype(np.int64)
+    return farthest_point_pixels(valid, count, rng)
 
 
 # --- geometry helpers ---------------------------------------------------------------------------

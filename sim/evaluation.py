@@ -8,15 +8,12 @@ raises is recorded as a failure carrying the exception's message; it never stops
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import math
 import multiprocessing
 import os
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -58,8 +55,7 @@ class EpisodeRunner:
 
     def _new_task(self, episode: EpisodeSpec) -> Task:
         if self.world is None:
-            with _native_stdout_silenced():
-                self.world = World()
+            self.world = World()
             self._base_camera = self.world.camera
         if self.agent is None:
             self.agent = make_agent(self.agent_name, **self.agent_kwargs)
@@ -351,30 +347,6 @@ def contact_sheet(path: str | Path, episodes: Sequence[EpisodeSpec], agent_name:
     figure.savefig(path)
     logger.info("wrote a contact sheet of %d episodes to %s", len(rows), path)
     return path
-
-
-@contextlib.contextmanager
-def _native_stdout_silenced():
-    """Send file descriptor 1 to /dev/null: PyBullet's C code prints "argv[0]=" when it connects."""
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            try:
-                yield
-            finally:
-                _flush_c_stdio()
-                os.dup2(saved_fd, 1)
-    finally:
-        os.close(saved_fd)
-
-
-def _flush_c_stdio() -> None:
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):  # no C library handle on this platform
-        pass
 
 
 def _one_line(err: Exception) -> str:

@@ -8,9 +8,6 @@ every object, the end effector and the gripper, from which the motion dataset is
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +17,7 @@ from pybullet_utils import bullet_client
 
 from molmomotion_ros.camera import PinholeCamera
 from molmomotion_ros.paths import config_path
+from molmomotion_ros.stdio import native_stdout_silenced
 
 from .vocabulary import Vocabulary, default_vocabulary
 
@@ -82,20 +80,6 @@ class TraceSample:
     joint_positions_rad: np.ndarray  # (9,)
 
 
-@contextlib.contextmanager
-def _stdout_silenced():
-    """Silence writes to file descriptor 1 (C-level prints) for the duration of the block."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 class MotionError(RuntimeError):
     """A motion primitive could not be carried out (goal unreachable, outside the workspace...)."""
 
@@ -105,7 +89,7 @@ class World:
         self.default_camera = camera or PinholeCamera.from_yaml(config_path("camera.yaml"))
         self.camera = self.default_camera  # tasks may jitter this one per episode
         self.vocabulary = vocabulary or default_vocabulary()
-        with _stdout_silenced():  # PyBullet's C code prints "argv[0]=" on connect
+        with native_stdout_silenced():  # PyBullet's C code prints "argv[0]=" on connect
             self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
         self.objects: dict[int, SceneObject] = {}

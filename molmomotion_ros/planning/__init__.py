@@ -1,1 +1,3 @@
-"""Motion planning core (no rclpy): limits, rigid fits of forecasts, time parameterisation."""
+"""Motion planning core (no rclpy): joint limits, Panda kinematics (pinocchio), collision checking
+(PyBullet scene or perceived point cloud), OMPL planning, TOPP-RA time parameterisation, rigid fits of
+forecast tracks."""

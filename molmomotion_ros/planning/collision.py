@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import sys
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pybullet
 from pybullet_utils import bullet_client
+
+from molmomotion_ros.stdio import native_stdout_silenced
 
 from .kinematics import DEFAULT_BASE_POSITION_M, FINGER_OPENING_M, HOME_JOINTS_RAD, panda_urdf_path
 from .limits import JointLimits
@@ -43,19 +43,6 @@ class CollisionChecker(Protocol):
         (the planner's final check of a timed trajectory allows a little: discrete checks along a motion
         can miss a sub-millimetre dip into the margin between two checked states)."""
 
-
-@contextlib.contextmanager
-def _stdout_silenced():
-    """PyBullet's C code prints on connect; keep fd 1 quiet for the duration."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def joint_limit_reason(q7: np.ndarray, limits: JointLimits) -> str | None:
@@ -93,7 +80,7 @@ class PyBulletSceneChecker:
         self._upper = self.limits.position_upper_rad + 1e-9
         self.scene_margin_m = scene_margin_m
         self.self_margin_m = self_margin_m
-        with _stdout_silenced():
+        with native_stdout_silenced():
             self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
         import pybullet_data
 
