@@ -6,7 +6,7 @@
 # 1. Motion data from the oracle (~15 min): 1500 train episodes per family, 100 per family for
 #    validation, test and ood (data/ is git-ignored).
 # 2. Base grounding encoder (1500 steps, ~11 min).
-# 3. FM and AR forecasters from the base (2500 steps each, run side by side with 1 thread each, ~35 min).
+# 3. FM (2500 steps) and AR (2000 steps) forecasters from the base, side by side, 1 thread each (~35 min).
 # 4. eval-forecast on the test and ood splits (tables + JSON + overlay PNGs under results/).
 # Every step is deterministic for its seed; a step whose output exists is skipped (delete it to redo).
 set -euo pipefail
@@ -25,9 +25,11 @@ done
 [[ -f "$CK/base.pt" ]] || "$MM" train --model base --data data/train --val data/validation --steps 1500 \
     --lr 2e-3 --val-every 250 --out "$CK/base.pt"
 pids=()
-for head in fm ar; do
+for spec in "fm 2500" "ar 2000"; do
+    set -- $spec
+    head=$1
     if [[ ! -f "$CK/$head.pt" ]]; then
-        OMP_NUM_THREADS=1 "$MM" train --model "$head" --data data/train --val data/validation --steps 2500 \
+        OMP_NUM_THREADS=1 "$MM" train --model "$head" --data data/train --val data/validation --steps "$2" \
             --init "$CK/base.pt" --val-every 500 --out "$CK/$head.pt" --no-progress &
         pids+=($!)
     fi
