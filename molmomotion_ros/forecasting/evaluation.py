@@ -45,7 +45,7 @@ def _select(data, episodes_per_family: int | None) -> list[int]:
 
 def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str | Path, num_samples: int = 8,
                          episodes_per_family: int | None = None, progress: bool = True, horizon: int = 32,
-                         stride: int = 2, overlays: int = 4) -> dict:
+                         stride: int = 2, overlays_per_family: int = 2) -> dict:
     """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy."""
     from tqdm import tqdm
 
@@ -66,6 +66,7 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
     overlay_items = []
     for i in tqdm(indices, desc="eval-forecast", unit="ep", disable=not progress):
         ep = data.episode(i)
+        family = ep["meta"]["family"]
         gt = _ground_truth_cam(ep, stride, horizon)
         valid = np.ones(horizon, dtype=bool)
         request = validate_request(ep["rgb"], ep["depth_m"], ep["K"], ep["T_world_cam"], ep["points_uv"],
@@ -77,7 +78,8 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
             results[name]["ms"].append((time.perf_counter() - start) * 1000)
             results[name]["k1"].append(metrics.summarize(one.points_cam_m, gt, valid, ep["points_cam_m"]))
             results[name][f"k{num_samples}"].append(metrics.summarize(many.points_cam_m, gt, valid, ep["points_cam_m"]))
-            if len(overlay_items) < overlays * len(forecasters) and name in ("fm", "ar"):
+            shown = sum(1 for item in overlay_items if item[0] == name and item[1]["meta"]["family"] == family)
+            if name in ("fm", "ar") and shown < overlays_per_family:
                 overlay_items.append((name, ep, many.points_cam_m, gt))
         if grounding_model is not None:
             heat = grounding_model.heatmaps(ep["rgb"][-1], ep["depth_m"][-1], ep["K"], ep["meta"]["instruction"])
