@@ -9,7 +9,7 @@ from molmomotion_ros.forecasting.evaluation import _ground_truth_cam
 from molmomotion_ros.forecasting.interface import Forecaster, validate_request
 from molmomotion_ros.forecasting.metrics import ade
 from molmomotion_ros.forecasting.models import ForecasterConfig, ForecasterModel
-from molmomotion_ros.forecasting.predictor import NeuralBackend
+from molmomotion_ros.forecasting.predictor import NeuralBackend, shipped_checkpoint
 from molmomotion_ros.forecasting.training import TrainingError, train
 
 
@@ -36,17 +36,18 @@ def _requests(root, stride=2, horizon=32):
 @pytest.mark.slow
 def test_short_fm_training_lowers_the_loss_and_beats_standing_still(small_dataset, tmp_path):
     out = tmp_path / "fm.pt"
-    train("fm", small_dataset, out, steps=150, val_dir=small_dataset, batch_size=8, lr=2e-3, val_every=50,
-          progress=False)
+    # From the shipped grounding encoder, as the real forecasters start; 12 episodes, a few hundred steps.
+    train("fm", small_dataset, out, steps=300, val_dir=small_dataset, batch_size=8, lr=2e-3, val_every=25,
+          init=shipped_checkpoint("base"), progress=False)
     model, meta = load_checkpoint(out)
     history = meta["history"]
-    assert history[-1]["val_loss"] < 0.7 * history[0]["val_loss"]
+    assert history[-1]["val_loss"] < 0.9 * history[0]["val_loss"], history
     forecaster = Forecaster(NeuralBackend(head="fm", checkpoint=out))
     errors, still = [], []
     for request, gt in _requests(small_dataset):
         errors.append(ade(forecaster.predict_request(request).points_cam_m, gt)[0])
         still.append(ade(np.repeat(request.points_cam_m[:, None], 32, 1)[None], gt)[0])
-    assert np.mean(errors) < np.mean(still)
+    assert np.mean(errors) < np.mean(still), (np.mean(errors), np.mean(still))
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
