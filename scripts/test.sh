@@ -5,13 +5,7 @@
 # Both steps always run; the exit status is non-zero if either fails (pytest's 5, "no tests
 # collected", counts as a failure too).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-bash scripts/bootstrap.sh
-
-export HF_HUB_OFFLINE=1
-# See scripts/main.sh: a value inherited from another venv breaks `import rclpy` in ours.
-unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, set-up, environment
 
 lint_rc=0
 "$ROOT/.venv/bin/ruff" check . || lint_rc=$?

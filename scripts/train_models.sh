@@ -10,11 +10,7 @@
 # 4. eval-forecast on the test and ood splits (tables + JSON + overlay PNGs under results/).
 # Every step is deterministic for its seed; a step whose output exists is skipped (delete it to redo).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-bash scripts/bootstrap.sh
-export HF_HUB_OFFLINE=1
-unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, set-up, environment
 MM=".venv/bin/molmomotion"
 CK="molmomotion_ros/checkpoints"
 
