@@ -51,15 +51,12 @@ class EpisodeRunner:
         self.agent_kwargs = dict(agent_kwargs or {})
         self.world: World | None = None
         self.agent: Agent | None = None
-        self._base_camera = None
 
     def _new_task(self, episode: EpisodeSpec) -> Task:
         if self.world is None:
             self.world = World()
-            self._base_camera = self.world.camera
         if self.agent is None:
             self.agent = make_agent(self.agent_name, **self.agent_kwargs)
-        self.world.camera = self._base_camera  # tasks jitter world.camera; never compound it
         return TASKS[episode.family](self.world, episode.options)
 
     def run(self, episode: EpisodeSpec) -> EpisodeResult:
