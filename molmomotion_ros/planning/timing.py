@@ -65,9 +65,26 @@ def _densify(path: np.ndarray, max_step_rad: float = 0.05) -> np.ndarray:
     return np.asarray(out)
 
 
+def _path_spline(path: np.ndarray, limits: JointLimits):
+    """A cubic spline through the densified path that stays inside the position limits.
+
+    A cubic overshoots where the path turns; near a limit that can cross it by a fraction of a
+    milliradian, so the path is densified more finely until the sampled spline stays inside.
+    """
+    import toppra
+
+    for max_step_rad in (0.05, 0.02, 0.01):
+        dense = _densify(path, max_step_rad)
+        s = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))]
+        s /= s[-1]
+        spline = toppra.SplineInterpolator(s, dense)
+        if np.all(limits.within_position_limits(spline(np.linspace(0.0, 1.0, 20 * len(dense))))):
+            return spline, dense
+    raise TimingError("the path runs so close to a joint limit that its smooth interpolation leaves it")
+
+
 def time_parameterize(path_rad: np.ndarray, limits: JointLimits, max_slowdowns: int = 8) -> TimedTrajectory:
     """Waypoints (M, J) → a trajectory from rest to rest that respects every limit of ``limits``."""
-    import toppra
     import toppra.algorithm as algo
     import toppra.constraint as constraint
 
@@ -84,10 +101,7 @@ def time_parameterize(path_rad: np.ndarray, limits: JointLimits, max_slowdowns: 
     if len(path) < 2:  # already there: a one-sample trajectory at rest
         zeros = np.zeros((1, J))
         return TimedTrajectory(limits.joint_names, np.zeros(1), path[:1], zeros, zeros)
-    dense = _densify(path)
-    s = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))]
-    s /= s[-1]
-    spline = toppra.SplineInterpolator(s, dense)
+    spline, dense = _path_spline(path, limits)
     # Aim a little inside the limits: sampling and the spline's small overshoots then stay legal.
     margin = 0.95
     vel = constraint.JointVelocityConstraint(np.c_[-limits.max_velocity, limits.max_velocity] * margin)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from molmomotion_ros.planning.geometry import FitError, kabsch, object_motion_from_tracks
@@ -50,8 +50,9 @@ def test_degenerate_fits_are_refused():
         kabsch(line, line)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), waypoints=st.integers(2, 6), scaling=st.floats(0.05, 1.0))
+@example(seed=50870629, waypoints=4, scaling=1.0)  # a waypoint 2 mrad from a limit: the spline overshot it
 def test_random_paths_never_break_a_limit(seed, waypoints, scaling):
     rng = np.random.default_rng(seed)
     limits = LIMITS.scaled(scaling)
