@@ -18,7 +18,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/suites", glob("config/suites/*.yaml")),
     ],
     install_requires=["setuptools"],
@@ -32,6 +32,12 @@ setup(
     entry_points={
         "console_scripts": [
             "molmomotion = molmomotion_ros.cli:main",
+            # ROS 2 nodes (lib/molmomotion_ros/<name> on colcon installs, for `ros2 run`/launch files)
+            "forecaster_node = molmomotion_ros.nodes.forecaster_node:main",
+            "speech_node = molmomotion_ros.nodes.speech_node:main",
+            "sim_node = molmomotion_ros.nodes.sim_node:main",
+            "manipulation_node = molmomotion_ros.nodes.manipulation_node:main",
+            "episode_runner = molmomotion_ros.nodes.episode_runner:main",
         ],
     },
 )
