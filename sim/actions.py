@@ -25,4 +25,28 @@ class Push:
     end_m: np.ndarray
 
 
-Action = PickPlace | Push
+@dataclass(frozen=True)
+class JointMotion:
+    """A timed trajectory of the 7 arm joints (radians), as a JointTrajectory controller takes it."""
+
+    times_s: np.ndarray  # (N,) from the start of the motion, strictly increasing
+    positions_rad: np.ndarray  # (N, 7)
+
+
+@dataclass(frozen=True)
+class GripperCommand:
+    """Close (with force) or open the gripper; ``opening_m`` per finger overrides the target."""
+
+    closed: bool
+    opening_m: float | None = None
+
+
+@dataclass(frozen=True)
+class MotionSequence:
+    """Low-level steps executed in order (what a planner-based agent produces for one skill)."""
+
+    steps: tuple[JointMotion | GripperCommand, ...]
+    label: str = ""
+
+
+Action = PickPlace | Push | MotionSequence

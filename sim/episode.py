@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from .actions import PickPlace, Push
+from .actions import GripperCommand, JointMotion, MotionSequence, PickPlace, Push
 from .agents import Agent
+from .control import JointTrajectoryFollower, TrajectoryError
 from .tasks.base import Task
 from .world import MotionError, World
 
@@ -34,6 +35,18 @@ def execute(world: World, action) -> None:
         world.pick_and_place(action.pick_m, action.pick_yaw_rad, action.place_m, action.place_yaw_rad)
     elif isinstance(action, Push):
         world.push(action.start_m, action.end_m)
+    elif isinstance(action, MotionSequence):
+        for step in action.steps:
+            if isinstance(step, JointMotion):
+                try:
+                    follower = JointTrajectoryFollower(step.times_s, step.positions_rad)
+                except TrajectoryError as err:
+                    raise MotionError(f"bad joint trajectory: {err}") from err
+                world.follow_joint_trajectory(follower)
+            elif isinstance(step, GripperCommand):
+                world.set_gripper(step.closed, opening_m=step.opening_m)
+            else:
+                raise TypeError(f"the harness cannot execute a {type(step).__name__} step")
     else:
         raise TypeError(f"the harness cannot execute {type(action).__name__}")
 

@@ -385,6 +385,27 @@ class World:
             if np.linalg.norm(self.ee_pose()[:3] - target) < 0.002:
                 break
 
+    def follow_joint_trajectory(self, follower, settle_tol_rad: float = 0.01, max_settle_s: float = 0.5) -> None:
+        """Servo the arm along a timed joint trajectory (a ``control.JointTrajectoryFollower``) on
+        the physics clock, then hold its last point until the joints are within ``settle_tol_rad``."""
+        start = self._step_count
+        while (self._step_count - start) / PHYSICS_HZ < follower.duration_s:
+            self._hold_arm(follower.target((self._step_count - start + 1) / PHYSICS_HZ))
+            self.step()
+        self._hold_arm(follower.final_rad)
+        for _ in range(int(max_settle_s * PHYSICS_HZ)):
+            if np.max(np.abs(self.joint_positions()[:7] - follower.final_rad)) < settle_tol_rad:
+                break
+            self.step()
+
+    def hold_arm(self, joints_rad) -> None:
+        """Make ``joints_rad`` (7,) the arm's position set-point (takes effect on the next step)."""
+        self._hold_arm(joints_rad)
+
+    def command_gripper(self, closed: bool, opening_m: float | None = None) -> None:
+        """Set the finger set-point without stepping (sim_node steps on its own clock)."""
+        self._command_gripper(closed, opening_m)
+
     def move_home(self) -> None:
         self._hold_arm(HOME_JOINTS_RAD)
         for _ in range(PHYSICS_HZ):
