@@ -8,7 +8,7 @@ FORECASTER_NODE = register(NodeSpec(
     module="molmomotion_ros.nodes.forecaster_node",
     params_file="forecaster_node.yaml",
     parameters=(
-        ParamSpec("backend", "fm", "forecaster backend", choices=("fm", "ar", "stationary", "constant_velocity",
+        ParamSpec("backend", "fm", "forecaster backend", choices=("fm", "ar", "stationary", "constant-velocity",
                                                                    "molmomotion4b"), read_only=True),
         ParamSpec("device", "auto", "torch device for the model", choices=("auto", "cpu", "cuda"), read_only=True),
         ParamSpec("num_hypotheses", 8, "K, forecast samples per request (fm); ar and baselines give 1",
