@@ -43,7 +43,20 @@ class OracleAgent:
         return self._task.oracle_action()
 
 
-AGENTS: dict[str, Callable[..., Agent]] = {"oracle": OracleAgent}
+def _planner(forecaster: str) -> Callable[..., Agent]:
+    def make(**kwargs) -> Agent:
+        from .planner_agent import PlannerAgent  # loads models and planners: only when asked for
+
+        return PlannerAgent(forecaster=forecaster, **kwargs)
+
+    return make
+
+
+AGENTS: dict[str, Callable[..., Agent]] = {
+    "oracle": OracleAgent,
+    # The forecast-driven planner agent with each forecaster; planner-oracle uses the true future.
+    **{f"planner-{name}": _planner(name) for name in ("fm", "ar", "stationary", "oracle")},
+}
 
 
 def make_agent(name: str, **kwargs) -> Agent:

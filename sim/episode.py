@@ -60,6 +60,7 @@ def run_episode(task: Task, seed: int, agent: Agent, max_steps: int | None = Non
         observation = task.world.render() if agent.needs_observation else None
         action = agent.act(observation, task.instruction)
         if action is None:
+            reason = getattr(agent, "last_failure", "")  # why an agent gave up, when it says
             break
         try:
             execute(task.world, action)

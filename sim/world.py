@@ -119,6 +119,13 @@ class World:
             self.robot_id = p.loadURDF("franka_panda/panda.urdf", ROBOT_BASE_M, useFixedBase=True)
             for joint in FINGER_JOINTS:
                 p.changeDynamics(self.robot_id, joint, lateralFriction=3.0, spinningFriction=0.01)
+            # The real gripper's fingers are geared together. Without the coupling both fingers push
+            # with their force limit wherever they stand, so a held object floats along the closing
+            # axis and slides a centimetre or more whenever the arm accelerates sideways.
+            gear = p.createConstraint(self.robot_id, FINGER_JOINTS[0], self.robot_id, FINGER_JOINTS[1],
+                                      jointType=pybullet.JOINT_GEAR, jointAxis=[1, 0, 0], parentFramePosition=[0, 0, 0],
+                                      childFramePosition=[0, 0, 0])
+            p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50)
             self._joint_limits = np.array(
                 [p.getJointInfo(self.robot_id, j)[8:10] for j in ARM_JOINTS], dtype=float
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -417,6 +418,19 @@ class PointCloudChecker:
         self._sphere_joint = np.asarray(self._sphere_joint)
         self._tree = None
         self._voxel_centres = np.zeros((0, 3))
+        self._sphere_link = np.asarray(self._sphere_link)
+        self.allowed_links: frozenset[str] = frozenset()  # may touch the cloud (MoveIt's allowed collisions)
+
+    @contextmanager
+    def allowing(self, links):
+        """Let ``links`` (e.g. the fingers while grasping or pushing) touch the point cloud; they must
+        still keep their centres above the table plane."""
+        saved = self.allowed_links
+        self.allowed_links = frozenset(links)
+        try:
+            yield self
+        finally:
+            self.allowed_links = saved
 
     def sphere_centres(self, q7) -> np.ndarray:
         """(S, 3) world positions of the link spheres at joints ``q7``."""
@@ -468,14 +482,16 @@ class PointCloudChecker:
         if problem:
             return problem
         centres = self.sphere_centres(np.asarray(q7, dtype=float))
-        low = centres[:, 2] - self.radii_m < self.table_z_m  # the spheres are already generous: no margin here
+        allowed = np.isin(self._sphere_link, list(self.allowed_links))
+        # The spheres are already generous: no margin here; allowed links only keep their centres up.
+        low = centres[:, 2] - np.where(allowed, 0.0, self.radii_m) < self.table_z_m
         if low.any():
             return f"{self._sphere_link[int(np.argmax(low))]} reaches the table plane"
         if self._tree is not None:
             half_diagonal = self.voxel_size_m * np.sqrt(3) / 2
             margin = max(0.0, self.margin_m - slack_m)
             gap, _ = self._sphere_distance(self._tree, centres, half_diagonal + margin)
-            hit = gap < half_diagonal + margin
+            hit = (gap < half_diagonal + margin) & ~allowed
             if hit.any():
                 return f"{self._sphere_link[int(np.argmax(hit))]} collides with the point cloud"
         return None

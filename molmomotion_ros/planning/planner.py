@@ -163,6 +163,18 @@ class PlanResult:
         return self.status is PlanStatus.SUCCESS
 
 
+@dataclass(frozen=True)
+class CartesianResult:
+    """A Cartesian plan: ``plan`` as for the other goals, ``fraction`` of the waypoint path achieved."""
+
+    plan: PlanResult
+    fraction: float
+
+    @property
+    def success(self) -> bool:
+        return self.plan.success and self.fraction >= 1.0 - 1e-9
+
+
 class PathBackend(Protocol):
     label: str  # for messages, e.g. "ompl (RRTConnect)"
 
@@ -363,6 +375,67 @@ class MotionPlanner:
                                 f"solutions found: {problems[0]}", t0)
         return self._connect(q_start, valid, t0, velocity_scaling)
 
+    def plan_cartesian(self, q_start, poses_world, max_step_m: float = 0.01, max_step_rad: float = 0.1,
+                       jump_threshold_rad: float = 0.25, velocity_scaling: float | None = None,
+                       require_complete: bool = True) -> CartesianResult:
+        """A joint path that moves the grasp target through ``poses_world`` (N, 4, 4) in straight lines.
+
+        Like MoveIt's ``compute_cartesian_path``: the segments between waypoints (start pose first) are
+        interpolated every ``max_step_m`` / ``max_step_rad``, each solved by IK seeded with the last
+        solution; the path stops at the first pose with no IK solution, a joint jump above
+        ``jump_threshold_rad`` or a collision (including along the joint segment), and ``fraction``
+        says how much of the path was achieved. The achieved path is timed (and checked) when
+        complete, or always with ``require_complete=False``.
+        """
+        t0 = time.perf_counter()
+        q_start = np.asarray(q_start, dtype=float)
+        poses = np.asarray(poses_world, dtype=float).reshape(-1, 4, 4)
+        refusal = self._check_start(q_start)
+        if refusal is not None:
+            return CartesianResult(self._refuse(*refusal, t0), 0.0)
+        if not np.all(np.isfinite(poses)):
+            return CartesianResult(self._refuse(PlanStatus.GOAL_UNREACHABLE, "the waypoints contain NaN", t0), 0.0)
+        targets = _interpolate_poses(np.concatenate([self.kinematics.fk(q_start)[None], poses]), max_step_m,
+                                     max_step_rad)
+        path, reason, status = [q_start], "", PlanStatus.SUCCESS
+        cfg = self.config
+        for T in targets[1:]:
+            if not cfg.workspace.contains(T[:3, 3]):
+                status, reason = PlanStatus.GOAL_OUTSIDE_WORKSPACE, self._outside_workspace(T[:3, 3], "waypoint")
+                break
+            solutions = self.kinematics.ik_solutions(T, seeds=[path[-1]], position_tol_m=cfg.ik_position_tolerance_m,
+                                                     rotation_tol_rad=cfg.ik_rotation_tolerance_rad,
+                                                     n_random_seeds=0, max_solutions=1)
+            if not solutions:
+                status, reason = PlanStatus.GOAL_UNREACHABLE, f"no IK solution at {_fmt(T[:3, 3])} m"
+                break
+            q = solutions[0]
+            if np.max(np.abs(q - path[-1])) > jump_threshold_rad:
+                status, reason = PlanStatus.NO_PATH, f"a joint jump of {np.max(np.abs(q - path[-1])):.2f} rad at " \
+                    f"{_fmt(T[:3, 3])} m"
+                break
+            if not self.segment_valid(path[-1], q):
+                problem = self.checker.reason(q) or "the joint segment there collides"
+                status, reason = PlanStatus.GOAL_IN_COLLISION, f"collision at {_fmt(T[:3, 3])} m: {problem}"
+                break
+            path.append(q)
+        fraction = (len(path) - 1) / max(1, len(targets) - 1)
+        path_rad = np.array(path)
+        if status is not PlanStatus.SUCCESS and (require_complete or len(path) < 2):
+            result = self._refuse(status, f"the Cartesian path stops at {fraction:.0%}: {reason}", t0)
+            return CartesianResult(replace(result, path_rad=path_rad), fraction)
+        limits = self.limits if velocity_scaling is None else self.limits.scaled(velocity_scaling)
+        try:
+            trajectory = time_parameterize(path_rad, limits)
+        except TimingError as err:
+            return CartesianResult(self._refuse(PlanStatus.TIMING_FAILED, f"the Cartesian path cannot be timed: "
+                                                f"{err}", t0), fraction)
+        problem = self._trajectory_problem(trajectory, limits)
+        if problem:
+            return CartesianResult(self._refuse(PlanStatus.TRAJECTORY_INVALID, problem, t0), fraction)
+        return CartesianResult(PlanResult(PlanStatus.SUCCESS, reason, path_rad, trajectory, time.perf_counter() - t0,
+                                          path_rad[-1].copy()), fraction)
+
     # --- internals ----------------------------------------------------------------------------
     def _check_start(self, q_start: np.ndarray) -> tuple[PlanStatus, str] | None:
         problem = self.checker.reason(q_start)
@@ -433,6 +506,24 @@ class MotionPlanner:
     def with_config(self, **changes) -> "MotionPlanner":
         """A planner sharing this one's checker and kinematics with some config fields changed."""
         return MotionPlanner(replace(self.config, **changes), self.limits, self.checker, self.kinematics)
+
+
+def _interpolate_poses(poses: np.ndarray, max_step_m: float, max_step_rad: float) -> np.ndarray:
+    """Poses (N, 4, 4) with straight-line positions and slerped rotations inserted between neighbours."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    out = [poses[0]]
+    for a, b in zip(poses[:-1], poses[1:], strict=True):
+        rotations = Rotation.from_matrix(np.stack([a[:3, :3], b[:3, :3]]))
+        angle = float((rotations[0].inv() * rotations[1]).magnitude())
+        n = max(1, int(np.ceil(max(np.linalg.norm(b[:3, 3] - a[:3, 3]) / max_step_m, angle / max_step_rad))))
+        slerp = Slerp([0.0, 1.0], rotations)
+        for i in range(1, n + 1):
+            T = np.eye(4)
+            T[:3, :3] = slerp([i / n]).as_matrix()[0]
+            T[:3, 3] = a[:3, 3] + (b[:3, 3] - a[:3, 3]) * (i / n)
+            out.append(T)
+    return np.array(out)
 
 
 def _bisection_order(n: int) -> list[int]:

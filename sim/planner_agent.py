@@ -1,0 +1,157 @@
+"""The forecast-driven planner agent: perceive → ground → forecast → derive grasp and goal → plan → act.
+
+It sees what a camera-and-joint-encoder robot sees (the RGB-D observation and the joint positions)
+and runs the same code as the ROS manipulation node: ``ForecastPipeline`` for the forecast,
+``planning.skills`` for the grasp/goal and the motion sequence, and a point-cloud collision checker
+built from the depth image (the target's own points removed). Its actions are timed joint
+trajectories and gripper commands, executed by the harness's trajectory follower.
+
+``forecaster="oracle"`` replaces the forecast by the ground truth (the oracle's future motion of the
+true target, recorded in a saved-and-restored copy of the physics) and the grounding by the true
+segmentation, so its success rate measures the planning alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from molmomotion_ros.forecasting.grounding import GroundingError
+from molmomotion_ros.forecasting.pipeline import ForecastPipeline, target_motion
+from molmomotion_ros.forecasting.types import ForecastInputError
+from molmomotion_ros.pixels import farthest_point_pixels
+from molmomotion_ros.planning.collision import PointCloudChecker
+from molmomotion_ros.planning.geometry import FitError
+from molmomotion_ros.planning.kinematics import PandaKinematics
+from molmomotion_ros.planning.planner import MotionPlanner, PlannerConfig
+from molmomotion_ros.planning.skills import SkillError, SkillPlan, SkillPlanner, perceive_target, skill_from_forecast
+
+from .actions import GripperCommand, JointMotion, MotionSequence
+from .episode import execute
+from .world import MotionError, Observation
+
+log = logging.getLogger(__name__)
+
+STRIDE = 2  # forecast steps are every 2nd sample of the 15 fps clock (the shipped models' stride)
+HORIZON = 32
+
+
+def plan_to_action(plan: SkillPlan, label: str = "") -> MotionSequence:
+    steps = []
+    for step in plan.steps:
+        if step.trajectory is not None:
+            steps.append(JointMotion(step.trajectory.times_s, step.trajectory.positions_rad))
+        else:
+            steps.append(GripperCommand(step.gripper_closed, step.gripper_opening_m))
+    return MotionSequence(tuple(steps), label)
+
+
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(pixels):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+class PlannerAgent:
+    """Forecast-driven planner agent; ``forecaster`` is fm | ar | stationary | constant-velocity |
+    molmomotion4b | oracle (ground-truth future)."""
+
+    needs_observation = True
+
+    def __init__(self, forecaster: str = "fm", num_samples: int = 8, device: str = "auto", seed: int = 0,
+                 planner_config: PlannerConfig | None = None):
+        self.forecaster = forecaster
+        self.name = f"planner-{forecaster}"
+        self.pipeline = None if forecaster == "oracle" else ForecastPipeline(forecaster, device=device,
+                                                                             num_samples=num_samples, seed=seed)
+        self.model_id = "ground-truth-future" if self.pipeline is None else self.pipeline.forecaster.backend.model_id
+        self.kinematics = PandaKinematics()
+        self.checker = PointCloudChecker(self.kinematics)
+        self.planner = MotionPlanner(planner_config, checker=self.checker, kinematics=self.kinematics)
+        self.skills = SkillPlanner(self.planner)
+        self.seed = seed
+        self.last_failure = ""
+        self.last_plan: SkillPlan | None = None
+        self._task = None
+
+    def reset(self, task) -> None:
+        self._task = task  # read only by the oracle forecast (privileged, for the planning-only baseline)
+        self.last_failure = ""
+        self.last_plan = None
+
+    def act(self, observation: Observation | None, instruction: str) -> MotionSequence | None:
+        if observation is None:
+            raise RuntimeError("PlannerAgent needs observations")
+        try:
+            return self._act(observation, instruction)
+        except (SkillError, GroundingError, ForecastInputError, FitError, MotionError) as err:
+            self.last_failure = f"{type(err).__name__}: {err}"
+            log.info("planner agent gives up: %s", self.last_failure)
+            return None
+
+    def _act(self, obs: Observation, instruction: str) -> MotionSequence:
+        camera = obs.camera
+        table_z = float(self.kinematics.base_pose[2, 3])
+        xyz_cam = camera.depth_to_points_cam(obs.depth_m)  # (h, w, 3), NaN where no return
+        xyz_world = xyz_cam @ camera.T_world_cam[:3, :3].T + camera.T_world_cam[:3, 3]  # (h, w, 3)
+        if self.pipeline is None:
+            target_mask = obs.segmentation == self._task.target.body_id
+            uv = farthest_point_pixels(target_mask & np.isfinite(obs.depth_m), 8, np.random.default_rng(self.seed))
+            points_t0 = xyz_world[uv[:, 1], uv[:, 0]]
+            tracks = self._ground_truth_tracks(points_t0)
+        else:
+            result = self.pipeline.run(obs.rgb, obs.depth_m, camera, instruction)
+            target_mask = result.query.target_mask
+            points_t0 = result.points_world_t0_m.astype(float)
+            tracks = result.forecast.best_world_m.astype(float)
+        motion = target_motion(points_t0, tracks)
+        target = perceive_target(xyz_world[target_mask], table_z)
+        skill = skill_from_forecast(target, points_t0, tracks, motion.motions_world, table_z)
+        obstacles = xyz_world[~dilate(target_mask, 2)]
+        self.checker.set_points(obstacles.reshape(-1, 3), q_robot=obs.joint_positions_rad[:7])
+        plan = self.skills.plan(obs.joint_positions_rad[:7], skill)
+        self.last_plan = plan
+        return plan_to_action(plan, skill.kind)
+
+    def _ground_truth_tracks(self, points_t0: np.ndarray) -> np.ndarray:
+        """Where the oracle would carry ``points_t0`` (P, 3): (P, F, 3) at the forecast's time steps."""
+        task = self._task
+        world = task.world
+        client = world.client
+        body = task.target.body_id
+        action = task.oracle_action()
+        if action is None:
+            raise SkillError("the oracle has nothing to do")
+        state = client.saveState()
+        saved = (world.trace, world._step_count, world._gripper_closed, world.record)
+        joints = world.joint_positions()
+        world.trace, world.record = [], True
+        try:
+            pos0, quat0 = client.getBasePositionAndOrientation(body)
+            execute(world, action)
+            poses = [s.object_poses[body] for s in world.trace if body in s.object_poses]
+        finally:
+            client.restoreState(state)
+            client.removeState(state)
+            world.trace, world._step_count, world._gripper_closed, world.record = saved
+            world.hold_arm(joints[:7])
+            world.command_gripper(world._gripper_closed)
+        if not poses:
+            raise SkillError("the oracle's motion left no trace")
+        R0 = np.array(client.getMatrixFromQuaternion(quat0)).reshape(3, 3)
+        local = (points_t0 - np.asarray(pos0)) @ R0  # (P, 3) in the object's frame
+        stride = max(STRIDE, math.ceil(len(poses) / HORIZON))
+        idx = np.minimum(np.arange(1, HORIZON + 1) * stride, len(poses) - 1)
+        tracks = []
+        for i in idx:
+            R = np.array(client.getMatrixFromQuaternion(poses[i][3:])).reshape(3, 3)
+            tracks.append(local @ R.T + poses[i][:3])
+        return np.stack(tracks, 1)  # (P, F, 3)
