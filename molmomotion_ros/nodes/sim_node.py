@@ -21,6 +21,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
@@ -84,12 +85,12 @@ class _RateMeter:
     """Events per second over the last RATE_WINDOW_S of wall time, in wall and in simulated time."""
 
     def __init__(self):
-        self._events: list[tuple[float, float]] = []  # (wall s, sim s)
+        self._events: deque[tuple[float, float]] = deque()  # (wall s, sim s), used by the simulation thread only
 
     def tick(self, wall_s: float, sim_s: float) -> None:
         self._events.append((wall_s, sim_s))
-        while self._events and self._events[0][0] < wall_s - RATE_WINDOW_S:
-            self._events.pop(0)
+        while self._events[0][0] < wall_s - RATE_WINDOW_S:
+            self._events.popleft()
 
     def rates_hz(self, wall_now_s: float) -> tuple[float, float]:
         """(per wall second, per simulated second); 0 when fewer than two events are recent."""
@@ -127,7 +128,7 @@ class SimNode(Node):
         self._follower_start_s = 0.0  # world (episode) time the active trajectory started at
         self._clock_base_s = 0.0  # simulated time before the current episode's world clock started
         self._last_rejection: tuple[float, str] | None = None  # (wall s, reason)
-        self._diag_lock = threading.Lock()  # diagnostics are published from both threads
+        self._diagnostics_due = threading.Event()  # set by a refusal: publish before the next step
         self._camera_meter, self._step_meter = _RateMeter(), _RateMeter()
         self._rendered_frames = 0
         self._render_ms_mean = 0.0  # exponential mean of one render's wall time
@@ -230,7 +231,7 @@ class SimNode(Node):
         """A refused command: one warning, a WARN diagnostic now, nothing executed."""
         self.get_logger().warning(f"{topic}: refused, nothing executed: {reason}")
         self._last_rejection = (time.monotonic(), f"{topic}: {reason}")
-        self._publish_diagnostics(self._sim_time_s())
+        self._diagnostics_due.set()
 
     # --- world commands (simulation thread) --------------------------------------------------
     def _reset(self, suite: str, family: str, seed: int) -> dict:
@@ -312,7 +313,8 @@ class SimNode(Node):
             if self._sim_time_s() != before_s:  # a reset settled its scene: that time is not waited for
                 wall_anchor, sim_anchor = time.monotonic(), self._sim_time_s()
             now = time.monotonic()
-            if now >= next_diagnostics:
+            if now >= next_diagnostics or self._diagnostics_due.is_set():
+                self._diagnostics_due.clear()
                 self._publish_diagnostics(self._sim_time_s())
                 next_diagnostics = now + self._params["diagnostics_period_s"]
             if self._paused:
@@ -409,8 +411,7 @@ class SimNode(Node):
             commands = diagnostic_array(self.get_name(), "commands", "OK", "commands accepted", stamp,
                                         hardware_id="pybullet")
         simulation.status.extend(commands.status)
-        with self._diag_lock:
-            self._diag_pub.publish(simulation)
+        self._diag_pub.publish(simulation)
 
     def shutdown(self) -> None:
         self._stop.set()
