@@ -421,7 +421,6 @@ class SimNode(Node):
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    node = None
     try:
         node = SimNode()
     except ParameterValueError as err:
