@@ -36,7 +36,9 @@ PUSHER_HEIGHT_M = 0.015  # grasp-target height above the table while pushing
 PUSHER_GAP_M = 0.035  # start this far behind the object's near face
 PUSH_FINGER_OPENING_M = 0.005  # per finger while pushing
 GRIPPER_OPEN_M = 0.04  # per finger
-CONTACT_LINKS = ("panda_leftfinger", "panda_rightfinger")  # may touch the scene in contact segments
+# May touch the scene in contact segments (descend, carry, lower, push), as MoveIt's allowed collision
+# matrix lets the gripper touch the object it grasps; the arm's other links stay checked.
+CONTACT_LINKS = ("panda_leftfinger", "panda_rightfinger", "panda_hand")
 
 
 class SkillError(RuntimeError):
@@ -207,11 +209,37 @@ class SkillPlanner:
             T[2, 3] += height
             return T
 
+        def approach_and_descend(T_contact: np.ndarray, scaling: float) -> np.ndarray:
+            """Free motion to above ``T_contact``, then straight down. The arm configuration above
+            decides whether the straight descent works (joint limits, wrist posture), so a few IK
+            solutions there are tried, nearest first."""
+            T_above = above(T_contact, APPROACH_HEIGHT_M)
+            cfg = self.planner.config
+            candidates = self.planner.kinematics.ik_solutions(
+                T_above, seeds=[q], position_tol_m=cfg.ik_position_tolerance_m,
+                rotation_tol_rad=cfg.ik_rotation_tolerance_rad, n_random_seeds=cfg.ik_random_seeds,
+                max_solutions=3, accept=self.planner.checker.is_valid)
+            failures = []
+            for q_above in [c for c in candidates if self.planner.checker.is_valid(c)][:3]:
+                descend = cartesian("descend", q_above, T_contact[None], scaling)
+                if not descend.success:
+                    failures.append(f"descend: {descend.plan.reason}")
+                    continue
+                approach = self.planner.plan_to_joints(q, q_above, velocity_scaling=self.free_scaling)
+                plan.planning_time_s += approach.planning_time_s
+                if not approach.success:
+                    failures.append(f"approach: {approach.reason}")
+                    continue
+                steps.append(MotionStep("approach", approach.trajectory))
+                steps.append(MotionStep("descend", descend.plan.trajectory))
+                return descend.plan.trajectory.positions_rad[-1].copy()
+            if not candidates:
+                raise SkillError(f"approach: no IK solution above the contact point {np.round(T_contact[:3, 3], 3)} m")
+            raise SkillError("; ".join(failures) or "approach: every IK solution above the contact is in collision")
+
         if skill.kind == "pick_place":
             steps.append(MotionStep("open gripper", gripper_opening_m=GRIPPER_OPEN_M))
-            q = add("approach", self.planner.plan_to_pose(q, above(skill.grasp_pose, APPROACH_HEIGHT_M),
-                                                          velocity_scaling=self.free_scaling))
-            q = add("descend", cartesian("descend", q, skill.grasp_pose[None], self.contact_scaling).plan)
+            q = approach_and_descend(skill.grasp_pose, self.contact_scaling)
             steps.append(MotionStep("close gripper", gripper_opening_m=0.0, gripper_closed=True))
             # Carry along the forecast: drop the steps before the object starts moving and points
             # closer than 5 mm (the forecast's jitter), and end above the place before lowering.
@@ -246,9 +274,7 @@ class SkillPlanner:
             yaw = float(np.arctan2(direction[1], direction[0]))  # fingers side by side across the push line
             start, end = down_pose(skill.push_start_m, yaw), down_pose(skill.push_end_m, yaw)
             steps.append(MotionStep("pusher fingers", gripper_opening_m=PUSH_FINGER_OPENING_M, gripper_closed=True))
-            q = add("approach", self.planner.plan_to_pose(q, above(start, APPROACH_HEIGHT_M),
-                                                          velocity_scaling=self.free_scaling))
-            q = add("descend", cartesian("descend", q, start[None], self.contact_scaling).plan)
+            q = approach_and_descend(start, self.contact_scaling)
             q = add("push", cartesian("push", q, end[None], self.contact_scaling * 0.75).plan)
             back = end.copy()  # leave the object's face before lifting, or friction drags it up
             back[:2, 3] -= direction / (np.linalg.norm(direction) + 1e-9) * 0.02
