@@ -1,0 +1,555 @@
+"""forecaster_node: a thin ROS 2 adapter over :class:`~molmomotion_ros.forecasting.pipeline.ForecastPipeline`.
+
+Subscribes (relative names, remappable):
+  * ``camera/color/image_raw`` (sensor_msgs/Image), ``camera/depth/image_raw`` (aligned depth, 32FC1 m or
+    16UC1 mm) and ``camera/color/camera_info``: sensor-data QoS, matched by header stamp within
+    ``sync_tolerance_s`` (an approximate-time synchroniser; message_filters has no wheel).
+  * ``instruction`` (std_msgs/String): reliable, transient-local, so a late-joining node still gets
+    the last instruction.
+  * ``query_points`` (geometry_msgs/PolygonStamped, optional): pixels at t0 with ``x = u``,
+    ``y = v`` (``z`` ignored; pixel (0, 0) is the top-left pixel's centre). They replace grounding
+    for every forecast until an empty polygon clears them (a new instruction keeps them: topics
+    are not ordered with respect to each other); in ``on_instruction`` mode a new non-empty set
+    also triggers a forecast with the current instruction.
+  * ``camera/pose`` (geometry_msgs/PoseStamped, when ``extrinsics_source = topic``): the camera
+    optical frame's pose in ``world_frame``; the buffered pose nearest the frame's stamp is used.
+
+Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_frame``; metres, seconds):
+  ``forecast/trajectory``, ``forecast/hypotheses``, ``forecast/scores``, ``forecast/markers`` (see
+  :mod:`molmomotion_ros.conversions.forecasts` for the encodings), ``forecast/goal_pose``
+  (geometry_msgs/PoseStamped, the target's rigid-fit pose at the last step; not published when the
+  fit fails) and ``/diagnostics`` (one status per problem, named ``forecaster_node: <topic or stage>``).
+  Forecast topics are reliable + transient-local (depth 1): a late subscriber gets the last forecast.
+
+Inference runs on one worker thread fed by a one-slot mailbox (a newer request replaces one not yet
+started), so callbacks only convert stamps, match and enqueue. Bad input never stops the node: it
+is refused with one throttled warning and a WARN/ERROR diagnostic, and the next good message is served.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PolygonStamped, PoseStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Float32MultiArray, String
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from .. import conversions
+from ..forecasting.grounding import GroundingError
+from ..forecasting.types import BackendUnavailableError, ForecastInputError
+from ..node_specs.forecaster import FORECASTER_NODE
+from ..paths import config_path
+from .params import ParameterValueError, declare_parameters
+
+COLOR_TOPIC = "camera/color/image_raw"
+DEPTH_TOPIC = "camera/depth/image_raw"
+INFO_TOPIC = "camera/color/camera_info"
+POSE_TOPIC = "camera/pose"
+LOG_REPEAT_S = 30.0  # a persisting problem is logged again after this long
+DIAG_REPEAT_S = 1.0  # ... and re-published on /diagnostics at most this often
+SYNC_QUEUE = 10  # messages buffered per synchronised stream
+POSE_QUEUE = 50
+_NS = 1_000_000_000
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with this configuration (message says why and what to change)."""
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * _NS + int(stamp.nanosec)
+
+
+# --- synchronisation and hand-off (pure Python) --------------------------------------------------
+@dataclass(frozen=True)
+class FrameSet:
+    """Colour image, aligned depth and camera_info of one frame (t0 = the colour stamp)."""
+
+    color: Image
+    depth: Image
+    info: CameraInfo
+    stamp_ns: int
+
+
+class StampSynchronizer:
+    """Approximate-time matching of colour, depth and camera_info by header stamp.
+
+    The newest colour image whose nearest depth and camera_info lie within ``tolerance_s`` wins;
+    older colour/depth frames are then dropped. A colour image still unmatched ``expire_s`` after
+    it arrived is dropped and reported (what was missing), so "frames but no camera_info" is seen.
+    """
+
+    def __init__(self, tolerance_s: float, queue_size: int = SYNC_QUEUE, expire_s: float = 0.5):
+        self.tolerance_ns = int(tolerance_s * _NS)
+        self.expire_s = expire_s
+        self._color: deque[tuple[int, float, Image]] = deque(maxlen=queue_size)  # (stamp, arrival, msg)
+        self._depth: deque[tuple[int, Image]] = deque(maxlen=queue_size)
+        self._info: deque[tuple[int, CameraInfo]] = deque(maxlen=queue_size)
+        self._lock = threading.Lock()
+
+    def set_tolerance(self, tolerance_s: float) -> None:
+        self.tolerance_ns = int(tolerance_s * _NS)
+
+    def add(self, kind: str, msg, arrival_s: float) -> FrameSet | None:
+        t = stamp_ns(msg.header.stamp)
+        with self._lock:
+            if kind == "color":
+                self._color.append((t, arrival_s, msg))
+            elif kind == "depth":
+                self._depth.append((t, msg))
+            else:
+                self._info.append((t, msg))
+            return self._match()
+
+    def _nearest(self, buffer, t: int):
+        best = min(buffer, key=lambda entry: abs(entry[0] - t), default=None)
+        return best if best is not None and abs(best[0] - t) <= self.tolerance_ns else None
+
+    def _match(self) -> FrameSet | None:
+        for t, _, color in reversed(self._color):
+            depth, info = self._nearest(self._depth, t), self._nearest(self._info, t)
+            if depth is not None and info is not None:
+                self._color = deque((e for e in self._color if e[0] > t), maxlen=self._color.maxlen)
+                self._depth = deque((e for e in self._depth if e[0] > depth[0]), maxlen=self._depth.maxlen)
+                return FrameSet(color, depth[1], info[1], t)  # camera_info is kept: it rarely changes
+        return None
+
+    def expire(self, now_s: float) -> list[str]:
+        """Drop colour images unmatched for ``expire_s``; return what each lacked."""
+        reasons = []
+        with self._lock:
+            while self._color and now_s - self._color[0][1] > self.expire_s:
+                t, _, _ = self._color.popleft()
+                missing = [name for name, buffer in (("depth image", self._depth), ("camera_info", self._info))
+                           if self._nearest(buffer, t) is None]
+                reasons.append(" and ".join(missing))
+        return reasons
+
+
+class LatestMailbox:
+    """One slot between the callbacks and the worker: a newer item replaces one not yet taken."""
+
+    def __init__(self):
+        self._item = None
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, item) -> bool:
+        """Store ``item``; True when it superseded an untaken one."""
+        with self._cond:
+            superseded = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return superseded
+
+    def take(self):
+        """Block until an item (returned) or close() (None)."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Request:
+    frames: FrameSet
+    instruction: str
+    generation: int  # which instruction (or query-point set) this serves
+    T_world_cam: np.ndarray
+    points_2d: np.ndarray | None
+
+
+class FrameProblem(Exception):
+    """A request failed because of its frame (the next frame may serve the instruction)."""
+
+    def __init__(self, kind: str, stage: str, message: str):
+        super().__init__(message)
+        self.kind, self.stage = kind, stage
+
+
+def known_object_words() -> frozenset[str]:
+    """Object and container nouns of config/vocabulary.yaml (what the shipped models were taught)."""
+    vocabulary = yaml.safe_load(config_path("vocabulary.yaml").read_text())
+    return frozenset(word.lower() for key in ("objects", "containers") for word in vocabulary.get(key, {}))
+
+
+# --- the node ------------------------------------------------------------------------------------
+class ForecasterNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("forecaster_node", **kwargs)
+        self._params = declare_parameters(self, FORECASTER_NODE, on_change=self._on_parameter_change)
+        self.add_on_set_parameters_callback(self._check_extrinsics_parameter)
+        p = self._params
+        try:
+            self._T_world_cam_param = conversions.xyz_quat_to_matrix(p["T_world_camera"])
+        except conversions.ConversionError as err:
+            raise ParameterValueError(f"forecaster_node: bad parameter value(s): T_world_camera: {err}") from None
+        self._known_words = known_object_words() if p["require_known_object"] else frozenset()
+        self._tf_buffer = None
+        if p["extrinsics_source"] == "tf2":
+            try:
+                import tf2_ros
+            except ImportError:
+                raise StartupError("extrinsics_source=tf2 needs tf2_ros, which is not installed here (it has no "
+                                   "PyPI wheel); use extrinsics_source:=topic (camera/pose) or parameter") from None
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        self._pipeline = self._load_pipeline()
+
+        self._lock = threading.Lock()  # guards the request state below (callbacks vs worker)
+        self._instruction: str | None = None
+        self._generation = 0
+        self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
+        self._in_flight: int | None = None
+        self._points_2d: np.ndarray | None = None
+        self._last_start = 0.0
+        self._poses: deque[tuple[int, np.ndarray]] = deque(maxlen=POSE_QUEUE)
+        self._logged: dict[str, float] = {}
+        self._diag_sent: dict[str, float] = {}
+        self._last_ok_diag = 0.0
+        self._sync = StampSynchronizer(p["sync_tolerance_s"])
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._pub_trajectory = self.create_publisher(MultiDOFJointTrajectory, "forecast/trajectory", latched)
+        self._pub_hypotheses = self.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", latched)
+        self._pub_scores = self.create_publisher(Float32MultiArray, "forecast/scores", latched)
+        self._pub_markers = self.create_publisher(MarkerArray, "forecast/markers", latched)
+        self._pub_goal = self.create_publisher(PoseStamped, "forecast/goal_pose", latched)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self.create_subscription(Image, COLOR_TOPIC, lambda m: self._on_frame_part("color", m), qos_profile_sensor_data)
+        self.create_subscription(Image, DEPTH_TOPIC, lambda m: self._on_frame_part("depth", m), qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, INFO_TOPIC, lambda m: self._on_frame_part("info", m),
+                                 qos_profile_sensor_data)
+        self.create_subscription(String, "instruction", self._on_instruction, latched)
+        self.create_subscription(PolygonStamped, "query_points", self._on_query_points, 10)
+        if p["extrinsics_source"] == "topic":
+            self.create_subscription(PoseStamped, POSE_TOPIC, self._on_camera_pose, qos_profile_sensor_data)
+        self.create_timer(0.25, self._expire_frames)
+
+        self._mailbox = LatestMailbox()
+        self._worker = threading.Thread(target=self._work, name="forecaster_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"ready: mode {p['mode']}, extrinsics from {p['extrinsics_source']}, "
+                               f"forecasts in frame {p['world_frame']!r}")
+
+    def _load_pipeline(self):
+        from ..forecasting.pipeline import ForecastPipeline
+
+        p = self._params
+        if p["torch_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["torch_threads"])
+        start = time.perf_counter()
+        try:
+            pipeline = ForecastPipeline(backend=p["backend"], device=p["device"], num_samples=p["num_hypotheses"],
+                                        horizon=p["horizon"], grounding=p["grounding"], num_points=p["num_points"],
+                                        seed=p["seed"], checkpoint=p["checkpoint"] or None)
+            _warm_up(pipeline)
+        except (BackendUnavailableError, OSError, RuntimeError, ValueError) as err:
+            raise StartupError(f"cannot load the {p['backend']} forecaster: {err}") from None
+        self.get_logger().info(f"loaded the {p['backend']} forecaster and grounding on {p['device']} in "
+                               f"{time.perf_counter() - start:.2f} s (K={pipeline.num_samples}, F={p['horizon']})")
+        return pipeline
+
+    # --- parameters ------------------------------------------------------------------------------
+    def _check_extrinsics_parameter(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+
+        for param in params:
+            if param.name == "T_world_camera":
+                try:
+                    conversions.xyz_quat_to_matrix(list(param.value))
+                except (conversions.ConversionError, TypeError) as err:
+                    return SetParametersResult(successful=False, reason=f"T_world_camera: {err}")
+        return SetParametersResult(successful=True)
+
+    def _on_parameter_change(self, name: str, value) -> None:
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        self._params[name] = value
+        if name == "T_world_camera":
+            self._T_world_cam_param = conversions.xyz_quat_to_matrix(value)
+        elif name == "sync_tolerance_s":
+            self._sync.set_tolerance(value)
+        elif name == "num_hypotheses" and self._pipeline.backend == "fm":
+            self._pipeline.num_samples = int(value)
+        elif name in ("horizon", "grounding", "num_points"):
+            setattr(self._pipeline, name, value)
+        elif name == "require_known_object":
+            self._known_words = known_object_words() if value else frozenset()
+
+    # --- problems: one log line per kind (repeated rarely), a diagnostic per occurrence (throttled) -----
+    def _problem(self, kind: str, stage: str, message: str, level: str = "WARN", values: dict | None = None) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(kind, -np.inf) >= LOG_REPEAT_S:
+            self._logged[kind] = now
+            if level == "ERROR":  # rclpy refuses two severities from one call site
+                self.get_logger().error(f"{stage}: {message}")
+            else:
+                self.get_logger().warning(f"{stage}: {message}")
+        if now - self._diag_sent.get(kind, -np.inf) >= DIAG_REPEAT_S:
+            self._diag_sent[kind] = now
+            self._publish_diag(stage, level, message, {"problem": kind, **(values or {})})
+
+    def _publish_diag(self, stage: str, level: str, message: str, values: dict) -> None:
+        self._pub_diag.publish(conversions.diagnostic_array(self.get_name(), stage, level, message,
+                                                            self.get_clock().now().to_msg(), values))
+
+    # --- callbacks: convert stamps, match, enqueue; never block ---------------------------------------
+    def _on_instruction(self, msg: String) -> None:
+        text = " ".join(msg.data.split())
+        limit = self._params["max_instruction_chars"]
+        if not text:
+            self._problem("instruction_empty", "instruction", "empty instruction ignored")
+            return
+        if len(text) > limit:
+            self._problem("instruction_too_long", "instruction",
+                          f"instruction of {len(text)} characters ignored (max_instruction_chars = {limit}): "
+                          f"{text[:40]!r}...", values={"chars": len(text)})
+            return
+        if self._known_words and not self._known_words & set(re.findall(r"[a-z]+", text.lower())):
+            self._problem("instruction_unknown_object", "instruction",
+                          f"instruction {text[:80]!r} names none of the known objects "
+                          f"({', '.join(sorted(self._known_words))}); ignored")
+            return
+        with self._lock:
+            self._instruction = text
+            self._generation += 1
+            self._pending = self._generation
+        self.get_logger().info(f"new instruction: {text!r}")
+
+    def _on_query_points(self, msg: PolygonStamped) -> None:
+        points_2d = np.array([(p.x, p.y) for p in msg.polygon.points], dtype=np.float32).reshape(-1, 2)
+        if not np.all(np.isfinite(points_2d)):
+            self._problem("query_points", "query_points", "query points must be finite pixels; ignored")
+            return
+        with self._lock:
+            self._points_2d = points_2d if len(points_2d) else None
+            if len(points_2d) and self._instruction is not None:
+                self._generation += 1
+                self._pending = self._generation
+
+    def _on_camera_pose(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id != self._params["world_frame"]:
+            self._problem("extrinsics_frame", POSE_TOPIC, f"camera pose is in frame {msg.header.frame_id!r}, not "
+                                                          f"world_frame {self._params['world_frame']!r}; ignored")
+            return
+        try:
+            T_world_cam = conversions.pose_to_matrix(msg.pose)
+        except conversions.ConversionError as err:
+            self._problem("extrinsics_pose", POSE_TOPIC, f"bad camera pose: {err}")
+            return
+        with self._lock:
+            self._poses.append((stamp_ns(msg.header.stamp), T_world_cam))
+
+    def _on_frame_part(self, kind: str, msg) -> None:
+        frames = self._sync.add(kind, msg, time.monotonic())
+        if frames is not None:
+            self._on_frames(frames)
+
+    def _on_frames(self, frames: FrameSet) -> None:
+        max_age_s = self._params["max_frame_age_s"]
+        age_s = (self.get_clock().now().nanoseconds - frames.stamp_ns) / _NS
+        if max_age_s > 0 and abs(age_s) > max_age_s:
+            self._problem("stale_frame", COLOR_TOPIC, f"frame stamp is {age_s:+.2f} s from the node clock "
+                                                      f"(max_frame_age_s = {max_age_s}); frame dropped",
+                          values={"age_s": f"{age_s:.3f}"})
+            return
+        with self._lock:
+            if self._instruction is None:
+                return
+            if self._params["mode"] == "on_instruction":
+                if self._pending is None or self._in_flight == self._pending:
+                    return
+                generation = self._pending
+            else:
+                now = time.monotonic()
+                if now - self._last_start < 1.0 / self._params["max_rate_hz"]:
+                    return
+                self._last_start = now
+                generation = self._generation
+            instruction, points_2d = self._instruction, self._points_2d
+        T_world_cam = self._extrinsics(frames)
+        if T_world_cam is None:
+            return
+        with self._lock:
+            self._in_flight = generation
+        self._mailbox.put(Request(frames, instruction, generation, T_world_cam, points_2d))
+
+    def _extrinsics(self, frames: FrameSet) -> np.ndarray | None:
+        source = self._params["extrinsics_source"]
+        if source == "parameter":
+            return self._T_world_cam_param
+        if source == "topic":
+            with self._lock:
+                nearest = min(self._poses, key=lambda e: abs(e[0] - frames.stamp_ns), default=None)
+            max_age_s = self._params["max_frame_age_s"]
+            if nearest is None:
+                self._problem("extrinsics_missing", POSE_TOPIC, "no camera pose received yet; frame dropped")
+                return None
+            gap_s = abs(nearest[0] - frames.stamp_ns) / _NS
+            if max_age_s > 0 and gap_s > max_age_s:
+                self._problem("extrinsics_stale", POSE_TOPIC, f"nearest camera pose is {gap_s:.2f} s from the frame "
+                                                              f"(max_frame_age_s = {max_age_s}); frame dropped")
+                return None
+            return nearest[1]
+        try:  # tf2: non-blocking lookup at the frame's stamp
+            transform = self._tf_buffer.lookup_transform(self._params["world_frame"], frames.info.header.frame_id,
+                                                         Time(nanoseconds=frames.stamp_ns))
+            return conversions.transform_to_matrix(transform.transform)
+        except Exception as err:  # tf2 raises several lookup exception types
+            self._problem("extrinsics_tf2", "tf2", f"no transform {self._params['world_frame']} ← "
+                                                   f"{frames.info.header.frame_id}: {err}")
+            return None
+
+    def _expire_frames(self) -> None:
+        for missing in self._sync.expire(time.monotonic()):
+            topic = INFO_TOPIC if missing.startswith("camera_info") else DEPTH_TOPIC
+            self._problem(f"unmatched_{missing.replace(' ', '_')}", topic,
+                          f"colour frames arrive but no {missing} matches their stamps within "
+                          f"{self._params['sync_tolerance_s']} s; frames dropped")
+
+    # --- worker: convert, forecast, publish --------------------------------------------------------
+    def _work(self) -> None:
+        while (request := self._mailbox.take()) is not None:
+            served = True  # False when the frame (not the instruction) failed: the next frame retries
+            try:
+                served = self._serve_reporting(request)
+            except Exception as err:  # a bug (even in reporting) must not kill the worker
+                try:
+                    self.get_logger().error(f"forecast failed: {type(err).__name__}: {err}")
+                    self._publish_diag("forecast", "ERROR", f"{type(err).__name__}: {err}", {"problem": "internal"})
+                except Exception:  # noqa: S110  (shutting down: the publisher or logger may be gone)
+                    pass
+            with self._lock:
+                if self._in_flight == request.generation:
+                    self._in_flight = None
+                if served and self._pending == request.generation:
+                    self._pending = None
+
+    def _serve_reporting(self, request: Request) -> bool:
+        """Serve ``request`` and report a refusal; False when the frame (not the instruction) failed."""
+        try:
+            self._serve(request)
+        except FrameProblem as problem:
+            self._problem(problem.kind, problem.stage, f"{problem}; frame dropped")
+            return False
+        except (GroundingError, ForecastInputError) as err:
+            self._problem("forecast_input", "forecast", f"no forecast for {request.instruction[:80]!r}: {err}",
+                          level="ERROR")
+        return True
+
+    def _serve(self, request: Request) -> None:
+        frames = request.frames
+        try:
+            rgb = conversions.msg_to_rgb(frames.color)
+        except conversions.ConversionError as err:
+            raise FrameProblem("color_image", COLOR_TOPIC, str(err)) from None
+        try:
+            depth_m = conversions.msg_to_depth_m(frames.depth)
+        except conversions.ConversionError as err:
+            raise FrameProblem("depth_image", DEPTH_TOPIC, str(err)) from None
+        try:
+            camera = conversions.camera_info_to_camera(frames.info, request.T_world_cam)
+        except conversions.ConversionError as err:
+            raise FrameProblem("camera_info", INFO_TOPIC, str(err)) from None
+        if rgb.shape[:2] != depth_m.shape or depth_m.shape != (camera.height, camera.width):
+            raise FrameProblem("size_mismatch", DEPTH_TOPIC,
+                               f"colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth_m.shape[1]}x{depth_m.shape[0]} "
+                               f"and camera_info {camera.width}x{camera.height} differ (depth must be aligned)")
+        if not np.isfinite(depth_m).any():
+            raise FrameProblem("no_depth", DEPTH_TOPIC, "the depth image has no valid pixel (all NaN or 0)")
+        start = time.perf_counter()
+        result = self._pipeline.run(rgb, depth_m, camera, request.instruction, points_2d=request.points_2d)
+        compute_ms = (time.perf_counter() - start) * 1000
+        self._publish(result, frames)
+        age_ms = (self.get_clock().now().nanoseconds - frames.stamp_ns) / 1e6
+        now = time.monotonic()
+        if self._logged or self._diag_sent or now - self._last_ok_diag >= DIAG_REPEAT_S:
+            self._logged.clear()  # problems solved: a recurrence is logged again
+            self._diag_sent.clear()
+            self._last_ok_diag = now
+            self._publish_diag("forecast", "OK", "forecast published",
+                               {"backend": self._pipeline.backend, "hypotheses": result.forecast.num_samples,
+                                "points": len(result.points_2d), "compute_ms": f"{compute_ms:.1f}",
+                                "stamp_to_publish_ms": f"{age_ms:.1f}"})
+
+    def _publish(self, result, frames: FrameSet) -> None:
+        stamp, frame_id = frames.color.header.stamp, self._params["world_frame"]
+        forecast, points_t0 = result.forecast, result.points_world_t0_m
+        self._pub_trajectory.publish(conversions.forecast_to_trajectory(forecast, points_t0, stamp, frame_id))
+        self._pub_scores.publish(conversions.scores_to_msg(forecast.scores))
+        self._pub_hypotheses.publish(conversions.forecast_to_hypotheses(forecast, points_t0, stamp, frame_id))
+        goal = result.target_motion.goal_pose_world if result.target_motion is not None else None
+        if goal is not None:
+            self._pub_goal.publish(conversions.pose_stamped(goal, stamp, frame_id))
+        if self._pub_markers.get_subscription_count():
+            self._pub_markers.publish(conversions.forecast_to_markers(points_t0, forecast.points_world_m, stamp,
+                                                                      frame_id, goal))
+
+    def close(self) -> None:
+        self._mailbox.close()
+        self._worker.join(timeout=5.0)
+
+
+def _warm_up(pipeline) -> None:
+    """Load the text encoder and run both models once on a synthetic frame, so the first forecast is fast."""
+    from ..camera import PinholeCamera
+
+    camera = PinholeCamera(width=160, height=120, fx=115.0, fy=115.0, cx=79.5, cy=59.5)
+    rgb = np.full((120, 160, 3), 128, np.uint8)
+    depth_m = np.full((120, 160), 1.0, np.float32)
+    instruction = "put the red block in the blue bowl"
+    pipeline.grounding_model.heatmaps(rgb, depth_m, camera.K, instruction)
+    points_2d = np.stack([np.linspace(40, 120, pipeline.num_points), np.full(pipeline.num_points, 60.0)], 1)
+    pipeline.run(rgb, depth_m, camera, instruction, points_2d=points_2d)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    logger = get_logger("forecaster_node")
+    node, status = None, 0
+    try:
+        node = ForecasterNode()
+        rclpy.spin(node)
+    except (ParameterValueError, StartupError) as err:
+        logger.error(str(err))
+        status = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if status:
+        sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
