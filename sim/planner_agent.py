@@ -60,6 +60,20 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     return out
 
 
+def consensus_tracks(hypotheses_m: np.ndarray, inlier_m: float = 0.05) -> np.ndarray:
+    """One plan from K hypotheses (K, P, F, 3): the mean of those whose end centroid lies within
+    ``inlier_m`` of the median end (FM samples scatter around the mode; averaging them cuts the end
+    error while a stray mode is left out)."""
+    hyps = np.asarray(hypotheses_m, dtype=float)
+    if len(hyps) == 1:
+        return hyps[0]
+    ends = hyps[:, :, -1].mean(1)  # (K, 3)
+    keep = np.linalg.norm(ends - np.median(ends, 0), axis=1) <= inlier_m
+    if not keep.any():
+        return hyps[0]
+    return hyps[keep].mean(0)
+
+
 class PlannerAgent:
     """Forecast-driven planner agent; ``forecaster`` is fm | ar | stationary | constant-velocity |
     molmomotion4b | oracle (ground-truth future)."""
@@ -111,7 +125,7 @@ class PlannerAgent:
             result = self.pipeline.run(obs.rgb, obs.depth_m, camera, instruction)
             target_mask = result.query.target_mask
             points_t0 = result.points_world_t0_m.astype(float)
-            tracks = result.forecast.best_world_m.astype(float)
+            tracks = consensus_tracks(result.forecast.points_world_m)
         motion = target_motion(points_t0, tracks)
         target = perceive_target(xyz_world[target_mask], table_z)
         skill = skill_from_forecast(target, points_t0, tracks, motion.motions_world, table_z)
