@@ -1,14 +1,15 @@
 """The forecast-driven planner agent: perceive → ground → forecast → derive grasp and goal → plan → act.
 
 It sees what a camera-and-joint-encoder robot sees (the RGB-D observation and the joint positions)
-and runs the same code as the ROS manipulation node: ``ForecastPipeline`` for the forecast,
-``planning.skills`` for the grasp/goal and the motion sequence, and a point-cloud collision checker
-built from the depth image (the target's own points removed). Its actions are timed joint
-trajectories and gripper commands, executed by the harness's trajectory follower.
+and runs the same code as the ROS graph: ``ForecastPipeline`` (the forecaster node's core) for the
+forecast and ``ForecastManipulator`` (the manipulation node's core) for the target segmentation,
+the grasp/goal and the planned motion sequence, with a point-cloud collision checker built from the
+depth image. Its actions are timed joint trajectories and gripper commands, executed by the
+harness's trajectory follower (as sim_node executes the manipulation node's JointTrajectory).
 
 ``forecaster="oracle"`` replaces the forecast by the ground truth (the oracle's future motion of the
-true target, recorded in a saved-and-restored copy of the physics) and the grounding by the true
-segmentation, so its success rate measures the planning alone.
+true target, recorded in a saved-and-restored copy of the physics) and the segmentation by the true
+one, so its success rate measures the planning alone.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import math
 import numpy as np
 
 from molmomotion_ros.forecasting.grounding import GroundingError
-from molmomotion_ros.forecasting.pipeline import ForecastPipeline, target_motion
+from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 from molmomotion_ros.forecasting.types import ForecastInputError
 from molmomotion_ros.pixels import farthest_point_pixels
-from molmomotion_ros.planning.collision import PointCloudChecker
 from molmomotion_ros.planning.geometry import FitError
-from molmomotion_ros.planning.kinematics import PandaKinematics
-from molmomotion_ros.planning.planner import MotionPlanner, PlannerConfig
-from molmomotion_ros.planning.skills import SkillError, SkillPlan, SkillPlanner, perceive_target, skill_from_forecast
+from molmomotion_ros.planning.manipulator import ForecastManipulator
+from molmomotion_ros.planning.planner import PlannerConfig
+from molmomotion_ros.planning.skills import SkillError, SkillPlan
 
 from .actions import GripperCommand, JointMotion, MotionSequence
 from .episode import execute
@@ -48,32 +48,6 @@ def plan_to_action(plan: SkillPlan, label: str = "") -> MotionSequence:
     return MotionSequence(tuple(steps), label)
 
 
-def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    out = mask.copy()
-    for _ in range(pixels):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
-
-
-def consensus_tracks(hypotheses_m: np.ndarray, inlier_m: float = 0.05) -> np.ndarray:
-    """One plan from K hypotheses (K, P, F, 3): the mean of those whose end centroid lies within
-    ``inlier_m`` of the median end (FM samples scatter around the mode; averaging them cuts the end
-    error while a stray mode is left out)."""
-    hyps = np.asarray(hypotheses_m, dtype=float)
-    if len(hyps) == 1:
-        return hyps[0]
-    ends = hyps[:, :, -1].mean(1)  # (K, 3)
-    keep = np.linalg.norm(ends - np.median(ends, 0), axis=1) <= inlier_m
-    if not keep.any():
-        return hyps[0]
-    return hyps[keep].mean(0)
-
-
 class PlannerAgent:
     """Forecast-driven planner agent; ``forecaster`` is fm | ar | stationary | constant-velocity |
     molmomotion4b | oracle (ground-truth future)."""
@@ -87,10 +61,7 @@ class PlannerAgent:
         self.pipeline = None if forecaster == "oracle" else ForecastPipeline(forecaster, device=device,
                                                                              num_samples=num_samples, seed=seed)
         self.model_id = "ground-truth-future" if self.pipeline is None else self.pipeline.forecaster.backend.model_id
-        self.kinematics = PandaKinematics()
-        self.checker = PointCloudChecker(self.kinematics)
-        self.planner = MotionPlanner(planner_config, checker=self.checker, kinematics=self.kinematics)
-        self.skills = SkillPlanner(self.planner)
+        self.manipulator = ForecastManipulator(planner_config)
         self.seed = seed
         self.last_failure = ""
         self.last_plan: SkillPlan | None = None
@@ -113,27 +84,23 @@ class PlannerAgent:
 
     def _act(self, obs: Observation, instruction: str) -> MotionSequence:
         camera = obs.camera
-        table_z = float(self.kinematics.base_pose[2, 3])
-        xyz_cam = camera.depth_to_points_cam(obs.depth_m)  # (h, w, 3), NaN where no return
-        xyz_world = xyz_cam @ camera.T_world_cam[:3, :3].T + camera.T_world_cam[:3, 3]  # (h, w, 3)
+        true_mask = None
         if self.pipeline is None:
-            target_mask = obs.segmentation == self._task.target.body_id
-            uv = farthest_point_pixels(target_mask & np.isfinite(obs.depth_m), 8, np.random.default_rng(self.seed))
-            points_t0 = xyz_world[uv[:, 1], uv[:, 0]]
-            tracks = self._ground_truth_tracks(points_t0)
+            true_mask = obs.segmentation == self._task.target.body_id
+            region = true_mask & np.isfinite(obs.depth_m)
+            if not region.any():
+                raise SkillError("the target is not visible")
+            uv = farthest_point_pixels(region, 8, np.random.default_rng(self.seed))
+            points_t0 = camera.cam_to_world(camera.deproject(uv, obs.depth_m[uv[:, 1], uv[:, 0]]))
+            hypotheses = self._ground_truth_tracks(points_t0)[None]
         else:
             result = self.pipeline.run(obs.rgb, obs.depth_m, camera, instruction)
-            target_mask = result.query.target_mask
             points_t0 = result.points_world_t0_m.astype(float)
-            tracks = consensus_tracks(result.forecast.points_world_m)
-        motion = target_motion(points_t0, tracks)
-        target = perceive_target(xyz_world[target_mask], table_z)
-        skill = skill_from_forecast(target, points_t0, tracks, motion.motions_world, table_z)
-        obstacles = xyz_world[~dilate(target_mask, 2)]
-        self.checker.set_points(obstacles.reshape(-1, 3), q_robot=obs.joint_positions_rad[:7])
-        plan = self.skills.plan(obs.joint_positions_rad[:7], skill)
-        self.last_plan = plan
-        return plan_to_action(plan, skill.kind)
+            hypotheses = result.forecast.points_world_m.astype(float)
+        planned = self.manipulator.plan(obs.depth_m, camera, obs.joint_positions_rad[:7], points_t0, hypotheses,
+                                        target_mask=true_mask)
+        self.last_plan = planned.plan
+        return plan_to_action(planned.plan, planned.skill.kind)
 
     def _ground_truth_tracks(self, points_t0: np.ndarray) -> np.ndarray:
         """Where the oracle would carry ``points_t0`` (P, 3): (P, F, 3) at the forecast's time steps."""
