@@ -20,6 +20,7 @@ Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_fr
   (geometry_msgs/PoseStamped, the target's rigid-fit pose at the last step; not published when the
   fit fails) and ``/diagnostics`` (one status per problem, named ``forecaster_node: <topic or stage>``).
   Forecast topics are reliable + transient-local (depth 1): a late subscriber gets the last forecast.
+  Scores + hypotheses and markers are built only while they have subscribers (~20 ms per forecast).
 
 Inference runs on one worker thread fed by a one-slot mailbox (a newer request replaces one not yet
 started), so callbacks only convert stamps, match and enqueue. Bad input never stops the node: it
@@ -503,11 +504,13 @@ class ForecasterNode(Node):
         stamp, frame_id = frames.color.header.stamp, self._params["world_frame"]
         forecast, points_t0 = result.forecast, result.points_world_t0_m
         self._pub_trajectory.publish(conversions.forecast_to_trajectory(forecast, points_t0, stamp, frame_id))
-        self._pub_scores.publish(conversions.scores_to_msg(forecast.scores))
-        self._pub_hypotheses.publish(conversions.forecast_to_hypotheses(forecast, points_t0, stamp, frame_id))
         goal = result.target_motion.goal_pose_world if result.target_motion is not None else None
         if goal is not None:
             self._pub_goal.publish(conversions.pose_stamped(goal, stamp, frame_id))
+        # The K-hypothesis outputs cost ~20 ms to build and serialise: only while someone listens.
+        if self._pub_hypotheses.get_subscription_count() or self._pub_scores.get_subscription_count():
+            self._pub_scores.publish(conversions.scores_to_msg(forecast.scores))
+            self._pub_hypotheses.publish(conversions.forecast_to_hypotheses(forecast, points_t0, stamp, frame_id))
         if self._pub_markers.get_subscription_count():
             self._pub_markers.publish(conversions.forecast_to_markers(points_t0, forecast.points_world_m, stamp,
                                                                       frame_id, goal))

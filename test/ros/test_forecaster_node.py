@@ -15,6 +15,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point32, Polygon, PolygonStamped, PoseStamped
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from rosutil import ROOT, ros_domain, start_node, stop, wait_until
@@ -299,6 +301,31 @@ def test_forecast_input_error_is_an_error_diagnostic(graph, scene):
     graph.pub_query.publish(PolygonStamped())
     check_forecast(graph.good_forecast(scene["instruction"]), scene)
     assert "Traceback" not in graph.log_path.read_text()
+
+
+def set_parameter(graph, name: str, value):
+    """Set one of the node's parameters over its parameter service; returns the SetParametersResult."""
+    client = AsyncParameterClient(graph.node, "forecaster_node")
+    wait_until(lambda: client.services_are_ready(), 10.0, spin=graph.spin, what="the parameter services")
+    future = client.set_parameters([Parameter(name, value=value)])
+    wait_until(future.done, 10.0, spin=graph.spin, what=f"setting {name}")
+    return future.result().results[0]
+
+
+def test_continuous_mode_set_at_runtime(graph, scene):
+    """Switched to continuous, the node forecasts frame after frame without new instructions."""
+    assert not set_parameter(graph, "mode", "sometimes").successful  # refused by the spec
+    assert set_parameter(graph, "mode", "continuous").successful
+    try:
+        graph.received["trajectory"].clear()
+        stamps = graph.stream_until(lambda stamps: len({(m.header.stamp.sec, m.header.stamp.nanosec)
+                                                       for m in graph.received["trajectory"]}) >= 3,
+                                    "three forecasts of three frames")
+        for msg in graph.received["trajectory"]:
+            check_forecast(msg, scene)
+        assert graph.forecast_for(stamps) is not None
+    finally:
+        assert set_parameter(graph, "mode", "on_instruction").successful
 
 
 def test_default_extrinsics_match_camera_yaml():
