@@ -52,6 +52,7 @@ def isolated_env() -> dict[str, str]:
 def subscriber(out_path: Path, count: int, warmup: int, timeout_s: float) -> None:
     """Record arrival − stamp of ``warmup + count`` forecasts, then write them to ``out_path``."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -68,12 +69,22 @@ def subscriber(out_path: Path, count: int, warmup: int, timeout_s: float) -> Non
         stamps.append(stamp_ns)
         latencies_ms.append((arrival_ns - stamp_ns) / 1e6)
 
+    compute_ms: list[float] = []
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:  # the node's OK status (1 Hz) carries its compute time
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name == "forecaster_node: forecast" and "compute_ms" in values:
+                compute_ms.append(float(values["compute_ms"]))
+
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
     node.create_subscription(MultiDOFJointTrajectory, "forecast/trajectory", on_forecast, qos)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     deadline = time.monotonic() + timeout_s
     while len(latencies_ms) < warmup + count and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
-    out_path.write_text(json.dumps({"latencies_ms": latencies_ms[warmup:], "stamps_ns": stamps[warmup:]}))
+    out_path.write_text(json.dumps({"latencies_ms": latencies_ms[warmup:], "stamps_ns": stamps[warmup:],
+                                    "node_compute_ms": compute_ms[1:]}))
     node.destroy_node()
     rclpy.try_shutdown()
 
@@ -150,6 +161,7 @@ def main() -> None:
         subscriber(Path(args.subscriber), args.forecasts, args.warmup, args.timeout_s)
         return
 
+    load_before = os.getloadavg()[0]  # other work on the machine inflates every figure: recorded
     os.environ.update(isolated_env())
     env = dict(os.environ)
     obs, instruction = render_scene()
@@ -186,12 +198,15 @@ def main() -> None:
         "forecast_rate_hz": float(len(latencies) / max(elapsed_s, 1e-9)),
         "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
         "max_ms": float(latencies.max()), "mean_ms": float(latencies.mean()),
+        "node_compute_p50_ms": float(np.median(result["node_compute_ms"])) if result["node_compute_ms"] else None,
         "bar_p95_ms": 100.0, "cpu_count": os.cpu_count(), "machine": platform.platform(),
+        "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
         "node_log_tail": (workdir / "node.log").read_text().splitlines()[-5:],
     }
     print(f"{args.backend} K={args.hypotheses}: {row['forecasts']} forecasts, p50 {row['p50_ms']:.1f} ms, "
           f"p95 {row['p95_ms']:.1f} ms, max {row['max_ms']:.1f} ms ({row['forecast_rate_hz']:.1f} forecasts/s, "
-          f"{frames} frames at {args.rate_hz:.0f} Hz)")
+          f"{frames} frames at {args.rate_hz:.0f} Hz); node compute p50 {row['node_compute_p50_ms']} ms; "
+          f"load average {row['load_average_1min_before_after']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=1))
