@@ -5,7 +5,8 @@ Subscribes (relative names, remappable):
     16UC1 mm) and ``camera/color/camera_info``: sensor-data QoS, matched by header stamp within
     ``sync_tolerance_s`` (an approximate-time synchroniser; message_filters has no wheel).
   * ``instruction`` (std_msgs/String): reliable, transient-local, so a late-joining node still gets
-    the last instruction.
+    the last instruction. Publishers must be transient-local too (DDS refuses a volatile writer to a
+    transient-local reader); an incompatible publisher is reported on /diagnostics.
   * ``query_points`` (geometry_msgs/PolygonStamped, optional): pixels at t0 with ``x = u``,
     ``y = v`` (``z`` ignored; pixel (0, 0) is the top-left pixel's centre). They replace grounding
     for every forecast until an empty polygon clears them (a new instruction keeps them: topics
@@ -41,6 +42,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped, PoseStamped
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -245,7 +247,8 @@ class ForecasterNode(Node):
         self.create_subscription(Image, DEPTH_TOPIC, lambda m: self._on_frame_part("depth", m), qos_profile_sensor_data)
         self.create_subscription(CameraInfo, INFO_TOPIC, lambda m: self._on_frame_part("info", m),
                                  qos_profile_sensor_data)
-        self.create_subscription(String, "instruction", self._on_instruction, latched)
+        self.create_subscription(String, "instruction", self._on_instruction, latched, event_callbacks=(
+            SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_instruction_qos)))
         self.create_subscription(PolygonStamped, "query_points", self._on_query_points, 10)
         if p["extrinsics_source"] == "topic":
             self.create_subscription(PoseStamped, POSE_TOPIC, self._on_camera_pose, qos_profile_sensor_data)
@@ -343,6 +346,12 @@ class ForecasterNode(Node):
             self._generation += 1
             self._pending = self._generation
         self.get_logger().info(f"new instruction: {text!r}")
+
+    def _on_incompatible_instruction_qos(self, event) -> None:
+        self._problem("instruction_qos", "instruction",
+                      f"an instruction publisher's QoS is incompatible ({event.last_policy_kind.name}): publish "
+                      "instructions reliable + transient-local (ros2 topic pub --qos-reliability reliable "
+                      "--qos-durability transient_local), or they never arrive")
 
     def _on_query_points(self, msg: PolygonStamped) -> None:
         points_2d = np.array([(p.x, p.y) for p in msg.polygon.points], dtype=np.float32).reshape(-1, 2)

@@ -291,6 +291,16 @@ def test_bad_instructions_are_refused(graph, scene, problem, text):
     check_forecast(graph.good_forecast(scene["instruction"]), scene)
 
 
+def test_volatile_instruction_publisher_is_reported(graph):
+    """DDS never delivers a volatile writer's instructions to the transient-local reader: say so."""
+    volatile = graph.node.create_publisher(String, "instruction", 10)
+    try:
+        status = graph.wait_diagnostic("instruction_qos")
+        assert "transient" in status.message and graph.process.poll() is None
+    finally:
+        graph.node.destroy_publisher(volatile)
+
+
 def test_forecast_input_error_is_an_error_diagnostic(graph, scene):
     """Query points outside the image: the pipeline refuses them (ForecastInputError)."""
     graph.instruct(scene["instruction"])
