@@ -115,7 +115,7 @@ def publish_until(done, obs, instruction: str, rate_hz: float, timeout_s: float)
     pub_color = node.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
     pub_depth = node.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
     pub_info = node.create_publisher(CameraInfo, "camera/color/camera_info", qos_profile_sensor_data)
-    pub_pose = node.create_publisher(PoseStamped, "camera/pose", qos_profile_sensor_data)
+    pub_pose = node.create_publisher(PoseStamped, "camera/pose", latched)
     node.create_publisher(String, "instruction", latched).publish(String(data=instruction))
     frame_id, period_s, sent = obs.camera.frame_id, 1.0 / rate_hz, 0
     deadline = time.monotonic() + timeout_s

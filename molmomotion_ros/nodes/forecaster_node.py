@@ -13,7 +13,8 @@ Subscribes (relative names, remappable):
     are not ordered with respect to each other); in ``on_instruction`` mode a new non-empty set
     also triggers a forecast with the current instruction.
   * ``camera/pose`` (geometry_msgs/PoseStamped, when ``extrinsics_source = topic``): the camera
-    optical frame's pose in ``world_frame``; the buffered pose nearest the frame's stamp is used.
+    optical frame's pose in ``world_frame``, reliable + transient-local (as sim_node publishes it).
+    A pose holds until the next one: a frame uses the newest pose stamped at or before it.
 
 Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_frame``; metres, seconds):
   ``forecast/trajectory``, ``forecast/hypotheses``, ``forecast/scores``, ``forecast/markers`` (see
@@ -247,11 +248,12 @@ class ForecasterNode(Node):
         self.create_subscription(Image, DEPTH_TOPIC, lambda m: self._on_frame_part("depth", m), qos_profile_sensor_data)
         self.create_subscription(CameraInfo, INFO_TOPIC, lambda m: self._on_frame_part("info", m),
                                  qos_profile_sensor_data)
-        self.create_subscription(String, "instruction", self._on_instruction, latched, event_callbacks=(
-            SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_instruction_qos)))
+        self.create_subscription(String, "instruction", self._on_instruction, latched,
+                                 event_callbacks=self._report_incompatible_qos("instruction"))
         self.create_subscription(PolygonStamped, "query_points", self._on_query_points, 10)
         if p["extrinsics_source"] == "topic":
-            self.create_subscription(PoseStamped, POSE_TOPIC, self._on_camera_pose, qos_profile_sensor_data)
+            self.create_subscription(PoseStamped, POSE_TOPIC, self._on_camera_pose, latched,
+                                     event_callbacks=self._report_incompatible_qos(POSE_TOPIC))
         self.create_timer(0.25, self._expire_frames)
 
         self._mailbox = LatestMailbox()
@@ -347,11 +349,14 @@ class ForecasterNode(Node):
             self._pending = self._generation
         self.get_logger().info(f"new instruction: {text!r}")
 
-    def _on_incompatible_instruction_qos(self, event) -> None:
-        self._problem("instruction_qos", "instruction",
-                      f"an instruction publisher's QoS is incompatible ({event.last_policy_kind.name}): publish "
-                      "instructions reliable + transient-local (ros2 topic pub --qos-reliability reliable "
-                      "--qos-durability transient_local), or they never arrive")
+    def _report_incompatible_qos(self, topic: str) -> SubscriptionEventCallbacks:
+        def report(event) -> None:
+            self._problem(f"{topic.replace('/', '_')}_qos", topic,
+                          f"a {topic} publisher's QoS is incompatible ({event.last_policy_kind.name}): publish "
+                          "reliable + transient-local (ros2 topic pub --qos-reliability reliable "
+                          "--qos-durability transient_local), or its messages never arrive")
+
+        return SubscriptionEventCallbacks(incompatible_qos=report)
 
     def _on_query_points(self, msg: PolygonStamped) -> None:
         points_2d = np.array([(p.x, p.y) for p in msg.polygon.points], dtype=np.float32).reshape(-1, 2)
@@ -415,19 +420,15 @@ class ForecasterNode(Node):
         source = self._params["extrinsics_source"]
         if source == "parameter":
             return self._T_world_cam_param
-        if source == "topic":
+        if source == "topic":  # a pose holds until the next one: the newest stamped at or before the frame
+            latest_ns = frames.stamp_ns + self._sync.tolerance_ns
             with self._lock:
-                nearest = min(self._poses, key=lambda e: abs(e[0] - frames.stamp_ns), default=None)
-            max_age_s = self._params["max_frame_age_s"]
-            if nearest is None:
+                poses = list(self._poses)
+            if not poses:
                 self._problem("extrinsics_missing", POSE_TOPIC, "no camera pose received yet; frame dropped")
                 return None
-            gap_s = abs(nearest[0] - frames.stamp_ns) / _NS
-            if max_age_s > 0 and gap_s > max_age_s:
-                self._problem("extrinsics_stale", POSE_TOPIC, f"nearest camera pose is {gap_s:.2f} s from the frame "
-                                                              f"(max_frame_age_s = {max_age_s}); frame dropped")
-                return None
-            return nearest[1]
+            in_effect = [pose for pose in poses if pose[0] <= latest_ns]
+            return max(in_effect, key=lambda e: e[0])[1] if in_effect else min(poses, key=lambda e: e[0])[1]
         try:  # tf2: non-blocking lookup at the frame's stamp
             transform = self._tf_buffer.lookup_transform(self._params["world_frame"], frames.info.header.frame_id,
                                                          Time(nanoseconds=frames.stamp_ns))

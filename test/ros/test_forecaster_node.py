@@ -62,7 +62,7 @@ class Harness:
         self.pub_color = n.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
         self.pub_depth = n.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
         self.pub_info = n.create_publisher(CameraInfo, "camera/color/camera_info", qos_profile_sensor_data)
-        self.pub_pose = n.create_publisher(PoseStamped, "camera/pose", qos_profile_sensor_data)
+        self.pub_pose = n.create_publisher(PoseStamped, "camera/pose", LATCHED)
         self.pub_instruction = n.create_publisher(String, "instruction", LATCHED)
         self.pub_query = n.create_publisher(PolygonStamped, "query_points", 10)
         self.received = {name: [] for name in ("trajectory", "hypotheses", "scores", "goal", "markers", "diag")}
@@ -295,7 +295,7 @@ def test_volatile_instruction_publisher_is_reported(graph):
     """DDS never delivers a volatile writer's instructions to the transient-local reader: say so."""
     volatile = graph.node.create_publisher(String, "instruction", 10)
     try:
-        status = graph.wait_diagnostic("instruction_qos")
+        status = graph.wait_diagnostic("instruction_qos")  # named after the topic
         assert "transient" in status.message and graph.process.poll() is None
     finally:
         graph.node.destroy_publisher(volatile)
