@@ -26,6 +26,7 @@ FAMILY_OBJECT_FLAGS: dict[str, dict[str, str]] = {
     "stack": {"object": "stackable", "target_object": "stackable"},
     "push": {"object": "pushable"},
 }
+FUNCTION_WORDS = frozenset({"to", "the", "of", "in", "on", "a", "an"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -43,6 +44,7 @@ class Grammar:
 
     rules: dict[str, tuple[str, ...]]
     sentences: dict[str, tuple[tuple[str, ...], ...]]
+    argument_words: frozenset[str] = frozenset()  # words that choose a slot's value (colours, objects, "left", ...)
 
     def jsgf(self) -> str:
         """JSGF V1.0 text with one public top rule ``<instruction>`` (pocketsphinx ``add_jsgf_string``)."""
@@ -153,7 +155,12 @@ def build_grammar(vocabulary: Vocabulary | None = None) -> Grammar:
         for phrase in alternatives:
             if not re.fullmatch(r"[a-z]+( [a-z]+)*", phrase):
                 raise GrammarError(f"<{name}>: {phrase!r} is not lower-case words (JSGF tokens)")
-    return Grammar(rules=rules, sentences=sentences)
+    # A slot's value is chosen by its words that never occur as fixed template text ("to the left
+    # of": "left"): the recogniser's confidence looks at these.
+    fixed = {w for templates in vocab.phrasings.values() for t in templates
+             for w in _PLACEHOLDER.sub(" ", t).lower().split()} | FUNCTION_WORDS
+    slot_words = {w for alts in rules.values() for a in alts for w in a.split()} | set(vocab.containers)
+    return Grammar(rules=rules, sentences=sentences, argument_words=frozenset(slot_words - fixed))
 
 
 def load_grammar(vocabulary_file: str | Path | None = None) -> Grammar:

@@ -13,13 +13,16 @@ sentences the tasks speak — or "not recognised" with the reason:
   on 80 espeak-ng commands this turned the one incomplete result into an exact one;
 - ``low confidence``: some word's posterior is below ``min_confidence``.
 
-**Confidence** is the smallest word posterior probability of the hypothesis: pocketsphinx's
-``bestpath`` pass builds a word lattice of the grammar-constrained search and runs forward-backward
-over it; each word of the best path gets the posterior of its lattice node (``Decoder.seg()`` →
-``Segment.prob``, fillers and silences ignored). It says how sure the decoder is between grammar
-sentences (e.g. "blue" vs "purple"); it cannot flag speech that is close to a grammar sentence
-but not in it ("push the green box forward" comes out as "... block ..."), which is why it is one
-of four checks rather than the only one.
+**Confidence** is the smallest word posterior probability among the hypothesis' *argument words*
+(``Grammar.argument_words``: colours, objects, containers and the words that pick a direction or
+relation, e.g. "left", "behind"): pocketsphinx's ``bestpath`` pass builds a word lattice of the
+grammar-constrained search and runs forward-backward over it; each word of the best path gets the
+posterior of its lattice node (``Decoder.seg()`` → ``Segment.prob``). Fixed template words are left
+out because the lattice splits their posterior among pronunciation variants ("to" = T UW | T IH |
+T AH), which gave correct commands 0.2 on "to". It says how sure the decoder is between grammar
+sentences; it does not flag speech that is close to a grammar sentence but not in it ("push the
+green box forward" comes out as "... block ..."), and acoustically confusable arguments (espeak's
+"purple" heard as "blue") can still score high — hence four checks, not one.
 """
 
 from __future__ import annotations
@@ -133,13 +136,14 @@ class Recognizer:
                                  **timing)
         # Fillers and silences (<sil>, [NOISE], <s>) carry no meaning; "white(2)" is an alternative pronunciation.
         posteriors = tuple((w.split("(")[0], p) for w, p in words if not w.startswith(("<", "[")))
-        confidence = float(min((p for _, p in posteriors), default=0.0))
+        arguments = [(w, p) for w, p in posteriors if w in self.grammar.argument_words] or list(posteriors)
+        confidence = float(min((p for _, p in arguments), default=0.0))
         common = {"hypothesis": text, "confidence": confidence, "word_posteriors": posteriors, **timing}
         if not self._pattern.match(text):
             return self._refused(RecognitionStatus.INCOMPLETE, f"incomplete: {text!r} is not a whole instruction",
                                  **common)
         if confidence < self.config.min_confidence:
-            weakest = min(posteriors, key=lambda wp: wp[1])
+            weakest = min(arguments, key=lambda wp: wp[1])
             return self._refused(RecognitionStatus.LOW_CONFIDENCE,
                                  f"low confidence: {confidence:.2f} < {self.config.min_confidence:.2f} "
                                  f"(weakest word {weakest[0]!r}) in {text!r}", **common)

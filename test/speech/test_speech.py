@@ -82,6 +82,12 @@ def test_grammar_holds_only_sentences_the_tasks_could_speak():
     assert "<stackable_object> = block | cube;" in jsgf
 
 
+def test_confidence_looks_at_the_argument_words():
+    assert build_grammar().argument_words == {
+        "red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan", "white", "block", "cube", "lego",
+        "duck", "bowl", "tray", "left", "right", "front", "behind", "forward", "backward"}
+
+
 def test_grammar_follows_the_vocabulary_file(tmp_path):
     raw = yaml.safe_load(config_path("vocabulary.yaml").read_text())
     raw["colours"]["black"] = [0.0, 0.0, 0.0, 1.0]
@@ -224,10 +230,31 @@ def test_noise_silence_and_other_speech_are_not_recognised(recognizer, tmp_path)
 
 
 def test_cut_off_commands_and_weak_words_are_refused(spoken):
-    recognizer = Recognizer(RecognizerConfig(min_confidence=0.999))
+    recognizer = Recognizer(RecognizerConfig(min_confidence=0.9))
     pcm = read_wav(spoken[COMMANDS[1]])
     cut = recognizer.recognize_pcm(pcm[: int(pcm.size * 0.6)])  # "... put it in the"
     assert not cut.recognised and cut.status in (RecognitionStatus.NO_HYPOTHESIS, RecognitionStatus.INCOMPLETE)
-    weak = recognizer.recognize_wav(spoken[COMMANDS[2]])
+    weak = recognizer.recognize_wav(spoken[COMMANDS[1]])  # "duck" at a posterior of about 0.7
     assert weak.status is RecognitionStatus.LOW_CONFIDENCE and weak.text == ""
-    assert weak.hypothesis == COMMANDS[2] and "low confidence" in weak.reason and weak.confidence < 0.999
+    assert weak.hypothesis == COMMANDS[1] and "weakest word 'duck'" in weak.reason and weak.confidence < 0.9
+
+
+# --- packaging -----------------------------------------------------------------------------------
+def test_speech_core_imports_without_rclpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, molmomotion_ros.speech, molmomotion_ros.node_specs.speech\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'std_msgs')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_params_file_sets_only_declared_parameters_with_valid_values():
+    from molmomotion_ros.graph import node
+
+    spec = node("speech_node")
+    values = yaml.safe_load(spec.params_path.read_text())["speech_node"]["ros__parameters"]
+    assert set(values) <= {p.name for p in spec.parameters}
+    assert [spec.spec(k).problem(v) for k, v in values.items()] == [None] * len(values)
+    assert values == spec.defaults()  # the file documents the defaults
