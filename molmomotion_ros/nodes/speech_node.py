@@ -155,6 +155,10 @@ class SpeechNode(Node):
             except SpeechInputError as err:
                 self._warn(str(err), {"source": job.source})
                 continue
+            except Exception as err:  # noqa: BLE001  a decoder failure must not end the thread: report it, go on
+                self.get_logger().error(f"decoding {job.source} failed: {err!r}")
+                self._set_status("ERROR", f"decoder failure: {err!r}", {"source": job.source})
+                continue
             self._publish_result(job.source, result)
 
     def _publish_result(self, source: str, result: RecognitionResult) -> None:
