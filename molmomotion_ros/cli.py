@@ -6,6 +6,7 @@
     molmomotion forecast --rgb frame.png --depth depth.png --instruction "push the red block to the left"
     molmomotion train --model fm --data data/train --val data/validation --steps 3000 --init base.pt
     molmomotion eval-forecast --models fm,ar,stationary,constant-velocity --split test
+    molmomotion launch sim_eval --episodes 10       # the ROS 2 graph, as `ros2 launch` would start it
     python -m molmomotion_ros.cli --help
 
 Every bad input (unknown family or agent, a non-positive count, a missing or malformed suite, an
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forecast_parser(commands)
     _add_train_parser(commands)
     _add_eval_forecast_parser(commands)
+    _add_launch_parser(commands)
     return parser
 
 
@@ -335,6 +337,80 @@ def _sim_eval(args: argparse.Namespace) -> int:
         evaluation.contact_sheet(sheet, episodes, args.agent, agent_kwargs)
         print(f"contact sheet: {sheet}")
     return 0
+
+
+# --- launch ----------------------------------------------------------------------------------------
+def _add_launch_parser(commands) -> None:
+    from molmomotion_ros.graph import GRAPHS
+
+    launch = commands.add_parser(
+        "launch", help="start a ROS 2 graph of the package (the pip route to `ros2 launch`)",
+        description="Start the nodes of a graph as separate processes with the same parameter files and "
+        "overrides as launch/<graph>.launch.py. sim_eval runs its episode runner and stops the nodes when "
+        "it is done; the other graphs run until Ctrl-C. Graphs: "
+        + "; ".join(f"{g.name}: {g.description}" for g in GRAPHS.values()) + ".",
+    )
+    launch.add_argument("graph", choices=sorted(GRAPHS), help="which graph")
+    launch.add_argument("--set", dest="overrides", action="append", default=[], type=_key_value,
+                        metavar="NODE.PARAM=VALUE", help="override a node parameter (YAML value); repeatable")
+    launch.add_argument("--suite", help="sim_eval: suite to run (episode_runner.suite)")
+    launch.add_argument("--episodes", type=_positive_int, metavar="N",
+                        help="sim_eval: episodes per family (episode_runner.episodes_per_family)")
+    launch.add_argument("--families", type=_family_list, metavar="A,B", help="sim_eval: families to run")
+    launch.add_argument("--backend", help="forecaster backend (forecaster_node.backend): fm, ar, stationary, ...")
+    launch.add_argument("--out", type=Path, metavar="PATH", help="sim_eval: results JSON (episode_runner.out)")
+    launch.add_argument("--log-dir", type=Path, metavar="DIR",
+                        help="node logs (default: results/logs/<graph>-<time>/)")
+    launch.add_argument("--isolated", action="store_true",
+                        help="use a random ROS_DOMAIN_ID and localhost-only discovery (no other graph hears it)")
+    launch.add_argument("--no-progress", action="store_true", help="sim_eval: hide the progress bar")
+    launch.set_defaults(handler=_launch)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    import random
+
+    from molmomotion_ros.graph import all_nodes, graph
+    from molmomotion_ros.launcher import launch
+
+    spec = graph(args.graph)
+    overrides: dict[str, dict] = {}
+    nodes = all_nodes()
+    for key, value in args.overrides:
+        node, sep, param = key.partition(".")
+        if not sep or node not in nodes:
+            raise UsageError(f"--set {key}: expected NODE.PARAM with NODE one of {', '.join(sorted(nodes))}")
+        if param != "use_sim_time":
+            try:
+                problem = nodes[node].spec(param).problem(value)
+            except KeyError as err:
+                raise UsageError(str(err).strip("'\"")) from None
+            if problem:
+                raise UsageError(f"--set {key}: {problem}")
+        overrides.setdefault(node, {})[param] = value
+    runner = {"suite": args.suite, "episodes_per_family": args.episodes,
+              "families": ",".join(args.families) if args.families else None,
+              "out": str(args.out) if args.out else None, "progress": False if args.no_progress else None}
+    runner = {k: v for k, v in runner.items() if v is not None}
+    if runner:
+        if spec.runner is None:
+            raise UsageError(f"--suite/--episodes/--families/--out apply to sim_eval, not {args.graph}")
+        overrides.setdefault(spec.runner, {}).update(runner)
+    if args.backend:
+        if "forecaster_node" not in spec.nodes:
+            raise UsageError(f"graph {args.graph} has no forecaster_node for --backend")
+        problem = nodes["forecaster_node"].spec("backend").problem(args.backend)
+        if problem:
+            raise UsageError(problem)
+        overrides.setdefault("forecaster_node", {})["backend"] = args.backend
+    env = dict(os.environ)
+    if args.isolated:
+        env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    try:
+        return launch(args.graph, overrides, args.log_dir, env)
+    except KeyError as err:
+        raise UsageError(str(err).strip("'\"")) from None
 
 
 # --- generate-data -----------------------------------------------------------------------------
@@ -636,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command is None:
-            raise UsageError("choose a command: sim-eval, generate-data, forecast, train or eval-forecast "
+            raise UsageError("choose a command: sim-eval, generate-data, forecast, train, eval-forecast or launch "
                              "(see molmomotion --help)")
         return args.handler(args)
     except _input_errors() as err:

@@ -91,10 +91,41 @@ def all_nodes() -> dict[str, NodeSpec]:
     return dict(NODES)
 
 
-# Which nodes each launch file / `molmomotion launch <graph>` starts.
-GRAPHS: dict[str, tuple[str, ...]] = {
-    "forecaster": ("forecaster_node",),
-    "sim_eval": ("sim_node", "forecaster_node", "manipulation_node", "speech_node"),
-    "real_arm": ("forecaster_node", "manipulation_node"),
-    "speech": ("speech_node",),
-}
+@dataclass(frozen=True)
+class GraphSpec:
+    """A graph that a launch file (``launch/<name>.launch.py``) and ``molmomotion launch <name>`` start:
+    its nodes, each with its parameter file from config/ plus these overrides."""
+
+    name: str
+    description: str
+    nodes: tuple[str, ...]
+    overrides: dict = field(default_factory=dict)  # node → {parameter: value} applied after the file
+    runner: str | None = None  # a node that drives the graph and exits when done (sim_eval's episodes)
+
+
+_SIM_TIME = {"use_sim_time": True}
+GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
+    GraphSpec("forecaster", "the forecaster alone, for a real RGB-D camera (remap the camera topics)",
+              ("forecaster_node",)),
+    GraphSpec("sim_eval", "simulated arm + speech + forecaster + manipulation, driven episode by episode "
+              "by the episode runner, which writes the harness's results JSON",
+              ("sim_node", "speech_node", "forecaster_node", "manipulation_node"),
+              overrides={
+                  # As fast as the CPU allows; 5 camera frames per simulated second are plenty for
+                  # forecasting once per instruction and keep rendering from dominating.
+                  "sim_node": {"real_time_factor": 0.0, "camera_rate_hz": 5.0, "reset_on_start": False},
+                  "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic"},
+                  "manipulation_node": dict(_SIM_TIME),
+                  "speech_node": dict(_SIM_TIME),
+              },
+              runner="episode_runner"),
+    GraphSpec("real_arm", "forecaster + manipulation with MoveIt's moveit_py on a real Panda",
+              ("forecaster_node", "manipulation_node"),
+              overrides={"manipulation_node": {"planner_backend": "moveit_py"}}),
+)}
+
+
+def graph(name: str) -> GraphSpec:
+    if name not in GRAPHS:
+        raise KeyError(f"unknown graph {name!r}; choose from {', '.join(sorted(GRAPHS))}")
+    return GRAPHS[name]

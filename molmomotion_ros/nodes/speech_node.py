@@ -35,6 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32, Int16MultiArray, String
 
 from ..conversions.diagnostics import diagnostic_array
@@ -53,6 +54,9 @@ from .params import ParameterValueError, declare_parameters
 SAMPLES_LABEL = "samples"
 QUEUE_DEPTH = 8  # utterances/files waiting for the decoder; more means the decoder cannot keep up
 SEGMENTER_PARAMS = ("vad_energy_threshold_dbfs", "min_silence_s", "min_speech_s", "max_utterance_s", "pre_roll_s")
+
+INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def pcm_from_msg(msg: Int16MultiArray) -> np.ndarray:
@@ -91,7 +95,9 @@ class SpeechNode(Node):
         self._status_lock = threading.Lock()
         self._status = ("OK", "waiting for speech", {})
 
-        self._instruction_pub = self.create_publisher(String, "instruction", 10)
+        # Reliable + transient-local like every instruction publisher of the graph (sim_node, the
+        # episode runner): the forecaster subscribes that way so a late joiner gets the last one.
+        self._instruction_pub = self.create_publisher(String, "instruction", INSTRUCTION_QOS)
         self._confidence_pub = self.create_publisher(Float32, "speech/confidence", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Depth 200 chunks ≈ 4 s of 20 ms chunks: a burst is buffered, not dropped.

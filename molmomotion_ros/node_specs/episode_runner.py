@@ -1,0 +1,22 @@
+"""episode_runner: drives sim_node episode by episode through the ROS graph and writes the results."""
+
+from ..graph import NodeSpec, ParamSpec, register
+
+EPISODE_RUNNER = register(NodeSpec(
+    name="episode_runner",
+    executable="episode_runner",
+    module="molmomotion_ros.nodes.episode_runner",
+    params_file="episode_runner.yaml",
+    parameters=(
+        ParamSpec("suite", "main", "evaluation suite (name under config/suites or a path)", read_only=True),
+        ParamSpec("episodes_per_family", 10, "episodes per family (0 = the suite's own counts)", range=(0, 100_000),
+                  read_only=True),
+        ParamSpec("families", "", "comma-separated families of the suite to run (empty = all)", read_only=True),
+        ParamSpec("out", "results/graph-eval.json", "results JSON (the harness's format)", read_only=True),
+        ParamSpec("episode_timeout_s", 180.0, "wall-clock seconds an episode may take before it counts as failed",
+                  range=(5.0, 3600.0)),
+        ParamSpec("settle_s", 1.0, "simulated seconds to wait after a motion before judging success",
+                  range=(0.0, 10.0)),
+        ParamSpec("progress", True, "show a progress bar"),
+    ),
+))

@@ -1,0 +1,210 @@
+"""episode_runner: runs a suite's episodes through the ROS graph and writes the harness's results JSON.
+
+For each episode it sets sim_node's ``suite``/``family``/``seed`` parameters (the standard
+set_parameters service), calls ``/sim_node/reset`` (std_srvs/Trigger; sim_node then publishes the
+instruction, the forecaster forecasts, the manipulation node plans and moves), waits on
+``manipulation/status`` for the outcome of a forecast made after the reset, lets the scene settle for
+``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
+executed attempt that did not succeed is retried (the instruction is published again, so a new
+forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could not be
+planned ends the episode. Results: :func:`molmomotion_sim.evaluation.write_results` (same JSON as
+``molmomotion sim-eval``) and the same success table on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from molmomotion_sim import evaluation
+from molmomotion_sim.episode import EpisodeResult
+from molmomotion_sim.suites import load_suite
+from molmomotion_sim.tasks import TASKS
+
+from ..node_specs.episode_runner import EPISODE_RUNNER
+from .params import ParameterValueError, declare_parameters
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SERVICE_WAIT_S = 60.0  # the graph's nodes load models at start
+
+
+class GraphNotReady(RuntimeError):
+    """A service of the graph did not appear."""
+
+
+def _string_param(name: str, value: str) -> Parameter:
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+
+
+def _int_param(name: str, value: int) -> Parameter:
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value))
+
+
+class EpisodeRunnerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("episode_runner")
+        self.params = declare_parameters(self, EPISODE_RUNNER)
+        self._set_params = self.create_client(SetParameters, "/sim_node/set_parameters")
+        self._reset = self.create_client(Trigger, "/sim_node/reset")
+        self._success = self.create_client(Trigger, "/sim_node/success")
+        self._pub_instruction = self.create_publisher(String, "instruction", LATCHED)
+        self._cond = threading.Condition()
+        self._status: dict | None = None
+        self._sim_time_s = 0.0
+        self.create_subscription(String, "manipulation/status", self._on_status, LATCHED)
+        self.create_subscription(Clock, "/clock", self._on_clock, 10)
+
+    def _on_status(self, msg: String) -> None:
+        with self._cond:
+            self._status = json.loads(msg.data)
+            self._cond.notify_all()
+
+    def _on_clock(self, msg: Clock) -> None:
+        with self._cond:
+            self._sim_time_s = msg.clock.sec + msg.clock.nanosec * 1e-9
+            self._cond.notify_all()
+
+    # --- service calls (the executor spins in another thread) -------------------------------------
+    def wait_for_graph(self) -> None:
+        for client, name in ((self._set_params, "/sim_node/set_parameters"), (self._reset, "/sim_node/reset"),
+                             (self._success, "/sim_node/success")):
+            if not client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
+                raise GraphNotReady(f"{name} did not appear within {SERVICE_WAIT_S:.0f} s; is sim_node running?")
+
+    def _call(self, client, request, timeout_s: float = 60.0):
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"{client.srv_name} did not answer within {timeout_s:.0f} s")
+        return future.result()
+
+    def _wait(self, predicate, timeout_s: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout=timeout_s)
+
+    # --- one episode --------------------------------------------------------------------------
+    def run_episode(self, suite_name: str, family: str, seed: int) -> EpisodeResult:
+        start = time.perf_counter()
+        timeout = self.params["episode_timeout_s"]
+
+        def result(success: bool, reason: str, steps: int, instruction: str, sim_time_s: float = 0.0):
+            return EpisodeResult(seed=seed, family=family, instruction=instruction, success=success,
+                                 failure_reason="" if success else reason, steps=steps, sim_time_s=sim_time_s,
+                                 wall_time_s=time.perf_counter() - start, agent="graph-planner",
+                                 model_id=self.model_id)
+
+        request = SetParameters.Request(parameters=[_string_param("suite", suite_name),
+                                                    _string_param("family", family), _int_param("seed", seed)])
+        answer = self._call(self._set_params, request)
+        refused = [r.reason for r in answer.results if not r.successful]
+        if refused:
+            return result(False, f"sim_node refused the episode parameters: {'; '.join(refused)}", 0, "")
+        reset = self._call(self._reset, Trigger.Request())
+        if not reset.success:
+            return result(False, f"reset failed: {reset.message}", 0, "")
+        episode = json.loads(reset.message)
+        instruction = episode.get("instruction", "")
+        with self._cond:
+            after_s = self._sim_time_s  # forecasts stamped before this are from the previous scene
+        steps = 0
+        for attempt in range(TASKS[family].max_steps):
+            if attempt:
+                self._pub_instruction.publish(String(data=instruction))  # a new forecast from the new scene
+            deadline = start + timeout
+
+            def finished(after=after_s) -> bool:
+                s = self._status
+                return (s is not None and s.get("state") in ("done", "failed", "stopped")
+                        and (s.get("forecast_stamp") or -1.0) > after)
+
+            if not self._wait(finished, max(0.0, deadline - time.perf_counter())):
+                return result(False, f"timed out after {timeout:.0f} s waiting for the manipulation node", steps,
+                              instruction)
+            with self._cond:
+                status = dict(self._status)
+            if status["state"] != "done":
+                return result(False, status.get("reason") or status["state"], steps, instruction)
+            steps += 1
+            with self._cond:
+                settle_until = self._sim_time_s + self.params["settle_s"]
+                after_s = self._sim_time_s
+            self._wait(lambda t=settle_until: self._sim_time_s >= t, max(1.0, deadline - time.perf_counter()))
+            judged = json.loads(self._call(self._success, Trigger.Request()).message)
+            if judged["success"]:
+                return result(True, "", steps, instruction, judged.get("sim_time_s", 0.0))
+            reason = judged.get("reason", "goal not reached")
+        return result(False, reason, steps, instruction, judged.get("sim_time_s", 0.0))
+
+    model_id = "graph:forecaster_node+manipulation_node"
+
+
+def run(node: EpisodeRunnerNode) -> int:
+    params = node.params
+    suite = load_suite(params["suite"])
+    families = [f for f in params["families"].split(",") if f.strip()] or None
+    if families or params["episodes_per_family"]:
+        suite = suite.select(families=families, episodes_per_family=params["episodes_per_family"] or None)
+    node.wait_for_graph()
+    episodes = suite.episodes()
+    results = []
+    bar = evaluation._progress_bar(len(episodes), f"{suite.name} (ROS graph)", params["progress"])
+    start = time.perf_counter()
+    with bar:
+        for spec in episodes:
+            results.append(node.run_episode(params["suite"], spec.family, spec.seed))
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    wall_time_s = time.perf_counter() - start
+    out = Path(params["out"])
+    meta = {"agent": "graph-planner", "via": "ros-graph", "suite": suite.name, "suite_file": suite.source,
+            "split": suite.split, "episodes": len(results), "wall_time_s": round(wall_time_s, 3)}
+    evaluation.write_results(out, results, meta)
+    print(evaluation.format_table(evaluation.summarize(results)))
+    print(f"{len(results)} episodes through the ROS graph in {wall_time_s:.1f} s; results: {out}", flush=True)
+    return 0
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    logger = get_logger("episode_runner")
+    node, status = None, 0
+    executor = None
+    try:
+        node = EpisodeRunnerNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        status = run(node)
+    except (ParameterValueError, GraphNotReady) as err:
+        logger.error(str(err))
+        status = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        status = 130
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if status:
+        sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

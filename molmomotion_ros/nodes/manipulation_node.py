@@ -1,0 +1,334 @@
+"""manipulation_node: a thin ROS 2 adapter over :class:`~molmomotion_ros.planning.manipulator.ForecastManipulator`.
+
+Subscribes (relative names, remappable):
+  * ``forecast/hypotheses`` (trajectory_msgs/MultiDOFJointTrajectory, the forecaster's K hypotheses;
+    encoding in :mod:`molmomotion_ros.conversions.forecasts`): each new forecast is planned and executed.
+  * ``camera/depth/image_raw`` (32FC1 m or 16UC1 mm) and ``camera/color/camera_info``, sensor-data
+    QoS: the depth frame with the forecast's stamp t0 gives the target's shape and the obstacles.
+  * ``camera/pose`` (geometry_msgs/PoseStamped): the camera optical frame in ``world_frame``.
+  * ``joint_states`` (sensor_msgs/JointState): where the arm is.
+
+Publishes:
+  * ``arm_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory): one planned segment at a
+    time (approach, descend, carry, ...), each sent when the previous one has arrived; remap it to
+    your controller's topic (ros2_control's joint_trajectory_controller takes exactly this).
+  * ``gripper/command`` (std_msgs/Float64): per-finger opening in metres, 0 = close with force.
+  * ``manipulation/status`` (std_msgs/String, JSON, reliable + transient-local): ``{"state": idle |
+    planning | executing | done | failed | stopped, "reason", "forecast_stamp", "skill", "steps",
+    "planning_time_s", "carry_follows_forecast"}`` on every change; ``/diagnostics`` on problems.
+
+Service ``~/stop`` (std_srvs/Trigger): abort at once — an empty JointTrajectory is sent (a
+joint_trajectory_controller holds the current position) and the rest of the sequence is dropped.
+
+Planning and execution run on one worker thread (a newer forecast replaces one not yet started), so
+callbacks only convert and store. With ``use_sim_time`` the waits follow the simulator's /clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from .. import conversions
+from ..conversions.joints import msg_to_joint_positions, timed_trajectory_to_msg
+from ..forecasting.types import ForecastInputError
+from ..node_specs.manipulation import MANIPULATION_NODE
+from ..planning.geometry import FitError
+from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError
+from ..planning.skills import SkillError
+from .params import ParameterValueError, declare_parameters
+
+ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
+_NS = 1_000_000_000
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with this configuration."""
+
+
+class Stopped(Exception):
+    """The stop service was called during execution."""
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * _NS + int(stamp.nanosec)
+
+
+class ManipulationNode(Node):
+    def __init__(self) -> None:
+        super().__init__("manipulation_node")
+        self._params = declare_parameters(self, MANIPULATION_NODE, on_change=self._on_param)
+        overrides = {"backend": self._params["planner_backend"]}
+        try:
+            config = PlannerConfig.from_yaml(self._params["planner_config"] or None, **overrides)
+            from ..planning.manipulator import ForecastManipulator
+
+            self._manipulator = ForecastManipulator(config, free_scaling=self._params["free_velocity_scaling"],
+                                                    contact_scaling=self._params["contact_velocity_scaling"])
+        except (PlannerConfigError, PlannerUnavailableError) as err:
+            raise StartupError(f"manipulation_node cannot build its planner: {err}") from None
+        self._lock = threading.Lock()
+        self._depth = deque()  # (stamp_ns, depth_m) of the last frame_buffer_s
+        self._info: dict[int, CameraInfo] = {}
+        self._camera_pose: PoseStamped | None = None
+        self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
+        self._pending: MultiDOFJointTrajectory | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = False
+
+        group = ReentrantCallbackGroup()
+        self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast, LATCHED,
+                                 callback_group=group)
+        self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data,
+                                 callback_group=group)
+        self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data,
+                                 callback_group=group)
+        self.create_subscription(PoseStamped, "camera/pose", self._on_pose, LATCHED, callback_group=group)
+        self.create_subscription(JointState, "joint_states", self._on_joints, 10, callback_group=group)
+        self._pub_trajectory = self.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", 10)
+        self._pub_gripper = self.create_publisher(Float64, "gripper/command", 10)
+        self._pub_status = self.create_publisher(String, "manipulation/status", LATCHED)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=group)
+        self._worker = threading.Thread(target=self._work, name="manipulation", daemon=True)
+        self._worker.start()
+        self._status("idle")
+        self.get_logger().info(f"ready: agent {self._params['agent']}, planner {self._params['planner_backend']}")
+
+    # --- callbacks: convert and store -----------------------------------------------------------
+    def _on_param(self, name: str, value) -> None:
+        self._params[name] = value
+        if name in ("free_velocity_scaling", "contact_velocity_scaling"):
+            skills = self._manipulator.skills
+            skills.free_scaling = self._params["free_velocity_scaling"]
+            skills.contact_scaling = self._params["contact_velocity_scaling"]
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = conversions.msg_to_depth_m(msg)
+        except conversions.ConversionError as err:
+            self._diag("WARN", "camera/depth/image_raw", f"depth frame refused: {err}")
+            return
+        t = stamp_ns(msg.header.stamp)
+        with self._lock:
+            self._depth.append((t, depth))
+            while self._depth and self._depth[0][0] < t - self._params["frame_buffer_s"] * _NS:
+                self._depth.popleft()
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._info[stamp_ns(msg.header.stamp)] = msg
+            if len(self._info) > 600:
+                for key in sorted(self._info)[:300]:
+                    del self._info[key]
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self._lock:
+            self._camera_pose = msg
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            arm, _ = msg_to_joint_positions(msg, ARM_JOINTS)
+            fingers, _ = msg_to_joint_positions(msg, FINGER_JOINTS)
+        except conversions.ConversionError as err:
+            self._diag("WARN", "joint_states", f"joint state refused: {err}")
+            return
+        with self._lock:
+            self._joints = (arm, fingers)
+
+    def _on_forecast(self, msg: MultiDOFJointTrajectory) -> None:
+        with self._lock:
+            self._pending = msg
+        self._stop.clear()
+        self._wake.set()
+
+    def _on_stop(self, request, response):
+        self._stop.set()
+        self._pub_trajectory.publish(JointTrajectory(joint_names=list(ARM_JOINTS)))  # empty: hold position
+        with self._lock:
+            self._pending = None
+        response.success, response.message = True, "stopped: the controller holds the current position"
+        return response
+
+    # --- worker: plan and execute one forecast at a time ------------------------------------------
+    def _work(self) -> None:
+        while not self._closing:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            with self._lock:
+                msg, self._pending = self._pending, None
+            if msg is None:
+                continue
+            try:
+                self._handle(msg)
+            except Stopped:
+                self._status("stopped", stamp=msg.header.stamp, reason="stopped by ~/stop")
+            except Exception as err:  # noqa: BLE001  (a node must survive a bug in one request)
+                self.get_logger().error(f"unexpected error while handling a forecast: {type(err).__name__}: {err}")
+                self._status("failed", stamp=msg.header.stamp, reason=f"{type(err).__name__}: {err}")
+
+    def _handle(self, msg: MultiDOFJointTrajectory) -> None:
+        stamp = msg.header.stamp
+        if msg.header.frame_id != self._params["world_frame"]:
+            return self._fail(stamp, f"forecast in frame {msg.header.frame_id!r}, expected "
+                                     f"{self._params['world_frame']!r}")
+        try:
+            points_t0, hypotheses, _ = conversions.msg_to_forecast_hypotheses(msg)
+        except conversions.ConversionError as err:
+            return self._fail(stamp, f"forecast refused: {err}")
+        frame = self._frame_at(stamp_ns(stamp))
+        if isinstance(frame, str):
+            return self._fail(stamp, frame)
+        depth, camera, q_arm = frame
+        self._status("planning", stamp=stamp)
+        t0 = time.perf_counter()
+        try:
+            planned = self._manipulator.plan(depth, camera, q_arm, points_t0, hypotheses)
+        except (SkillError, FitError, ForecastInputError, ValueError) as err:
+            return self._fail(stamp, f"{type(err).__name__}: {err}")
+        plan = planned.plan
+        summary = {"skill": planned.skill.kind, "steps": [s.label for s in plan.steps],
+                   "planning_time_s": round(time.perf_counter() - t0, 3),
+                   "carry_follows_forecast": plan.carry_follows_forecast}
+        if not self._params["execute"]:
+            self._status("done", stamp=stamp, reason="planned only (execute = false)", **summary)
+            return None
+        self._status("executing", stamp=stamp, **summary)
+        for step in plan.steps:
+            if self._stop.is_set():
+                raise Stopped
+            if step.trajectory is not None:
+                problem = self._run_trajectory(step.trajectory)
+                if problem:
+                    return self._fail(stamp, f"{step.label}: {problem}", **summary)
+            else:
+                self._pub_gripper.publish(Float64(data=float(step.gripper_opening_m)))
+                self._sleep(self._params["gripper_settle_s"])
+        self._status("done", stamp=stamp, **summary)
+        return None
+
+    def _frame_at(self, t_ns: int):
+        """(depth_m, camera, q_arm) at the forecast's stamp, or a sentence saying what is missing."""
+        with self._lock:
+            depth = next((d for t, d in self._depth if t == t_ns), None)
+            info = self._info.get(t_ns)
+            pose, joints = self._camera_pose, self._joints
+        if depth is None:
+            return (f"no depth frame with the forecast's stamp {t_ns / _NS:.3f} s in the last "
+                    f"{self._params['frame_buffer_s']:.0f} s")
+        if info is None:
+            return f"no camera_info with the forecast's stamp {t_ns / _NS:.3f} s"
+        if pose is None:
+            return "no camera pose received on camera/pose"
+        if joints is None:
+            return "no joint_states received"
+        try:
+            camera = conversions.camera_info_to_camera(info, conversions.pose_to_matrix(pose.pose))
+        except conversions.ConversionError as err:
+            return f"camera refused: {err}"
+        if camera.width != depth.shape[1] or camera.height != depth.shape[0]:
+            return (f"camera_info is {camera.width}x{camera.height} but the depth frame is "
+                    f"{depth.shape[1]}x{depth.shape[0]}")
+        return depth, camera, joints[0].copy()
+
+    def _run_trajectory(self, trajectory) -> str | None:
+        """Send one timed trajectory and wait until the joints arrive; a problem sentence or None."""
+        msg = timed_trajectory_to_msg(trajectory, joint_names=ARM_JOINTS)
+        self._pub_trajectory.publish(msg)
+        goal = trajectory.positions_rad[-1]
+        limit = trajectory.duration_s * self._params["execution_timeout_factor"] + 1.0
+        start = self._now_s()
+        self._sleep(trajectory.duration_s)
+        while True:
+            if self._stop.is_set():
+                raise Stopped
+            with self._lock:
+                q = None if self._joints is None else self._joints[0]
+            if q is not None and np.max(np.abs(q - goal)) <= self._params["goal_tolerance_rad"]:
+                return None
+            if self._now_s() - start > limit:
+                error = float("nan") if q is None else float(np.max(np.abs(q - goal)))
+                return (f"the arm did not reach the trajectory's end within {limit:.1f} s "
+                        f"(max joint error {error:.3f} rad)")
+            time.sleep(0.005)
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds / _NS
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep on the node's clock (the simulator's with use_sim_time), waking for ~/stop."""
+        end = self._now_s() + seconds
+        while self._now_s() < end:
+            if self._stop.is_set():
+                raise Stopped
+            if self._closing:
+                return
+            time.sleep(0.005)
+
+    # --- reporting ------------------------------------------------------------------------------
+    def _fail(self, stamp, reason: str, **extra) -> None:
+        self.get_logger().warning(f"forecast not carried out: {reason}")
+        self._diag("WARN", "plan", reason)
+        self._status("failed", stamp=stamp, reason=reason, **extra)
+
+    def _status(self, state: str, stamp=None, reason: str = "", **extra) -> None:
+        doc = {"state": state, "reason": reason,
+               "forecast_stamp": None if stamp is None else stamp_ns(stamp) / _NS, **extra}
+        self._pub_status.publish(String(data=json.dumps(doc)))
+
+    def _diag(self, level: str, stage: str, message: str) -> None:
+        self._pub_diag.publish(conversions.diagnostic_array(self.get_name(), stage, level, message,
+                                                            self.get_clock().now().to_msg()))
+
+    def close(self) -> None:
+        self._closing = True
+        self._stop.set()
+        self._wake.set()
+        self._worker.join(timeout=2.0)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    logger = get_logger("manipulation_node")
+    node, status = None, 0
+    try:
+        node = ManipulationNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (ParameterValueError, StartupError) as err:
+        logger.error(str(err))
+        status = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if status:
+        sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
