@@ -477,6 +477,7 @@ class ForecasterNode(Node):
 
     def _serve(self, request: Request) -> None:
         frames = request.frames
+        wait_ms = (self.get_clock().now().nanoseconds - frames.stamp_ns) / 1e6  # transport, sync and mailbox
         try:
             rgb = conversions.msg_to_rgb(frames.color)
         except conversions.ConversionError as err:
@@ -498,8 +499,7 @@ class ForecasterNode(Node):
         start = time.perf_counter()
         result = self._pipeline.run(rgb, depth_m, camera, request.instruction, points_2d=request.points_2d)
         compute_ms = (time.perf_counter() - start) * 1000
-        self._publish(result, frames)
-        age_ms = (self.get_clock().now().nanoseconds - frames.stamp_ns) / 1e6
+        age_ms = self._publish(result, frames)
         now = time.monotonic()
         if self._logged or self._diag_sent or now - self._last_ok_diag >= DIAG_REPEAT_S:
             self._logged.clear()  # problems solved: a recurrence is logged again
@@ -507,13 +507,15 @@ class ForecasterNode(Node):
             self._last_ok_diag = now
             self._publish_diag("forecast", "OK", "forecast published",
                                {"backend": self._pipeline.backend, "hypotheses": result.forecast.num_samples,
-                                "points": len(result.points_2d), "compute_ms": f"{compute_ms:.1f}",
-                                "stamp_to_publish_ms": f"{age_ms:.1f}"})
+                                "points": len(result.points_2d), "stamp_to_start_ms": f"{wait_ms:.1f}",
+                                "compute_ms": f"{compute_ms:.1f}", "stamp_to_publish_ms": f"{age_ms:.1f}"})
 
-    def _publish(self, result, frames: FrameSet) -> None:
+    def _publish(self, result, frames: FrameSet) -> float:
+        """Publish every output; returns the trajectory's age (ms since the image stamp) when it left."""
         stamp, frame_id = frames.color.header.stamp, self._params["world_frame"]
         forecast, points_t0 = result.forecast, result.points_world_t0_m
         self._pub_trajectory.publish(conversions.forecast_to_trajectory(forecast, points_t0, stamp, frame_id))
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns(stamp)) / 1e6
         goal = result.target_motion.goal_pose_world if result.target_motion is not None else None
         if goal is not None:
             self._pub_goal.publish(conversions.pose_stamped(goal, stamp, frame_id))
@@ -524,6 +526,7 @@ class ForecasterNode(Node):
         if self._pub_markers.get_subscription_count():
             self._pub_markers.publish(conversions.forecast_to_markers(points_t0, forecast.points_world_m, stamp,
                                                                       frame_id, goal))
+        return age_ms
 
     def close(self) -> None:
         self._mailbox.close()
