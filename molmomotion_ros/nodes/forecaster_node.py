@@ -31,7 +31,9 @@ is refused with one throttled warning and a WARN/ERROR diagnostic, and the next 
 
 from __future__ import annotations
 
+import faulthandler
 import re
+import signal
 import sys
 import threading
 import time
@@ -547,6 +549,7 @@ def _warm_up(pipeline) -> None:
 
 
 def main(args=None) -> None:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
     rclpy.init(args=args)
     logger = get_logger("forecaster_node")
     node, status = None, 0

@@ -7,6 +7,7 @@ request that must be answered correctly, so each case also shows the node recove
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -116,8 +117,15 @@ class Harness:
         try:
             wait_until(done, timeout_s, spin=self.spin, what=what)
         except TimeoutError as err:
-            raise AssertionError(f"{err}; node log:\n{self.log_path.read_text()[-3000:]}") from None
+            raise AssertionError(f"{err}; node log:\n{self.node_log()}") from None
         return stamps
+
+    def node_log(self) -> str:
+        """The node's log tail, after asking it for every thread's stack (SIGUSR1 → faulthandler)."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGUSR1)
+            time.sleep(0.5)  # the dump is written by the node process; give it a moment
+        return self.log_path.read_text()[-6000:]
 
     def forecast_for(self, stamps) -> MultiDOFJointTrajectory | None:
         keys = {(s.sec, s.nanosec) for s in stamps}
@@ -157,7 +165,7 @@ class Harness:
         try:
             wait_until(seen, 15.0, spin=self.spin, what=f"a diagnostic for {problem}")
         except TimeoutError as err:
-            raise AssertionError(f"{err}; node log:\n{self.log_path.read_text()[-3000:]}") from None
+            raise AssertionError(f"{err}; node log:\n{self.node_log()}") from None
         return self.diagnostic(problem)
 
 
