@@ -1,0 +1,113 @@
+"""``molmomotion experiment success-rate``: the policy experiment's command line.
+
+``add_parser(commands)`` adds the ``experiment`` command to the ``molmomotion`` parser's
+subcommands; its handler returns the exit status, as every molmomotion handler does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .observation import PolicyError
+
+
+def _csv(kind):
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values: {err}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return values
+
+    return parse
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    """Register ``experiment success-rate`` under ``commands`` (an argparse subparsers object)."""
+    from .demos import FAMILIES
+    from .experiment import ExperimentConfig
+
+    defaults = ExperimentConfig()
+    experiment = commands.add_parser("experiment", help="policy experiments (issue 6)",
+                                     description="Train and evaluate goal-conditioned BC policies.")
+    kinds = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    sr = kinds.add_parser(
+        "success-rate", help="success vs training steps of policy variants A (fm encoder), B (base), "
+        "C (A + forecast), D (scratch)",
+        description="Record oracle demonstrations, train each variant with checkpoints on the step grid, "
+        "evaluate every checkpoint on test seeds of every family; write JSON, a markdown table and PNGs. "
+        "Resumes whatever is already in --out.")
+    sr.add_argument("--variants", type=_csv(str), default=defaults.variants, metavar="A,B",
+                    help="variants to run (default: %(default)s)")
+    sr.add_argument("--steps", type=_csv(_positive), default=defaults.steps, metavar="N,N",
+                    help="training steps at which to checkpoint and evaluate (default: %(default)s)")
+    sr.add_argument("--episodes", type=_positive, default=defaults.episodes_per_family, metavar="N",
+                    help="test episodes per family per checkpoint (default: %(default)s)")
+    sr.add_argument("--seeds", type=_positive, default=defaults.seeds, metavar="S",
+                    help="training seeds 0..S-1 per variant (default: %(default)s)")
+    sr.add_argument("--families", type=_csv(str), default=FAMILIES, metavar="F,F",
+                    help="task families (default: all)")
+    sr.add_argument("--train-episodes", type=_positive, default=defaults.train_episodes_per_family, metavar="N",
+                    help="oracle demonstrations per family from train seeds (default: %(default)s)")
+    sr.add_argument("--val-episodes", type=_positive, default=defaults.val_episodes_per_family, metavar="N",
+                    help="oracle demonstrations per family from validation seeds (default: %(default)s)")
+    sr.add_argument("--batch-size", type=_positive, default=defaults.batch_size, help="(default: %(default)s)")
+    sr.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)")
+    sr.add_argument("--eval-every", type=_positive, default=defaults.eval_every, metavar="N",
+                    help="validation every N steps (default: %(default)s)")
+    sr.add_argument("--max-samples", type=_positive, default=defaults.max_samples, metavar="N",
+                    help="15 fps samples a test episode may last (default: %(default)s)")
+    sr.add_argument("--demo-cache", default=defaults.demo_cache, help="folder of cached demonstrations "
+                    "(default: %(default)s)")
+    sr.add_argument("--out", type=Path, default=Path("results/policy-success-rate"),
+                    help="run folder: checkpoints, per-checkpoint results, summary (default: %(default)s)")
+    sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sr.set_defaults(handler=run_success_rate)
+    return experiment
+
+
+def run_success_rate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .experiment import ExperimentConfig, run_experiment
+
+    torch.set_num_threads(1)
+    try:
+        cfg = ExperimentConfig(
+            variants=tuple(v.upper() for v in args.variants), steps=tuple(sorted(set(args.steps))),
+            episodes_per_family=args.episodes, seeds=args.seeds, families=tuple(args.families),
+            train_episodes_per_family=args.train_episodes, val_episodes_per_family=args.val_episodes,
+            batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, max_samples=args.max_samples,
+            demo_cache=args.demo_cache,
+        )
+        result = run_experiment(cfg, args.out, progress=not args.no_progress)
+    except PolicyError as err:
+        print(f"molmomotion experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(result.table)
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry until the molmomotion CLI wires ``add_parser`` in."""
+    parser = argparse.ArgumentParser(prog="molmomotion")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

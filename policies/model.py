@@ -1,0 +1,201 @@
+"""The goal-conditioned BC policy: the forecaster's vision-language encoder + a small MLP head.
+
+Variants differ only where named (``VARIANTS``):
+  A: encoder from the motion forecaster ``fm.pt``      B: from the base grounding encoder ``base.pt``
+  C: as A, plus the FM forecast (P=8, F=8) as input    D: encoder from scratch (seeded random init)
+``fm.pt`` and ``base.pt`` share the CNN trunk (stem, down1, down2) bit for bit; the token projection,
+text projection, fusion blocks, feature decoder, grounding head and attention pool differ (the
+forecaster trained them on motion with the grounding loss kept; base never trained its pool).
+
+In this slice the encoder is frozen: the head reads a fixed encoding of each frame, so training is
+cheap enough for a CPU and the variants compare what their encoders already know (MolmoMotion
+fine-tunes its backbone; that is the next step). Checkpoints store the config and rebuild the
+network from it, never from a file name.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from molmomotion_ros.forecasting.checkpoint import code_revision, load_checkpoint
+from molmomotion_ros.forecasting.models import EncoderConfig, VisionLanguageEncoder, make_image_input, sample_points
+from molmomotion_ros.forecasting.predictor import shipped_checkpoint
+
+from .observation import (
+    CHUNK_STEPS,
+    FORECAST_POINTS,
+    FORECAST_STEPS,
+    POSITION_SCALE_M,
+    PROPRIO_DIM,
+    WORKSPACE_CENTRE_M,
+    PolicyError,
+)
+
+FORMAT = "molmomotion_policies.policy"
+SCHEMA_VERSION = 1
+VARIANTS: dict[str, dict] = {
+    "A": {"encoder_init": "fm", "forecast_conditioning": False},
+    "B": {"encoder_init": "base", "forecast_conditioning": False},
+    "C": {"encoder_init": "fm", "forecast_conditioning": True},
+    "D": {"encoder_init": "scratch", "forecast_conditioning": False},
+}
+ENCODER_SOURCES = ("fm", "base", "scratch")
+
+
+@dataclass
+class PolicyConfig:
+    variant: str = "A"
+    encoder_init: str = "fm"  # fm | base | scratch
+    forecast_conditioning: bool = False
+    encoder_seed: int = 0  # initialises the scratch encoder
+    hidden: int = 256
+    layers: int = 3
+    chunk_steps: int = CHUNK_STEPS
+
+    @classmethod
+    def for_variant(cls, variant: str, encoder_seed: int = 0, **overrides) -> "PolicyConfig":
+        if variant not in VARIANTS:
+            raise PolicyError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        return cls(variant=variant, encoder_seed=encoder_seed, **VARIANTS[variant], **overrides)
+
+
+@dataclass
+class ActionChunk:
+    """Predicted chunk: offsets of the next C samples from the current grasp-target pose (world frame)."""
+
+    pos_m: torch.Tensor  # (B, C, 3)
+    yaw_rad: torch.Tensor  # (B, C)
+    gripper_logits: torch.Tensor  # (B, C) > 0 = closed
+
+
+def build_encoder(source: str, seed: int = 0) -> VisionLanguageEncoder:
+    """The encoder with weights from the shipped fm.pt or base.pt, or a seeded random init."""
+    if source == "scratch":
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            return VisionLanguageEncoder(EncoderConfig()).eval()
+        finally:
+            torch.random.set_rng_state(generator_state)
+    if source not in ENCODER_SOURCES:
+        raise PolicyError(f"unknown encoder source {source!r}; choose from {', '.join(ENCODER_SOURCES)}")
+    model, _ = load_checkpoint(shipped_checkpoint(source))
+    return model.encoder.eval()
+
+
+ENCODING_DIM = 96 + 96 + 64 + 2 * 64 + 3 + 3  # global, text, feature at the gripper, heat-pooled ×2, target, goal
+
+
+class PolicyHead(nn.Module):
+    """Encoding + proprioception (+ forecast) → action chunk. Positions enter relative to the gripper."""
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.feature_norm = nn.LayerNorm(ENCODING_DIM - 6)  # encoders differ in feature scale; same for all
+        forecast_dim = FORECAST_POINTS * (FORECAST_STEPS + 1) * 3 + 1 if cfg.forecast_conditioning else 0
+        in_dim = ENCODING_DIM - 6 + 6 + PROPRIO_DIM + forecast_dim
+        layers: list[nn.Module] = []
+        for i in range(cfg.layers):
+            layers += [nn.Linear(in_dim if i == 0 else cfg.hidden, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.GELU()]
+        self.mlp = nn.Sequential(*layers)
+        self.out = nn.Linear(cfg.hidden, cfg.chunk_steps * 5)
+
+    def forward(self, encoding, proprio, forecast_world_m=None, forecast_points_t0_world_m=None,
+                forecast_valid=None) -> ActionChunk:
+        """encoding (B, ENCODING_DIM) from :meth:`GoalConditionedPolicy.encode`; proprio (B, PROPRIO_DIM);
+        forecast (B, P, F, 3) and its t0 points (B, P, 3) in the world frame, valid (B,) bool."""
+        ee_scaled = proprio[:, :3]  # (ee − centre) / scale
+        centre = torch.as_tensor(WORKSPACE_CENTRE_M, dtype=encoding.dtype, device=encoding.device)
+        grounded = (encoding[:, -6:].view(-1, 2, 3) - centre) / POSITION_SCALE_M - ee_scaled[:, None]  # (B, 2, 3)
+        parts = [self.feature_norm(encoding[:, :-6]), grounded.flatten(1), proprio]
+        if self.cfg.forecast_conditioning:
+            if forecast_world_m is None:
+                raise PolicyError("this policy is forecast-conditioned: give it the forecast")
+            points = torch.cat([forecast_points_t0_world_m[:, :, None], forecast_world_m], 2)  # (B, P, F+1, 3)
+            valid = forecast_valid[:, None, None, None].float()
+            rel = ((points - centre) / POSITION_SCALE_M - ee_scaled[:, None, None]) * valid  # (B, P, F+1, 3)
+            parts += [rel.flatten(1), forecast_valid[:, None].float()]
+        out = self.out(self.mlp(torch.cat(parts, 1))).view(-1, self.cfg.chunk_steps, 5)  # (B, C, 5)
+        return ActionChunk(out[..., :3] * POSITION_SCALE_M, out[..., 3], out[..., 4])
+
+
+class GoalConditionedPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, encoder: VisionLanguageEncoder | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder if encoder is not None else build_encoder(cfg.encoder_init, cfg.encoder_seed)
+        self.encoder.requires_grad_(False)
+        self.head = PolicyHead(cfg)
+
+    def train(self, mode: bool = True) -> "GoalConditionedPolicy":
+        super().train(mode)
+        self.encoder.eval()  # frozen: no dropout or statistics updates whatever the head does
+        return self
+
+    @torch.no_grad()
+    def encode(self, rgb, xyz_cam_m, text_tokens, text_mask, T_world_cam, ee_uv_model) -> torch.Tensor:
+        """rgb (B, 3, 60, 80) uint8, xyz (B, 3, 60, 80) camera frame (NaN = none), text (B, L, 384) and
+        mask (B, L), T_world_cam (B, 4, 4), grasp-target pixel (B, 2) in model pixels → (B, ENCODING_DIM)."""
+        image, xyz = make_image_input(rgb, xyz_cam_m.float())
+        enc = self.encoder(image, xyz, text_tokens, text_mask)
+        R, t = T_world_cam[:, :3, :3].float(), T_world_cam[:, :3, 3].float()
+        target_world = torch.einsum("bij,bj->bi", R, enc.target_xyz) + t
+        goal_world = torch.einsum("bij,bj->bi", R, enc.goal_xyz) + t
+        at_gripper = sample_points(enc.features, ee_uv_model[:, None].float())[:, 0]  # (B, C)
+        heat = torch.softmax(enc.grounding_logits.flatten(2), -1)  # (B, 2, h*w)
+        heat_pooled = torch.einsum("bkn,bcn->bkc", heat, enc.features.flatten(2)).flatten(1)  # (B, 2C)
+        return torch.cat([enc.global_feature, enc.text_feature, at_gripper, heat_pooled, target_world, goal_world], 1)
+
+    def forward(self, encoding, proprio, **forecast) -> ActionChunk:
+        return self.head(encoding, proprio, **forecast)
+
+    def save(self, path: str | Path, meta: dict | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": asdict(self.cfg),
+                   "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                   "meta": {"code_revision": code_revision(),
+                            "created": datetime.datetime.now(datetime.UTC).isoformat(), **(meta or {})}}
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> tuple["GoalConditionedPolicy", dict]:
+        path = Path(path)
+        if not path.is_file():
+            raise PolicyError(f"no policy checkpoint at {path}")
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as err:  # truncated or not a torch file
+            raise PolicyError(f"{path} is not a readable policy checkpoint: {err}") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise PolicyError(f"{path} is not a policy checkpoint")
+        if payload.get("schema_version") != SCHEMA_VERSION:
+            raise PolicyError(f"{path} has schema {payload.get('schema_version')}, this code reads {SCHEMA_VERSION}")
+        cfg = PolicyConfig(**payload["config"])
+        model = cls(cfg, encoder=VisionLanguageEncoder(EncoderConfig()))
+        try:
+            model.load_state_dict(payload["state_dict"], strict=True)
+        except RuntimeError as err:
+            raise PolicyError(f"{path}: weights do not fit the declared policy ({str(err).splitlines()[0]})") from None
+        return model.eval(), payload.get("meta", {})
+
+
+def chunk_loss(pred: ActionChunk, pos_m, yaw_rad, gripper_closed) -> tuple[torch.Tensor, dict]:
+    """MSE on positions (in units of POSITION_SCALE_M) and yaw, BCE on the gripper; and their parts."""
+    pos = F.mse_loss(pred.pos_m / POSITION_SCALE_M, pos_m / POSITION_SCALE_M)
+    yaw = F.mse_loss(pred.yaw_rad, yaw_rad)
+    grip = F.binary_cross_entropy_with_logits(pred.gripper_logits, gripper_closed.float())
+    return pos + yaw + grip, {"pos": pos.item(), "yaw": yaw.item(), "gripper": grip.item()}
