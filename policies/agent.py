@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AgentConfig:
     max_samples: int = 150  # 15 fps samples per episode (10 s; the oracle's demonstrations take 3.3–4.7 s)
-    execute_steps: int = 8  # of each chunk before observing again
+    execute_steps: int = 4  # of each chunk before observing again
     max_step_m: float = 0.05  # per sample (0.75 m/s): the safety clamp on a set-point's jump
     workspace_margin_m: float = 0.06  # set-points may leave the task workspace by this much
     min_height_m: float = 0.008  # above the table top, for the grasp target
@@ -70,12 +70,14 @@ class PolicyAgent:
         self._ran = False
         self.last_failure = ""
         self.samples_used = 0
+        self._encoding_t0 = None
 
     def reset(self, task) -> None:
         self._task = task
         self._ran = False
         self.last_failure = ""
         self.samples_used = 0
+        self._encoding_t0 = None
 
     def act(self, observation: Observation | None, instruction: str) -> MotionSequence | None:
         if self._task is None:
@@ -122,8 +124,10 @@ class PolicyAgent:
             torch.from_numpy(mask), torch.from_numpy(obs.camera.T_world_cam)[None].float(),
             torch.from_numpy(ee_pixel_model(ee[:3], obs.camera))[None],
         )
-        proprio = proprioception(ee[:3], world.ee_yaw(), world.gripper_width_m(), closed)[None]
-        chunk = self.policy(encoding, torch.from_numpy(proprio), **(forecast or {}))
+        proprio = proprioception(ee[:3], world.ee_yaw(), world.gripper_width_m(), closed, self.samples_used)[None]
+        if self._encoding_t0 is None:
+            self._encoding_t0 = encoding
+        chunk = self.policy(encoding, torch.from_numpy(proprio), self._encoding_t0, **(forecast or {}))
         return chunk.pos_m[0].numpy(), chunk.yaw_rad[0].numpy(), (chunk.gripper_logits[0] > 0).numpy()
 
     def _forecast(self, observation: Observation, instruction: str) -> dict | None:

@@ -203,7 +203,7 @@ def record_demos(config: DemoConfig, progress: bool = True) -> Demos:
         raise PolicyError("no demonstration could be recorded")
     stacked = {k: np.stack(v) if np.ndim(v[0]) else np.array(v) for k, v in {**frames, **episodes}.items()}
     return Demos(**stacked, families=list(config.families), instructions=instructions,
-                 config={**asdict(config), "key": config.key()})
+                 config=json.loads(json.dumps({**asdict(config), "key": config.key()})))
 
 
 def _add_episode(frames, episodes, world, agent, task, family, seed, success, pipeline, config, instruction_id):

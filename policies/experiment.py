@@ -79,13 +79,19 @@ def _jsonable_config(cfg: ExperimentConfig) -> dict:
     return json.loads(json.dumps(cfg.to_dict()))
 
 
+def _identity(config: dict) -> dict:
+    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run)."""
+    return {k: v for k, v in config.items() if k not in ("variants", "steps")}
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> ExperimentResult:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "experiment_config.json"
     stored = json.loads(config_path.read_text()) if config_path.is_file() else None
-    if stored is not None and stored != _jsonable_config(cfg):
-        raise PolicyError(f"{out} holds an experiment with another config; choose another --out")
+    if stored is not None and _identity(stored) != _identity(_jsonable_config(cfg)):
+        raise PolicyError(f"{out} holds an experiment with another config (only variants and steps may change "
+                          "between runs in one folder); choose another --out")
     config_path.write_text(json.dumps(_jsonable_config(cfg), indent=2) + "\n")
 
     demo_kw = {"families": tuple(cfg.families), "frames_every": cfg.frames_every,

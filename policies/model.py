@@ -57,6 +57,8 @@ class PolicyConfig:
     encoder_seed: int = 0  # initialises the scratch encoder
     hidden: int = 256
     layers: int = 3
+    feature_dropout: float = 0.2  # on the encoder features (not the geometry): 200 demos are few
+    fine_scale_m: float = 0.02  # gripper-relative target/goal also enter at this scale, clipped to ±3
     chunk_steps: int = CHUNK_STEPS
 
     @classmethod
@@ -100,22 +102,28 @@ class PolicyHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.feature_norm = nn.LayerNorm(ENCODING_DIM - 6)  # encoders differ in feature scale; same for all
+        self.feature_dropout = nn.Dropout(cfg.feature_dropout)
         forecast_dim = FORECAST_POINTS * (FORECAST_STEPS + 1) * 3 + 1 if cfg.forecast_conditioning else 0
-        in_dim = ENCODING_DIM - 6 + 6 + PROPRIO_DIM + forecast_dim
+        in_dim = ENCODING_DIM - 6 + 24 + PROPRIO_DIM + forecast_dim
         layers: list[nn.Module] = []
         for i in range(cfg.layers):
             layers += [nn.Linear(in_dim if i == 0 else cfg.hidden, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.GELU()]
         self.mlp = nn.Sequential(*layers)
         self.out = nn.Linear(cfg.hidden, cfg.chunk_steps * 5)
 
-    def forward(self, encoding, proprio, forecast_world_m=None, forecast_points_t0_world_m=None,
+    def forward(self, encoding, proprio, encoding_t0, forecast_world_m=None, forecast_points_t0_world_m=None,
                 forecast_valid=None) -> ActionChunk:
-        """encoding (B, ENCODING_DIM) from :meth:`GoalConditionedPolicy.encode`; proprio (B, PROPRIO_DIM);
-        forecast (B, P, F, 3) and its t0 points (B, P, 3) in the world frame, valid (B,) bool."""
+        """encoding (B, ENCODING_DIM) from :meth:`GoalConditionedPolicy.encode` of the current frame and
+        encoding_t0 of the episode's first frame (its grounded target and goal: the arm hides the target
+        later on); proprio (B, PROPRIO_DIM); forecast (B, P, F, 3) and its t0 points (B, P, 3), world frame,
+        valid (B,) bool."""
         ee_scaled = proprio[:, :3]  # (ee − centre) / scale
         centre = torch.as_tensor(WORKSPACE_CENTRE_M, dtype=encoding.dtype, device=encoding.device)
-        grounded = (encoding[:, -6:].view(-1, 2, 3) - centre) / POSITION_SCALE_M - ee_scaled[:, None]  # (B, 2, 3)
-        parts = [self.feature_norm(encoding[:, :-6]), grounded.flatten(1), proprio]
+        grounded_world = torch.cat([encoding[:, -6:], encoding_t0[:, -6:]], 1).view(-1, 4, 3)  # now, t0
+        grounded = (grounded_world - centre) / POSITION_SCALE_M - ee_scaled[:, None]  # (B, 4, 3)
+        fine = (grounded * POSITION_SCALE_M / self.cfg.fine_scale_m).clamp(-3, 3)  # precise near the object
+        features = self.feature_dropout(self.feature_norm(encoding[:, :-6]))
+        parts = [features, grounded.flatten(1), fine.flatten(1), proprio]
         if self.cfg.forecast_conditioning:
             if forecast_world_m is None:
                 raise PolicyError("this policy is forecast-conditioned: give it the forecast")
@@ -154,8 +162,8 @@ class GoalConditionedPolicy(nn.Module):
         heat_pooled = torch.einsum("bkn,bcn->bkc", heat, enc.features.flatten(2)).flatten(1)  # (B, 2C)
         return torch.cat([enc.global_feature, enc.text_feature, at_gripper, heat_pooled, target_world, goal_world], 1)
 
-    def forward(self, encoding, proprio, **forecast) -> ActionChunk:
-        return self.head(encoding, proprio, **forecast)
+    def forward(self, encoding, proprio, encoding_t0, **forecast) -> ActionChunk:
+        return self.head(encoding, proprio, encoding_t0, **forecast)
 
     def save(self, path: str | Path, meta: dict | None = None) -> Path:
         path = Path(path)

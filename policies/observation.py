@@ -24,7 +24,8 @@ FORECAST_STEPS = 8  # MolmoMotion's robot policies were conditioned on F=8 steps
 FORECAST_EVERY = 4  # of the shipped forecasters' 32 stride-2 steps: 8 steps over 4.3 s
 WORKSPACE_CENTRE_M = np.array([0.5, 0.0, 0.75])  # proprioception is centred here and scaled by POSITION_SCALE_M
 POSITION_SCALE_M = 0.1
-PROPRIO_DIM = 7  # (ee − centre)/scale (3), sin/cos yaw (2), width/open width (1), closed command (1)
+PROPRIO_DIM = 8  # (ee − centre)/scale (3), sin/cos yaw (2), width/open width (1), closed command (1), time (1)
+TIME_SCALE_SAMPLES = 100.0  # elapsed 15 fps samples since t0 enter divided by this
 
 
 class PolicyError(ValueError):
@@ -57,14 +58,16 @@ def ee_pixel_model(ee_pos_world_m: np.ndarray, camera: PinholeCamera) -> np.ndar
     return np.clip(np.nan_to_num(uv_model), 0, [MODEL_WIDTH - 1, MODEL_HEIGHT - 1]).astype(np.float32)
 
 
-def proprioception(ee_pos_world_m, ee_yaw_rad, gripper_width_m, gripper_closed) -> np.ndarray:
-    """(..., PROPRIO_DIM) float32 from arrays with leading shape (...)."""
+def proprioception(ee_pos_world_m, ee_yaw_rad, gripper_width_m, gripper_closed, elapsed_samples) -> np.ndarray:
+    """(..., PROPRIO_DIM) float32 from arrays with leading shape (...). The robot's own clock (samples since
+    t0) tells phases apart that look alike, e.g. the gripper open above the target before and after."""
     pos = (np.asarray(ee_pos_world_m, float) - WORKSPACE_CENTRE_M) / POSITION_SCALE_M
     yaw = np.asarray(ee_yaw_rad, float)
     width = np.asarray(gripper_width_m, float) / (2 * GRIPPER_OPEN_M)
     closed = np.asarray(gripper_closed, float)
+    elapsed = np.asarray(elapsed_samples, float) / TIME_SCALE_SAMPLES
     return np.concatenate([pos, np.sin(yaw)[..., None], np.cos(yaw)[..., None], width[..., None],
-                           closed[..., None]], -1).astype(np.float32)
+                           closed[..., None], elapsed[..., None]], -1).astype(np.float32)
 
 
 def action_chunks(ee_pos_world_m: np.ndarray, ee_yaw_rad: np.ndarray, gripper_closed: np.ndarray,

@@ -53,6 +53,7 @@ class BatchTensors:
     """Everything the head needs per frame, as tensors (M rows), plus per-frame episode ids."""
 
     encoding: torch.Tensor  # (M, ENCODING_DIM)
+    encoding_t0: torch.Tensor  # (M, ENCODING_DIM) of the frame's episode's first frame
     proprio: torch.Tensor  # (M, PROPRIO_DIM)
     pos_m: torch.Tensor  # (M, C, 3)
     yaw_rad: torch.Tensor  # (M, C)
@@ -107,10 +108,14 @@ def cached_encoding(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path,
 
 def to_tensors(demos: Demos, encoding: np.ndarray) -> BatchTensors:
     ep = demos.episode
+    first_row = np.full(demos.num_episodes, -1)
+    first_row[ep[demos.trace_index == 0]] = np.flatnonzero(demos.trace_index == 0)
+    if (first_row < 0).any():
+        raise PolicyError("every demonstration needs its t0 frame")
     return BatchTensors(
-        torch.from_numpy(encoding),
+        torch.from_numpy(encoding), torch.from_numpy(encoding[first_row[ep]]),
         torch.from_numpy(proprioception(demos.ee_pos_world_m, demos.ee_yaw_rad, demos.gripper_width_m,
-                                        demos.gripper_closed)),
+                                        demos.gripper_closed, demos.trace_index)),
         torch.from_numpy(demos.action_pos_m), torch.from_numpy(demos.action_yaw_rad),
         torch.from_numpy(demos.action_gripper_closed), torch.from_numpy(demos.forecast_world_m[ep]),
         torch.from_numpy(demos.forecast_points_t0_world_m[ep]), torch.from_numpy(demos.forecast_valid[ep]),
@@ -122,7 +127,7 @@ def validation_metrics(head: PolicyHead, data: BatchTensors) -> dict:
     """Action error on held-out frames: mean L2 of the chunk's position offsets (cm), at its last step (cm),
     yaw error (deg), gripper accuracy, loss."""
     head.eval()
-    pred = head(data.encoding, data.proprio, **data.forecast_kwargs())
+    pred = head(data.encoding, data.proprio, data.encoding_t0, **data.forecast_kwargs())
     head.train()
     loss, _ = chunk_loss(pred, data.pos_m, data.yaw_rad, data.gripper_closed)
     err = (pred.pos_m - data.pos_m).norm(dim=-1)  # (M, C)
@@ -145,8 +150,9 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     torch.set_num_threads(1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run_config = {"policy": asdict(policy_cfg), "train": asdict(cfg), "train_demos": train_demos.config.get("key"),
-                  "val_demos": val_demos.config.get("key")}
+    # A run's identity: everything but the step grid, so a finished run can be extended to more steps.
+    run_config = {"policy": asdict(policy_cfg), "train": {k: v for k, v in asdict(cfg).items() if k != "steps"},
+                  "train_demos": train_demos.config.get("key"), "val_demos": val_demos.config.get("key")}
     model = GoalConditionedPolicy(policy_cfg)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
@@ -155,7 +161,8 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     train = to_tensors(train_demos, cached_encoding(model, train_demos, cache, progress))
     val = to_tensors(val_demos, cached_encoding(model, val_demos, cache, progress))
     optimiser = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # batch order
+    dropout_rng = torch.Generator().manual_seed(cfg.seed + 1_000_003).get_state()  # the global RNG, in the loop
     step, history = 0, []
     state_path = out / "state.pt"
     if state_path.is_file():
@@ -165,6 +172,7 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         model.head.load_state_dict(state["head"])
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
+        dropout_rng = state["dropout_rng"]
         step, history = state["step"], state["history"]
         log.info("resuming %s at step %d", out, step)
     (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
@@ -172,12 +180,13 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     total = cfg.steps[-1]
     model.head.train()
     started, first_step = time.perf_counter(), step
-    with tqdm(total=total, initial=step, desc=f"train {policy_cfg.variant} s{cfg.seed}", unit="step",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with torch.random.fork_rng(), tqdm(total=total, initial=step, desc=f"train {policy_cfg.variant} s{cfg.seed}",
+                                       unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        torch.set_rng_state(dropout_rng)
         while step < total:
             idx = torch.randint(len(train.encoding), (cfg.batch_size,), generator=generator)
             batch = train.rows(idx)
-            pred = model.head(batch.encoding, batch.proprio, **batch.forecast_kwargs())
+            pred = model.head(batch.encoding, batch.proprio, batch.encoding_t0, **batch.forecast_kwargs())
             loss, _ = chunk_loss(pred, batch.pos_m, batch.yaw_rad, batch.gripper_closed)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,7 +194,7 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
             step += 1
             bar.update(1)
             if step % cfg.eval_every == 0 or step in checkpoints:
-                metrics = {"step": step, "train_loss": float(loss), **validation_metrics(model.head, val)}
+                metrics = {"step": step, "train_loss": loss.item(), **validation_metrics(model.head, val)}
                 history.append(metrics)
                 bar.set_postfix(val_cm=f"{metrics['val_pos_err_cm']:.2f}")
                 if step in checkpoints:
@@ -193,7 +202,7 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
                                                         "validation": metrics})
                 torch.save({"run_config": run_config, "head": model.head.state_dict(),
                             "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
-                            "history": history}, state_path)
+                            "dropout_rng": torch.get_rng_state(), "history": history}, state_path)
                 (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     elapsed = time.perf_counter() - started
     rate = (step - first_step) / elapsed if step > first_step and elapsed > 0 else 0.0

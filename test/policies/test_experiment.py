@@ -1,0 +1,50 @@
+"""The success-rate runner on a tiny real config: trains, evaluates, writes JSON/table/PNGs, resumes."""
+
+import json
+
+import pytest
+
+from molmomotion_policies.cli import add_parser
+from molmomotion_policies.experiment import ExperimentConfig, run_experiment
+from molmomotion_policies.observation import PolicyError
+
+TINY = dict(variants=("A", "B"), steps=(5, 10), episodes_per_family=1, families=("push",), train_episodes_per_family=1,
+            val_episodes_per_family=1, batch_size=8, eval_every=5, max_samples=8)
+
+
+def test_runs_writes_and_resumes(tmp_path):
+    cfg = ExperimentConfig(**TINY, demo_cache=str(tmp_path / "demos"))
+    result = run_experiment(cfg, tmp_path / "exp", progress=False)
+    summary = json.loads(result.files["json"].read_text())
+    assert [(r["variant"], r["step"], r["n"]) for r in summary["rows"]] == [("A", 5, 1), ("A", 10, 1), ("B", 5, 1),
+                                                                             ("B", 10, 1)]
+    assert set(summary["val_curves"]) == {"A", "B"} and summary["val_curves"]["A"]["step"] == [5, 10]
+    assert summary["steps_to_reach_B_final_val_error"]["B_final_val_pos_err_cm"] > 0
+    for key in ("success_png", "val_png"):
+        assert result.files[key].read_bytes()[:4] == b"\x89PNG"
+    assert "| A | 10 |" in result.table
+    evals = sorted((tmp_path / "exp" / "evals").glob("*.json"))
+    assert len(evals) == 4
+    stamps = [p.stat().st_mtime_ns for p in evals]
+    again = run_experiment(cfg, tmp_path / "exp", progress=False)  # everything on disk: nothing re-run
+    assert [p.stat().st_mtime_ns for p in evals] == stamps
+    assert again.summary["rows"] == summary["rows"]
+    with pytest.raises(PolicyError, match="another config"):
+        run_experiment(ExperimentConfig(**{**TINY, "max_samples": 9}, demo_cache=str(tmp_path / "demos")),
+                       tmp_path / "exp", progress=False)
+
+
+def test_cli_parses_the_issue_command():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["experiment", "success-rate", "--variants", "A,B,C,D", "--steps",
+                              "1000,2000,5000,10000,20000", "--episodes", "100", "--seeds", "3"])
+    assert args.variants == ("A", "B", "C", "D") and args.steps == (1000, 2000, 5000, 10000, 20000)
+    assert args.episodes == 100 and args.seeds == 3 and callable(args.handler)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(PolicyError, match="unknown variants"):
+        ExperimentConfig(variants=("Z",))
