@@ -455,6 +455,8 @@ class ForecasterNode(Node):
             try:
                 served = self._serve_reporting(request)
             except Exception as err:  # a bug (even in reporting) must not kill the worker
+                if not self.context.ok():  # ctrl-c shut rclpy down mid-forecast: nothing to report to
+                    return
                 try:
                     self.get_logger().error(f"forecast failed: {type(err).__name__}: {err}")
                     self._publish_diag("forecast", "ERROR", f"{type(err).__name__}: {err}", {"problem": "internal"})
