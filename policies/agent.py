@@ -43,7 +43,7 @@ class AgentConfig:
     workspace_margin_m: float = 0.06  # set-points may leave the task workspace by this much
     min_height_m: float = 0.008  # above the table top, for the grasp target
     max_height_m: float = 0.45
-    idle_motion_m: float = 0.004  # a chunk moving less than this (gripper open, after a release) is idle
+    idle_motion_m: float = 0.01  # a chunk moving less than this (gripper open, after a release) is idle
     idle_chunks: int = 2  # consecutive idle chunks after a release end the episode
 
 
