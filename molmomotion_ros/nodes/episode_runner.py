@@ -114,13 +114,15 @@ class EpisodeRunnerNode(Node):
         refused = [r.reason for r in answer.results if not r.successful]
         if refused:
             return result(False, f"sim_node refused the episode parameters: {'; '.join(refused)}", 0, "")
+        with self._cond:
+            # Only a forecast newer than every one handled so far belongs to this episode (the
+            # forecaster forecasts from frames taken after the instruction that the reset publishes).
+            after_s = (self._status or {}).get("forecast_stamp") or -1.0
         reset = self._call(self._reset, Trigger.Request())
         if not reset.success:
             return result(False, f"reset failed: {reset.message}", 0, "")
         episode = json.loads(reset.message)
         instruction = episode.get("instruction", "")
-        with self._cond:
-            after_s = self._sim_time_s  # forecasts stamped before this are from the previous scene
         steps = 0
         for attempt in range(TASKS[family].max_steps):
             if attempt:
@@ -140,9 +142,9 @@ class EpisodeRunnerNode(Node):
             if status["state"] != "done":
                 return result(False, status.get("reason") or status["state"], steps, instruction)
             steps += 1
+            after_s = status["forecast_stamp"]  # a retry waits for a newer forecast
             with self._cond:
                 settle_until = self._sim_time_s + self.params["settle_s"]
-                after_s = self._sim_time_s
             self._wait(lambda t=settle_until: self._sim_time_s >= t, max(1.0, deadline - time.perf_counter()))
             judged = json.loads(self._call(self._success, Trigger.Request()).message)
             if judged["success"]:
@@ -183,7 +185,7 @@ def main(args=None) -> None:
     rclpy.init(args=args)
     logger = get_logger("episode_runner")
     node, status = None, 0
-    executor = None
+    executor = spinner = None
     try:
         node = EpisodeRunnerNode()
         executor = MultiThreadedExecutor(num_threads=2)
@@ -199,6 +201,8 @@ def main(args=None) -> None:
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
+        if spinner is not None:
+            spinner.join(timeout=2.0)  # a thread still inside the executor at exit aborts the process
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -226,6 +226,7 @@ class ForecasterNode(Node):
 
         self._lock = threading.Lock()  # guards the request state below (callbacks vs worker)
         self._instruction: str | None = None
+        self._instruction_after_ns = 0  # node-clock time the current instruction arrived
         self._generation = 0
         self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
         self._in_flight: int | None = None
@@ -348,6 +349,9 @@ class ForecasterNode(Node):
             return
         with self._lock:
             self._instruction = text
+            # "Once per new instruction" means from a frame taken after it: frames already buffered
+            # (with a simulator racing ahead, or a reset between scenes) show the scene it was not meant for.
+            self._instruction_after_ns = self.get_clock().now().nanoseconds
             self._generation += 1
             self._pending = self._generation
         self.get_logger().info(f"new instruction: {text!r}")
@@ -404,6 +408,8 @@ class ForecasterNode(Node):
             if self._params["mode"] == "on_instruction":
                 if self._pending is None or self._in_flight == self._pending:
                     return
+                if frames.stamp_ns < self._instruction_after_ns:
+                    return  # taken before the instruction arrived
                 generation = self._pending
             else:
                 now = time.monotonic()
