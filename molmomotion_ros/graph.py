@@ -131,3 +131,35 @@ def graph(name: str) -> GraphSpec:
     if name not in GRAPHS:
         raise KeyError(f"unknown graph {name!r}; choose from {', '.join(sorted(GRAPHS))}")
     return GRAPHS[name]
+
+
+def parameters_markdown() -> str:
+    """Every node's parameters as Markdown tables (docs/ros_parameters.md is this, checked by a test)."""
+    lines = ["# Node parameters", "",
+             "Generated from `molmomotion_ros/node_specs/` by `python -m molmomotion_ros.graph > "
+             "docs/ros_parameters.md`; each node's defaults file is `config/<node>.yaml`. Read-only parameters can "
+             "only be set at start; every value is checked (type, choices, range) at start and at runtime.", ""]
+    for name, node in sorted(all_nodes().items()):
+        lines += [f"## {name}", "", f"`ros2 run {PACKAGE} {node.executable}` · params file "
+                  f"`config/{node.params_file}` · module `{node.module}`", "",
+                  "| parameter | default | allowed | description |", "|---|---|---|---|"]
+        for p in node.parameters:
+            allowed = (" \\| ".join(map(str, p.choices)) if p.choices else
+                       f"[{p.range[0]:g}, {p.range[1]:g}]" if p.range else type(p.default).__name__)
+            ro = " (read-only)" if p.read_only else ""
+            default = f"`{p.default!r}`" if p.default != "" else '`""`'
+            lines.append(f"| `{p.name}` | {default} | {allowed} | {p.description}{ro} |")
+        lines.append("")
+    lines += ["## Graphs", "", "| graph | nodes | overrides |", "|---|---|---|"]
+    for g in GRAPHS.values():
+        overrides = "; ".join(f"{n}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for n, o in g.overrides.items())
+        nodes = ", ".join(g.nodes) + (f" + runner {g.runner}" if g.runner else "")
+        lines.append(f"| `{g.name}` | {nodes} | {overrides or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    # Run as a script this file is __main__; the node specs register into the imported module.
+    from molmomotion_ros.graph import parameters_markdown as _markdown
+
+    print(_markdown(), end="")

@@ -103,3 +103,10 @@ def test_cli_refuses_an_out_of_range_value():
     result = subprocess.run([sys.executable, "-m", "molmomotion_ros.cli", "launch", "sim_eval", "--set",
                              "sim_node.camera_rate_hz=500"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "outside" in result.stderr
+
+
+def test_parameter_docs_are_generated_from_the_specs():
+    from molmomotion_ros.graph import parameters_markdown
+
+    assert (ROOT / "docs" / "ros_parameters.md").read_text() == parameters_markdown(), \
+        "regenerate: python -m molmomotion_ros.graph > docs/ros_parameters.md"
