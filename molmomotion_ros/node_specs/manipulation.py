@@ -25,6 +25,8 @@ MANIPULATION_NODE = register(NodeSpec(
         ParamSpec("gripper_settle_s", 0.5, "s (node clock) to wait after a gripper command", range=(0.0, 5.0)),
         ParamSpec("frame_buffer_s", 10.0, "s of depth frames kept to find the one a forecast was made from",
                   range=(0.5, 60.0)),
+        ParamSpec("max_frame_offset_s", 0.5, "s; without a depth frame at the forecast's stamp, the nearest one "
+                  "this close is used (the scene holds still while the node is idle)", range=(0.0, 5.0)),
         ParamSpec("world_frame", "world", "frame the forecast, camera pose and planning use (REP-103)"),
     ),
 ))

@@ -229,15 +229,19 @@ class ManipulationNode(Node):
 
     def _frame_at(self, t_ns: int):
         """(depth_m, camera, q_arm) at the forecast's stamp, or a sentence saying what is missing."""
+        tolerance_ns = int(self._params["max_frame_offset_s"] * _NS)
         with self._lock:
-            depth = next((d for t, d in self._depth if t == t_ns), None)
-            info = self._info.get(t_ns)
+            # The frame the forecast was made from; else the nearest one (sensor-data QoS may drop a
+            # frame, and the scene holds still while this node is idle).
+            frames = sorted(self._depth, key=lambda e: abs(e[0] - t_ns))
+            t_depth, depth = frames[0] if frames and abs(frames[0][0] - t_ns) <= tolerance_ns else (None, None)
+            info = None if t_depth is None else self._info.get(t_depth)
             pose, joints = self._camera_pose, self._joints
         if depth is None:
-            return (f"no depth frame with the forecast's stamp {t_ns / _NS:.3f} s in the last "
-                    f"{self._params['frame_buffer_s']:.0f} s")
+            return (f"no depth frame within {self._params['max_frame_offset_s']} s of the forecast's stamp "
+                    f"{t_ns / _NS:.3f} s")
         if info is None:
-            return f"no camera_info with the forecast's stamp {t_ns / _NS:.3f} s"
+            return f"no camera_info with the depth frame's stamp {t_depth / _NS:.3f} s"
         if pose is None:
             return "no camera pose received on camera/pose"
         if joints is None:
