@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from molmomotion_sim.episode import EpisodeResult, run_episode
-from molmomotion_sim.evaluation import format_table, summarize, write_results
+from molmomotion_sim.evaluation import summarize, write_results
 from molmomotion_sim.seeds import split_seeds
 from molmomotion_sim.tasks import TASKS
 from molmomotion_sim.world import World
@@ -257,11 +257,6 @@ def format_summary(summary: dict) -> str:
     for name, bar in summary.get("bars", {}).items():
         lines.append(f"- {name}: {json.dumps(bar)}")
     return "\n".join(lines)
-
-
-def family_table(results: list[EpisodeResult]) -> str:
-    """The harness's plain-text family table for one checkpoint's results."""
-    return format_table(summarize(results))
 
 
 def write_summary(out: Path, summary: dict, table: str) -> dict[str, Path]:
