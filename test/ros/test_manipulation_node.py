@@ -79,8 +79,13 @@ def test_forecast_to_motion_stop_and_bad_forecasts(ros_env, tmp_path):
         assert "frame" in statuses[-1]["reason"]
 
         # A good forecast is planned and executed; ~/stop halts it mid-way.
+        frame = depth[-1]  # a recent frame: the node keeps frame_buffer_s of them
         pub.publish(hypotheses_to_trajectory(points_t0, tracks[None], times, frame.header.stamp, "world"))
-        wait_until(lambda: statuses[-1]["state"] == "executing", 60, spin, "execution")
+        wait_until(lambda: statuses[-1]["state"] in ("executing", "failed", "done")
+                   and abs(statuses[-1]["forecast_stamp"] - frame.header.stamp.sec - frame.header.stamp.nanosec * 1e-9)
+                   < 1e-6,
+                   90, spin, "execution")
+        assert statuses[-1]["state"] == "executing", (statuses[-1], logs())
         assert statuses[-1]["skill"] == "pick_place" and statuses[-1]["steps"][-1] == "home"
         t_exec = time.monotonic()
         wait_until(lambda: time.monotonic() - t_exec > 1.0, 5, spin, "motion")
