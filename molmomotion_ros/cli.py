@@ -7,6 +7,7 @@
     molmomotion train --model fm --data data/train --val data/validation --steps 3000 --init base.pt
     molmomotion eval-forecast --models fm,ar,stationary,constant-velocity --split test
     molmomotion launch sim_eval --episodes 10       # the ROS 2 graph, as `ros2 launch` would start it
+    molmomotion experiment success-rate --variants A,B --steps 1000,10000 --episodes 10
     python -m molmomotion_ros.cli --help
 
 Every bad input (unknown family or agent, a non-positive count, a missing or malformed suite, an
@@ -39,6 +40,7 @@ LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected,
     ("molmomotion_sim.seeds", "SeedRangeError"),
     ("molmomotion_sim.evaluation", "EvaluationError"),
     ("molmomotion_sim.dataset", "DatasetError"),
+    ("molmomotion_policies.observation", "PolicyError"),
     ("molmomotion_ros.camera", "CameraConfigError"),
     ("molmomotion_ros.forecasting.types", "ForecastInputError"),
     ("molmomotion_ros.forecasting.types", "BackendUnavailableError"),
@@ -200,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_eval_forecast_parser(commands)
     _add_launch_parser(commands)
+    from molmomotion_policies.cli import add_parser as add_experiment_parser
+
+    add_experiment_parser(commands)
     return parser
 
 
@@ -712,8 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command is None:
-            raise UsageError("choose a command: sim-eval, generate-data, forecast, train, eval-forecast or launch "
-                             "(see molmomotion --help)")
+            raise UsageError("choose a command: sim-eval, generate-data, forecast, train, eval-forecast, launch or "
+                             "experiment (see molmomotion --help)")
         return args.handler(args)
     except _input_errors() as err:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)

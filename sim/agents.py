@@ -52,7 +52,14 @@ def _planner(forecaster: str) -> Callable[..., Agent]:
     return make
 
 
+def _policy(**kwargs) -> Agent:
+    from molmomotion_policies.agent import make_policy_agent  # torch and a checkpoint: only when asked for
+
+    return make_policy_agent(**kwargs)
+
+
 AGENTS: dict[str, Callable[..., Agent]] = {
+    "policy": _policy,  # goal-conditioned BC policy: --agent-arg checkpoint=policies/checkpoints/A.pt
     "oracle": OracleAgent,
     # The forecast-driven planner agent with each forecaster; planner-oracle uses the true future.
     **{f"planner-{name}": _planner(name) for name in ("fm", "ar", "stationary", "oracle")},
