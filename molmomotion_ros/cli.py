@@ -140,7 +140,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 # --- parser ------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``argv`` (when given) lets heavy subcommand parsers load only when used."""
     parser = _Parser(prog=PROG, description="MolmoMotion for ROS 2: simulated evaluation, training data, "
                      "motion forecasting.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (INFO level)")
@@ -202,9 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_eval_forecast_parser(commands)
     _add_launch_parser(commands)
-    from molmomotion_policies.cli import add_parser as add_experiment_parser
+    if argv is not None and "experiment" in argv:
+        # Its options' defaults come from the policy code (PyBullet, torch): loaded only when used.
+        from molmomotion_policies.cli import add_parser as add_experiment_parser
 
-    add_experiment_parser(commands)
+        add_experiment_parser(commands)
+    else:
+        commands.add_parser("experiment", help="policy experiments: `molmomotion experiment success-rate --help`",
+                            add_help=False)
     return parser
 
 
@@ -711,7 +717,8 @@ def _input_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -79,7 +79,11 @@ def test_forecast_to_motion_stop_and_bad_forecasts(ros_env, tmp_path):
         assert "frame" in statuses[-1]["reason"]
 
         # A good forecast is planned and executed; ~/stop halts it mid-way.
-        frame = depth[-1]  # a recent frame: the node keeps frame_buffer_s of them
+        refused_stamp = frame.header.stamp
+        # A newer frame than the refused forecast's (its latched status must not match this one).
+        wait_until(lambda: (depth[-1].header.stamp.sec, depth[-1].header.stamp.nanosec)
+                   > (refused_stamp.sec, refused_stamp.nanosec), 30, spin, "a newer frame")
+        frame = depth[-1]
         pub.publish(hypotheses_to_trajectory(points_t0, tracks[None], times, frame.header.stamp, "world"))
         wait_until(lambda: statuses[-1]["state"] in ("executing", "failed", "done")
                    and abs(statuses[-1]["forecast_stamp"] - frame.header.stamp.sec - frame.header.stamp.nanosec * 1e-9)
