@@ -197,6 +197,10 @@ class ManipulationNode(Node):
         except conversions.ConversionError as err:
             return self._fail(stamp, f"forecast refused: {err}")
         frame = self._frame_at(stamp_ns(stamp))
+        deadline = time.monotonic() + 1.0
+        while isinstance(frame, str) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the forecast (small) may overtake its depth frame (large) in transit
+            frame = self._frame_at(stamp_ns(stamp))
         if isinstance(frame, str):
             return self._fail(stamp, frame)
         depth, camera, q_arm = frame
@@ -235,11 +239,13 @@ class ManipulationNode(Node):
             # frame, and the scene holds still while this node is idle).
             frames = sorted(self._depth, key=lambda e: abs(e[0] - t_ns))
             t_depth, depth = frames[0] if frames and abs(frames[0][0] - t_ns) <= tolerance_ns else (None, None)
+            held = (f"{len(self._depth)} frames held, {self._depth[0][0] / _NS:.3f}–{self._depth[-1][0] / _NS:.3f} s"
+                    if self._depth else "no frames received yet")
             info = None if t_depth is None else self._info.get(t_depth)
             pose, joints = self._camera_pose, self._joints
         if depth is None:
             return (f"no depth frame within {self._params['max_frame_offset_s']} s of the forecast's stamp "
-                    f"{t_ns / _NS:.3f} s")
+                    f"{t_ns / _NS:.3f} s ({held})")
         if info is None:
             return f"no camera_info with the depth frame's stamp {t_depth / _NS:.3f} s"
         if pose is None:

@@ -79,16 +79,19 @@ def test_forecast_to_motion_stop_and_bad_forecasts(ros_env, tmp_path):
         assert "frame" in statuses[-1]["reason"]
 
         # A good forecast is planned and executed; ~/stop halts it mid-way.
-        refused_stamp = frame.header.stamp
-        # A newer frame than the refused forecast's (its latched status must not match this one).
-        wait_until(lambda: (depth[-1].header.stamp.sec, depth[-1].header.stamp.nanosec)
-                   > (refused_stamp.sec, refused_stamp.nanosec), 30, spin, "a newer frame")
-        frame = depth[-1]
-        pub.publish(hypotheses_to_trajectory(points_t0, tracks[None], times, frame.header.stamp, "world"))
-        wait_until(lambda: statuses[-1]["state"] in ("executing", "failed", "done")
-                   and abs(statuses[-1]["forecast_stamp"] - frame.header.stamp.sec - frame.header.stamp.nanosec * 1e-9)
-                   < 1e-6,
-                   90, spin, "execution")
+        # Sensor-data QoS is best effort: the node may have lost that frame (it then refuses with a
+        # reason); a later frame is tried, up to three times.
+        for _attempt in range(3):
+            last = frame.header.stamp
+            wait_until(lambda last=last: (depth[-1].header.stamp.sec, depth[-1].header.stamp.nanosec)
+                       > (last.sec, last.nanosec), 30, spin, "a newer frame")
+            frame = depth[-1]
+            t_frame = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+            pub.publish(hypotheses_to_trajectory(points_t0, tracks[None], times, frame.header.stamp, "world"))
+            wait_until(lambda t=t_frame: statuses[-1]["state"] in ("executing", "failed", "done")
+                       and abs(statuses[-1]["forecast_stamp"] - t) < 1e-6, 90, spin, "execution")
+            if "no depth frame" not in statuses[-1]["reason"]:
+                break
         assert statuses[-1]["state"] == "executing", (statuses[-1], logs())
         assert statuses[-1]["skill"] == "pick_place" and statuses[-1]["steps"][-1] == "home"
         t_exec = time.monotonic()
