@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from molmomotion_sim.dataset import FrameRecordingWorld
 from molmomotion_sim.episode import run_episode
 from molmomotion_sim.seeds import split_seeds
 from molmomotion_sim.tasks import TASKS, SceneError
-from molmomotion_sim.world import PHYSICS_HZ, TRACE_HZ, Observation, World
+from molmomotion_sim.world import PHYSICS_HZ, TRACE_HZ, Observation
 
 from .observation import (
     FORECAST_POINTS,
@@ -112,22 +113,6 @@ class Demos:
         return cls(**arrays, families=meta["families"], instructions=meta["instructions"], config=meta["config"])
 
 
-class _FrameRecordingWorld(World):
-    """A World that renders a frame at every N-th trace sample while it steps (physics unchanged)."""
-
-    frames_every = 0
-    frames: list[tuple[int, Observation]] | None = None
-
-    def step(self, n: int = 1) -> None:
-        if self.frames is None or not self.frames_every:
-            super().step(n)
-            return
-        for _ in range(n):
-            before = len(self.trace)
-            super().step(1)
-            if len(self.trace) > before and (len(self.trace) - 1) % self.frames_every == 0:
-                self.frames.append((len(self.trace) - 1, self.render()))
-
 
 class _RecordingOracle:
     """The task's oracle; on reset it steps to the trace's first sample (t0) and starts the frames there."""
@@ -136,7 +121,7 @@ class _RecordingOracle:
     model_id = "scripted-oracle-v1"
     needs_observation = False
 
-    def __init__(self, world: _FrameRecordingWorld, frames_every: int):
+    def __init__(self, world: FrameRecordingWorld, frames_every: int):
         self.world = world
         self.frames_every = frames_every
         self.t0: Observation | None = None
@@ -177,7 +162,7 @@ def record_demos(config: DemoConfig, progress: bool = True) -> Demos:
     frames: dict[str, list] = {}
     episodes: dict[str, list] = {}
     instructions: list[str] = []
-    world = _FrameRecordingWorld()
+    world = FrameRecordingWorld()
     tasks = {family: TASKS[family](world) for family in config.families}
     bar = _progress(len(jobs), f"demos {config.split}", progress)
     try:

@@ -149,7 +149,7 @@ def _pad_edge(arrays: list[np.ndarray], length: int) -> np.ndarray:
 
 
 # --- recording ----------------------------------------------------------------------------------
-class _FrameRecordingWorld(World):
+class FrameRecordingWorld(World):
     """A World that can render an RGB-D frame at every N-th trace sample while it steps."""
 
     frames_every = 0
@@ -178,7 +178,7 @@ class _T0Oracle:
     model_id = OracleAgent.model_id
     needs_observation = False
 
-    def __init__(self, world: _FrameRecordingWorld, frames_every: int):
+    def __init__(self, world: FrameRecordingWorld, frames_every: int):
         self._world = world
         self._frames_every = frames_every
         self.actions: list = []
@@ -219,7 +219,7 @@ class EpisodeRecorder:
     def __init__(self, config: GenerationConfig):
         self.config = config
         camera = PinholeCamera(**{**config.camera, "T_world_cam": np.asarray(config.camera["T_world_cam"])})
-        self.world = _FrameRecordingWorld(camera=camera)
+        self.world = FrameRecordingWorld(camera=camera)
         options = _options_from_dict(config.task_options)
         self.tasks = {family: cls(self.world, options) for family, cls in TASKS.items()}
 
