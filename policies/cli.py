@@ -64,6 +64,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="oracle demonstrations per family from validation seeds (default: %(default)s)")
     sr.add_argument("--batch-size", type=_positive, default=defaults.batch_size, help="(default: %(default)s)")
     sr.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)")
+    sr.add_argument("--finetune", choices=("none", "post_trunk"), default=defaults.finetune,
+                    help="train the encoder's layers after its CNN trunk with the head (post_trunk) or keep the "
+                    "encoder frozen (default: %(default)s)")
+    sr.add_argument("--encoder-lr", type=float, default=defaults.encoder_lr,
+                    help="AdamW learning rate of the fine-tuned encoder layers (default: %(default)s)")
     sr.add_argument("--eval-every", type=_positive, default=defaults.eval_every, metavar="N",
                     help="validation every N steps (default: %(default)s)")
     sr.add_argument("--max-samples", type=_positive, default=defaults.max_samples, metavar="N",
@@ -88,7 +93,8 @@ def run_success_rate(args: argparse.Namespace) -> int:
             variants=tuple(v.upper() for v in args.variants), steps=tuple(sorted(set(args.steps))),
             episodes_per_family=args.episodes, seeds=args.seeds, families=tuple(args.families),
             train_episodes_per_family=args.train_episodes, val_episodes_per_family=args.val_episodes,
-            batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, max_samples=args.max_samples,
+            batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, finetune=args.finetune,
+            encoder_lr=args.encoder_lr, max_samples=args.max_samples,
             demo_cache=args.demo_cache,
         )
         result = run_experiment(cfg, args.out, progress=not args.no_progress)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -242,10 +242,19 @@ def forecast_at_t0(pipeline, observation: Observation, instruction: str) -> tupl
 
 
 def load_or_record(config: DemoConfig, cache_dir: str | Path = "data/policies/demos", progress: bool = True) -> Demos:
-    """The cached demonstrations of ``config`` (recorded once; the file name carries the config's hash)."""
-    path = Path(cache_dir) / f"{config.split}-{config.episodes_per_family}pf-{config.key()}.npz"
+    """The cached demonstrations of ``config`` (recorded once; the file name carries the config's hash).
+
+    A config without forecasts reuses the cached recording of the same episodes with forecasts when there
+    is one (same seeds, frames and labels; the forecast arrays go unused)."""
+    def cached(cfg: DemoConfig) -> Path:
+        return Path(cache_dir) / f"{cfg.split}-{cfg.episodes_per_family}pf-{cfg.key()}.npz"
+
+    path = cached(config)
     if path.is_file():
         return Demos.load(path)
+    with_forecast = cached(replace(config, forecast=True))
+    if not config.forecast and with_forecast.is_file():
+        return Demos.load(with_forecast)
     demos = record_demos(config, progress=progress)
     demos.save(path)
     log.info("recorded %d frames from %d episodes to %s", len(demos), demos.num_episodes, path)

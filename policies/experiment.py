@@ -30,7 +30,7 @@ from molmomotion_sim.world import World
 
 from .agent import AgentConfig, PolicyAgent
 from .demos import FAMILIES, DemoConfig, load_or_record
-from .model import VARIANTS, PolicyConfig
+from .model import FINETUNE_MODES, VARIANTS, PolicyConfig
 from .observation import PolicyError
 from .train import TrainConfig, train_policy
 
@@ -51,6 +51,8 @@ class ExperimentConfig:
     batch_size: int = 64
     lr: float = 1e-3
     eval_every: int = 250
+    finetune: str = "none"  # none | post_trunk (PolicyConfig.finetune)
+    encoder_lr: float = 1e-4  # the post-trunk layers' learning rate when fine-tuning
     max_samples: int = 150  # per test episode (15 fps samples)
     demo_cache: str = "data/policies/demos"
 
@@ -60,6 +62,8 @@ class ExperimentConfig:
             raise PolicyError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
         if self.seeds < 1 or self.episodes_per_family < 1:
             raise PolicyError("seeds and episodes_per_family must be >= 1")
+        if self.finetune not in FINETUNE_MODES:
+            raise PolicyError(f"unknown finetune mode {self.finetune!r}; choose from {', '.join(FINETUNE_MODES)}")
         bad = set(self.families) - set(TASKS)
         if bad:
             raise PolicyError(f"unknown families {sorted(bad)}")
@@ -80,8 +84,10 @@ def _jsonable_config(cfg: ExperimentConfig) -> dict:
 
 
 def _identity(config: dict) -> dict:
-    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run)."""
-    return {k: v for k, v in config.items() if k not in ("variants", "steps")}
+    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run).
+    Fields a stored config lacks (written before they existed) count as their defaults."""
+    full = {**_jsonable_config(ExperimentConfig()), **config}
+    return {k: v for k, v in full.items() if k not in ("variants", "steps")}
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> ExperimentResult:
@@ -110,9 +116,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         for seed in range(cfg.seeds):
             name = f"{variant}-s{seed}"
             run = train_policy(
-                PolicyConfig.for_variant(variant, encoder_seed=seed), train_demos, val_demos, out / "runs" / name,
-                TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
-                            seed=seed), progress=progress, encoding_cache=out / "encodings",
+                PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune), train_demos, val_demos,
+                out / "runs" / name,
+                TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                            eval_every=cfg.eval_every, seed=seed), progress=progress, encoding_cache=out / "encodings",
             )
             histories[name] = run.history
             if run.steps_per_s:

@@ -7,10 +7,17 @@ Variants differ only where named (``VARIANTS``):
 text projection, fusion blocks, feature decoder, grounding head and attention pool differ (the
 forecaster trained them on motion with the grounding loss kept; base never trained its pool).
 
-In this slice the encoder is frozen: the head reads a fixed encoding of each frame, so training is
-cheap enough for a CPU and the variants compare what their encoders already know (MolmoMotion
-fine-tunes its backbone; that is the next step). Checkpoints store the config and rebuild the
-network from it, never from a file name.
+``PolicyConfig.finetune`` picks what trains besides the head:
+  "none": the encoder is frozen; the head reads a fixed encoding of each frame (cheap on a CPU; the
+          variants compare what their encoders already know).
+  "post_trunk": the encoder's layers after its CNN trunk (``POST_TRUNK``: token and text projections,
+          fusion blocks, feature decoder, grounding head, attention pool) train with the head; the
+          trunk (``TRUNK``), identical in fm.pt and base.pt, stays frozen, so its outputs can be
+          computed once per frame (:func:`encoder_trunk`) and training runs :func:`encoder_post_trunk`.
+          This is where A and B differ, and what MolmoMotion's "steps to reach" measures: how fast a
+          pretrained backbone adapts.
+Checkpoints store the config and every weight (the fine-tuned encoder's included) and rebuild the
+network from them, never from a file name.
 """
 
 from __future__ import annotations
@@ -25,7 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from molmomotion_ros.forecasting.checkpoint import code_revision, load_checkpoint
-from molmomotion_ros.forecasting.models import EncoderConfig, VisionLanguageEncoder, make_image_input, sample_points
+from molmomotion_ros.forecasting.models import (
+    EncoderConfig,
+    Encoding,
+    VisionLanguageEncoder,
+    _coordinate_grid,
+    make_image_input,
+    sample_points,
+)
 from molmomotion_ros.forecasting.predictor import shipped_checkpoint
 
 from .observation import (
@@ -39,7 +53,8 @@ from .observation import (
 )
 
 FORMAT = "molmomotion_policies.policy"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: PolicyConfig.finetune (schema-1 checkpoints load as finetune="none")
+READABLE_SCHEMAS = (1, 2)
 VARIANTS: dict[str, dict] = {
     "A": {"encoder_init": "fm", "forecast_conditioning": False},
     "B": {"encoder_init": "base", "forecast_conditioning": False},
@@ -47,6 +62,9 @@ VARIANTS: dict[str, dict] = {
     "D": {"encoder_init": "scratch", "forecast_conditioning": False},
 }
 ENCODER_SOURCES = ("fm", "base", "scratch")
+FINETUNE_MODES = ("none", "post_trunk")
+TRUNK = ("stem", "down1", "down2")  # the CNN trunk: bit-identical in fm.pt and base.pt
+POST_TRUNK = ("to_tokens", "text_proj", "fusion", "up", "grounding", "pool_query", "pool")
 
 
 @dataclass
@@ -60,6 +78,11 @@ class PolicyConfig:
     feature_dropout: float = 0.2  # on the encoder features (not the geometry): 200 demos are few
     fine_scale_m: float = 0.02  # gripper-relative target/goal also enter at this scale, clipped to ±3
     chunk_steps: int = CHUNK_STEPS
+    finetune: str = "none"  # none | post_trunk: the encoder's layers after the CNN trunk train too
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE_MODES:
+            raise PolicyError(f"unknown finetune mode {self.finetune!r}; choose from {', '.join(FINETUNE_MODES)}")
 
     @classmethod
     def for_variant(cls, variant: str, encoder_seed: int = 0, **overrides) -> "PolicyConfig":
@@ -90,6 +113,64 @@ def build_encoder(source: str, seed: int = 0) -> VisionLanguageEncoder:
         raise PolicyError(f"unknown encoder source {source!r}; choose from {', '.join(ENCODER_SOURCES)}")
     model, _ = load_checkpoint(shipped_checkpoint(source))
     return model.encoder.eval()
+
+
+@dataclass
+class TrunkOutput:
+    """What the frozen CNN trunk hands the post-trunk layers, per frame."""
+
+    s1: torch.Tensor  # (B, w1, h/2, w/2) = (B, 48, 30, 40)
+    s2: torch.Tensor  # (B, w2, h/4, w/4) = (B, 96, 15, 20)
+    xyz_half: torch.Tensor  # (B, 3, h/2, w/2) camera-frame xyz at half resolution, divided by depth validity
+
+
+@torch.no_grad()
+def encoder_trunk(encoder: VisionLanguageEncoder, image: torch.Tensor, xyz: torch.Tensor) -> TrunkOutput:
+    """The first half of ``VisionLanguageEncoder.forward``: stem, down1, down2 (+ the half-resolution xyz the
+    grounding expectation uses). ``image`` and ``xyz`` from ``make_image_input``."""
+    s1 = encoder.down1(encoder.stem(image))
+    s2 = encoder.down2(s1)
+    xyz_half = F.avg_pool2d(xyz, 2) / F.avg_pool2d(image[:, 6:7], 2).clamp_min(1e-3)
+    return TrunkOutput(s1, s2, xyz_half)
+
+
+def encoder_post_trunk(encoder: VisionLanguageEncoder, trunk: TrunkOutput, text_tokens, text_mask) -> Encoding:
+    """The second half of ``VisionLanguageEncoder.forward`` (the layers in ``POST_TRUNK``), the same operations
+    in the same order, so ``encoder_post_trunk(encoder_trunk(...))`` equals ``encoder(...)`` exactly."""
+    s1, s2 = trunk.s1, trunk.s2
+    b, _, h4, w4 = s2.shape
+    grid = _coordinate_grid(h4, w4, s2.device).expand(b, -1, -1, -1)
+    tokens = encoder.to_tokens(torch.cat([s2, grid], 1)).flatten(2).transpose(1, 2)  # (B, h4*w4, C)
+    text = encoder.text_proj(text_tokens)
+    pad = ~text_mask
+    for block in encoder.fusion:
+        tokens = block(tokens, text, pad)
+    fused = tokens.transpose(1, 2).reshape(b, -1, h4, w4)
+    up = F.interpolate(fused, size=s1.shape[-2:], mode="bilinear", align_corners=False)
+    features = encoder.up(torch.cat([up, s1], 1))  # (B, C, h/2, w/2)
+    logits = encoder.grounding(features)  # (B, 2, h/2, w/2)
+    weights = torch.softmax(logits.flatten(2), -1).view_as(logits)
+    expected = torch.einsum("bkhw,bchw->bkc", weights, trunk.xyz_half)
+    text_weights = text_mask.float().unsqueeze(-1)
+    text_feature = (text * text_weights).sum(1) / text_weights.sum(1).clamp_min(1.0)
+    pooled = encoder.pool(encoder.pool_query.expand(b, -1, -1), tokens, tokens, need_weights=False)[0][:, 0]
+    return Encoding(features, logits, expected[:, 0], expected[:, 1], pooled, text_feature)
+
+
+def policy_encoding(enc: Encoding, T_world_cam: torch.Tensor, ee_uv_model: torch.Tensor) -> torch.Tensor:
+    """The head's view of an :class:`Encoding` → (B, ENCODING_DIM): global, text, feature at the gripper's pixel,
+    features pooled under each heat-map, expected target and goal in the world frame (last 6)."""
+    R, t = T_world_cam[:, :3, :3].float(), T_world_cam[:, :3, 3].float()
+    target_world = torch.einsum("bij,bj->bi", R, enc.target_xyz) + t
+    goal_world = torch.einsum("bij,bj->bi", R, enc.goal_xyz) + t
+    at_gripper = sample_points(enc.features, ee_uv_model[:, None].float())[:, 0]  # (B, C)
+    heat = torch.softmax(enc.grounding_logits.flatten(2), -1)  # (B, 2, h*w)
+    heat_pooled = torch.einsum("bkn,bcn->bkc", heat, enc.features.flatten(2)).flatten(1)  # (B, 2C)
+    return torch.cat([enc.global_feature, enc.text_feature, at_gripper, heat_pooled, target_world, goal_world], 1)
+
+
+def post_trunk_parameters(encoder: VisionLanguageEncoder) -> list[nn.Parameter]:
+    return [p for name, p in encoder.named_parameters() if name.split(".")[0] in POST_TRUNK]
 
 
 ENCODING_DIM = 96 + 96 + 64 + 2 * 64 + 3 + 3  # global, text, feature at the gripper, heat-pooled ×2, target, goal
@@ -141,11 +222,15 @@ class GoalConditionedPolicy(nn.Module):
         self.cfg = cfg
         self.encoder = encoder if encoder is not None else build_encoder(cfg.encoder_init, cfg.encoder_seed)
         self.encoder.requires_grad_(False)
+        if cfg.finetune == "post_trunk":
+            for p in post_trunk_parameters(self.encoder):
+                p.requires_grad_(True)
         self.head = PolicyHead(cfg)
 
     def train(self, mode: bool = True) -> "GoalConditionedPolicy":
         super().train(mode)
-        self.encoder.eval()  # frozen: no dropout or statistics updates whatever the head does
+        # The encoder has no dropout or running statistics; eval() keeps it that way whatever it trains.
+        self.encoder.eval()
         return self
 
     @torch.no_grad()
@@ -153,14 +238,12 @@ class GoalConditionedPolicy(nn.Module):
         """rgb (B, 3, 60, 80) uint8, xyz (B, 3, 60, 80) camera frame (NaN = none), text (B, L, 384) and
         mask (B, L), T_world_cam (B, 4, 4), grasp-target pixel (B, 2) in model pixels → (B, ENCODING_DIM)."""
         image, xyz = make_image_input(rgb, xyz_cam_m.float())
-        enc = self.encoder(image, xyz, text_tokens, text_mask)
-        R, t = T_world_cam[:, :3, :3].float(), T_world_cam[:, :3, 3].float()
-        target_world = torch.einsum("bij,bj->bi", R, enc.target_xyz) + t
-        goal_world = torch.einsum("bij,bj->bi", R, enc.goal_xyz) + t
-        at_gripper = sample_points(enc.features, ee_uv_model[:, None].float())[:, 0]  # (B, C)
-        heat = torch.softmax(enc.grounding_logits.flatten(2), -1)  # (B, 2, h*w)
-        heat_pooled = torch.einsum("bkn,bcn->bkc", heat, enc.features.flatten(2)).flatten(1)  # (B, 2C)
-        return torch.cat([enc.global_feature, enc.text_feature, at_gripper, heat_pooled, target_world, goal_world], 1)
+        return policy_encoding(self.encoder(image, xyz, text_tokens, text_mask), T_world_cam, ee_uv_model)
+
+    def encode_from_trunk(self, trunk: TrunkOutput, text_tokens, text_mask, T_world_cam, ee_uv_model) -> torch.Tensor:
+        """:meth:`encode` from cached trunk outputs, differentiable in the post-trunk layers (training)."""
+        return policy_encoding(encoder_post_trunk(self.encoder, trunk, text_tokens, text_mask), T_world_cam,
+                               ee_uv_model)
 
     def forward(self, encoding, proprio, encoding_t0, **forecast) -> ActionChunk:
         return self.head(encoding, proprio, encoding_t0, **forecast)
@@ -190,8 +273,9 @@ class GoalConditionedPolicy(nn.Module):
             raise PolicyError(f"{path} is not a readable policy checkpoint: {err}") from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise PolicyError(f"{path} is not a policy checkpoint")
-        if payload.get("schema_version") != SCHEMA_VERSION:
-            raise PolicyError(f"{path} has schema {payload.get('schema_version')}, this code reads {SCHEMA_VERSION}")
+        if payload.get("schema_version") not in READABLE_SCHEMAS:
+            raise PolicyError(f"{path} has schema {payload.get('schema_version')}, this code reads "
+                              f"{', '.join(map(str, READABLE_SCHEMAS))}")
         cfg = PolicyConfig(**payload["config"])
         model = cls(cfg, encoder=VisionLanguageEncoder(EncoderConfig()))
         try:

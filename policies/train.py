@@ -1,24 +1,39 @@
 """Behaviour cloning of a policy variant on cached demonstrations: deterministic, resumable, checkpointed.
 
-The encoder is frozen, so each frame is encoded once per encoder (cached next to the run) and the
-head trains on those encodings: one torch thread runs hundreds of steps per second, which is what
-lets a CPU sweep the issue's step grid. A run writes ``step-NNNNNN.pt`` at every requested step,
-``state.pt`` (head, optimiser, sampler state, history) for resuming, and ``history.json`` with the
-validation action-error curve.
+``finetune="none"``: the encoder is frozen, so each frame is encoded once per encoder (cached next to
+the run) and the head trains on those encodings: one torch thread runs hundreds of steps per second.
+``finetune="post_trunk"``: the CNN trunk is frozen and its outputs are cached once per frame (float16
+feature maps, keyed by the trunk's weights, so A, B and C share one cache); each step runs the
+post-trunk layers on the batch's frames with gradients (learning rate ``encoder_lr``) and, without
+gradients, on each frame's episode's first frame for ``encoding_t0`` (the head reads only its grounded
+target and goal), so the t0 encoding always comes from the encoder as it is at that step.
+A run writes ``step-NNNNNN.pt`` at every requested step, ``state.pt`` (head, encoder, optimiser,
+sampler state, history) for resuming, and ``history.json`` with the validation action-error curve.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .demos import Demos
-from .model import GoalConditionedPolicy, PolicyConfig, PolicyHead, chunk_loss
+from .model import (
+    TRUNK,
+    GoalConditionedPolicy,
+    PolicyConfig,
+    PolicyHead,
+    TrunkOutput,
+    chunk_loss,
+    encoder_trunk,
+    make_image_input,
+    post_trunk_parameters,
+)
 from .observation import PolicyError, proprioception
 
 log = logging.getLogger(__name__)
@@ -29,6 +44,7 @@ class TrainConfig:
     steps: tuple[int, ...] = (250, 500, 1000, 2000, 4000)  # checkpoints; the run ends at the last
     batch_size: int = 64
     lr: float = 1e-3
+    encoder_lr: float = 1e-4  # the post-trunk encoder layers' learning rate when fine-tuning
     weight_decay: float = 1e-4
     eval_every: int = 250  # validation (and the resumable state) every this many steps
     seed: int = 0  # head init and batch order (and a scratch encoder's init)
@@ -106,12 +122,18 @@ def cached_encoding(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path,
     return encoding
 
 
-def to_tensors(demos: Demos, encoding: np.ndarray) -> BatchTensors:
-    ep = demos.episode
+def first_rows(demos: Demos) -> np.ndarray:
+    """(E,) row of each episode's t0 frame."""
     first_row = np.full(demos.num_episodes, -1)
-    first_row[ep[demos.trace_index == 0]] = np.flatnonzero(demos.trace_index == 0)
+    first_row[demos.episode[demos.trace_index == 0]] = np.flatnonzero(demos.trace_index == 0)
     if (first_row < 0).any():
         raise PolicyError("every demonstration needs its t0 frame")
+    return first_row
+
+
+def to_tensors(demos: Demos, encoding: np.ndarray) -> BatchTensors:
+    ep = demos.episode
+    first_row = first_rows(demos)
     return BatchTensors(
         torch.from_numpy(encoding), torch.from_numpy(encoding[first_row[ep]]),
         torch.from_numpy(proprioception(demos.ee_pos_world_m, demos.ee_yaw_rad, demos.gripper_width_m,
@@ -120,6 +142,92 @@ def to_tensors(demos: Demos, encoding: np.ndarray) -> BatchTensors:
         torch.from_numpy(demos.action_gripper_closed), torch.from_numpy(demos.forecast_world_m[ep]),
         torch.from_numpy(demos.forecast_points_t0_world_m[ep]), torch.from_numpy(demos.forecast_valid[ep]),
     )
+
+
+# --- fine-tuning the post-trunk layers: trunk outputs cached per frame ------------------------------
+def trunk_key(model: GoalConditionedPolicy) -> str:
+    """Hash of the trunk's weights: encoders with the same trunk (fm, base) share one cache."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        if name.split(".")[0] in TRUNK:
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class TrunkFrames:
+    """Per frame: the trunk's outputs (float16 feature maps, float32 xyz) and what the post-trunk layers and
+    :func:`policy_encoding` need besides; ``rows`` gives a float32 batch."""
+
+    s1: np.ndarray  # (M, 48, 30, 40) float16
+    s2: np.ndarray  # (M, 96, 15, 20) float16
+    xyz_half: np.ndarray  # (M, 3, 30, 40) float32
+    text_tokens: torch.Tensor  # (M, L, 384) per frame (its episode's instruction)
+    text_mask: torch.Tensor  # (M, L)
+    T_world_cam: torch.Tensor  # (M, 4, 4)
+    ee_uv_model: torch.Tensor  # (M, 2)
+    first_row: torch.Tensor  # (M,) row of the frame's episode's t0 frame
+
+    def rows(self, idx: torch.Tensor) -> tuple[TrunkOutput, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = idx.numpy()
+        trunk = TrunkOutput(torch.from_numpy(self.s1[i].astype(np.float32)),
+                            torch.from_numpy(self.s2[i].astype(np.float32)), torch.from_numpy(self.xyz_half[i]))
+        return trunk, self.text_tokens[idx], self.text_mask[idx], self.T_world_cam[idx], self.ee_uv_model[idx]
+
+
+def cached_trunk(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, progress: bool = True,
+                 batch_size: int = 64) -> TrunkFrames:
+    """Every frame through the frozen trunk once, cached per (demonstrations, trunk weights)."""
+    from tqdm import tqdm
+
+    from molmomotion_ros.forecasting.text import default_text_encoder
+
+    stem = Path(cache_dir) / f"trunk-{demos.config.get('key', 'nokey')}-{trunk_key(model)}"
+    paths = {k: stem.with_name(f"{stem.name}-{k}.npy") for k in ("s1", "s2", "xyz_half")}
+    arrays = {k: np.load(p) for k, p in paths.items() if p.is_file()}
+    if len(arrays) != len(paths) or any(a.shape[0] != len(demos) for a in arrays.values()):
+        parts: dict[str, list] = {k: [] for k in paths}
+        for start in tqdm(range(0, len(demos), batch_size), desc=f"trunk ({model.cfg.encoder_init})", unit="batch",
+                          disable=not progress, dynamic_ncols=True):
+            rows = slice(start, start + batch_size)
+            image, xyz = make_image_input(torch.from_numpy(demos.rgb[rows]),
+                                          torch.from_numpy(demos.xyz_cam_m[rows].astype(np.float32)))
+            out = encoder_trunk(model.encoder, image, xyz)
+            parts["s1"].append(out.s1.numpy().astype(np.float16))
+            parts["s2"].append(out.s2.numpy().astype(np.float16))
+            parts["xyz_half"].append(out.xyz_half.numpy().astype(np.float32))
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        for k, p in paths.items():
+            tmp = p.with_name(p.name + ".tmp.npy")
+            np.save(tmp, arrays[k])
+            tmp.replace(p)
+    tokens, masks = default_text_encoder().encode(list(demos.instructions))
+    ep = demos.episode
+    instr = demos.instruction[ep]
+    return TrunkFrames(arrays["s1"], arrays["s2"], arrays["xyz_half"], torch.from_numpy(tokens[instr]),
+                       torch.from_numpy(masks[instr]), torch.from_numpy(demos.T_world_cam[ep]).float(),
+                       torch.from_numpy(demos.ee_uv_model), torch.from_numpy(first_rows(demos)[ep]))
+
+
+def finetune_encodings(model: GoalConditionedPolicy, frames: TrunkFrames, idx: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encodings of frames ``idx`` (differentiable) and of their episodes' t0 frames (no gradient) by the
+    encoder as it is now."""
+    encoding = model.encode_from_trunk(*frames.rows(idx))
+    with torch.no_grad():
+        encoding_t0 = model.encode_from_trunk(*frames.rows(frames.first_row[idx]))
+    return encoding, encoding_t0
+
+
+@torch.no_grad()
+def finetune_validation_tensors(model: GoalConditionedPolicy, frames: TrunkFrames, data: BatchTensors,
+                                batch_size: int = 128) -> BatchTensors:
+    """``data`` with every frame encoded by the encoder as it is now (t0 rows from the same pass)."""
+    encoding = torch.cat([model.encode_from_trunk(*frames.rows(torch.arange(s, min(s + batch_size, len(data.proprio)))))
+                          for s in range(0, len(data.proprio), batch_size)])
+    return replace(data, encoding=encoding, encoding_t0=encoding[frames.first_row])
 
 
 @torch.no_grad()
@@ -151,16 +259,29 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # A run's identity: everything but the step grid, so a finished run can be extended to more steps.
+    finetune = policy_cfg.finetune != "none"
     run_config = {"policy": asdict(policy_cfg), "train": {k: v for k, v in asdict(cfg).items() if k != "steps"},
                   "train_demos": train_demos.config.get("key"), "val_demos": val_demos.config.get("key")}
+    if not finetune:  # frozen-encoder runs keep the identity they had before fine-tuning existed
+        run_config["policy"].pop("finetune")
+        run_config["train"].pop("encoder_lr")
     model = GoalConditionedPolicy(policy_cfg)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         model.head = PolicyHead(policy_cfg)
     cache = Path(encoding_cache) if encoding_cache else out.parent / "encodings"
-    train = to_tensors(train_demos, cached_encoding(model, train_demos, cache, progress))
-    val = to_tensors(val_demos, cached_encoding(model, val_demos, cache, progress))
-    optimiser = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if finetune:
+        train_frames = cached_trunk(model, train_demos, cache, progress)
+        val_frames = cached_trunk(model, val_demos, cache, progress)
+        train = to_tensors(train_demos, np.zeros((len(train_demos), 0), np.float32))  # encodings: per step
+        val = to_tensors(val_demos, np.zeros((len(val_demos), 0), np.float32))
+        groups = [{"params": list(model.head.parameters()), "lr": cfg.lr},
+                  {"params": post_trunk_parameters(model.encoder), "lr": cfg.encoder_lr}]
+    else:
+        train = to_tensors(train_demos, cached_encoding(model, train_demos, cache, progress))
+        val = to_tensors(val_demos, cached_encoding(model, val_demos, cache, progress))
+        groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+    optimiser = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)  # batch order
     dropout_rng = torch.Generator().manual_seed(cfg.seed + 1_000_003).get_state()  # the global RNG, in the loop
     step, history = 0, []
@@ -170,6 +291,8 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         if state["run_config"] != run_config:
             raise PolicyError(f"{out} holds a run with another config; use another folder")
         model.head.load_state_dict(state["head"])
+        if "encoder" in state:
+            model.encoder.load_state_dict(state["encoder"])
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         dropout_rng = state["dropout_rng"]
@@ -186,6 +309,9 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         while step < total:
             idx = torch.randint(len(train.encoding), (cfg.batch_size,), generator=generator)
             batch = train.rows(idx)
+            if finetune:
+                encoding, encoding_t0 = finetune_encodings(model, train_frames, idx)
+                batch = replace(batch, encoding=encoding, encoding_t0=encoding_t0)
             pred = model.head(batch.encoding, batch.proprio, batch.encoding_t0, **batch.forecast_kwargs())
             loss, _ = chunk_loss(pred, batch.pos_m, batch.yaw_rad, batch.gripper_closed)
             optimiser.zero_grad(set_to_none=True)
@@ -194,13 +320,15 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
             step += 1
             bar.update(1)
             if step % cfg.eval_every == 0 or step in checkpoints:
-                metrics = {"step": step, "train_loss": loss.item(), **validation_metrics(model.head, val)}
+                val_now = finetune_validation_tensors(model, val_frames, val) if finetune else val
+                metrics = {"step": step, "train_loss": loss.item(), **validation_metrics(model.head, val_now)}
                 history.append(metrics)
                 bar.set_postfix(val_cm=f"{metrics['val_pos_err_cm']:.2f}")
                 if step in checkpoints:
                     model.save(checkpoints[step], meta={"step": step, "run_config": run_config,
                                                         "validation": metrics})
                 torch.save({"run_config": run_config, "head": model.head.state_dict(),
+                            **({"encoder": model.encoder.state_dict()} if finetune else {}),
                             "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
                             "dropout_rng": torch.get_rng_state(), "history": history}, state_path)
                 (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")

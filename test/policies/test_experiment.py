@@ -48,3 +48,21 @@ def test_cli_parses_the_issue_command():
 def test_unknown_variant_is_refused():
     with pytest.raises(PolicyError, match="unknown variants"):
         ExperimentConfig(variants=("Z",))
+
+
+def test_cli_fine_tuning_flags_and_old_folders(tmp_path):
+    import argparse
+
+    from molmomotion_policies.experiment import _identity, _jsonable_config
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["experiment", "success-rate", "--finetune", "post_trunk", "--encoder-lr", "3e-4"])
+    assert args.finetune == "post_trunk" and args.encoder_lr == 3e-4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["experiment", "success-rate", "--finetune", "all"])
+    # A folder written before fine-tuning existed (no finetune/encoder_lr stored) still resumes frozen runs.
+    old = _jsonable_config(ExperimentConfig())
+    del old["finetune"], old["encoder_lr"]
+    assert _identity(old) == _identity(_jsonable_config(ExperimentConfig()))
+    assert _identity(old) != _identity(_jsonable_config(ExperimentConfig(finetune="post_trunk")))

@@ -74,3 +74,79 @@ def test_c_needs_its_forecast():
 
     with pytest.raises(PolicyError, match="forecast"):
         policy(torch.zeros(1, ENCODING_DIM), torch.zeros(1, PROPRIO_DIM), torch.zeros(1, ENCODING_DIM))
+
+
+# --- fine-tuning: the encoder split and the checkpoints ------------------------------------------
+def _frames(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.randint(0, 256, (n, 3, 60, 80), generator=g, dtype=torch.uint8)
+    xyz = torch.rand(n, 3, 60, 80, generator=g) * 0.4 + torch.tensor([0.0, 0.0, 0.7]).view(1, 3, 1, 1)
+    xyz[:, :, :5, :7] = float("nan")  # holes in the depth, as rendered frames have
+    tokens = torch.randn(n, 10, 384, generator=g)
+    mask = torch.ones(n, 10, dtype=torch.bool)
+    mask[:, 7:] = False
+    T = torch.eye(4).repeat(n, 1, 1)
+    T[:, :3, 3] = torch.tensor([0.5, 0.1, 1.2])
+    uv = torch.rand(n, 2, generator=g) * torch.tensor([79.0, 59.0])
+    return rgb, xyz, tokens, mask, T, uv
+
+
+@pytest.mark.parametrize("source", ["fm", "base"])
+def test_trunk_split_gives_exactly_the_encoders_output(source):
+    from molmomotion_policies.model import encoder_post_trunk, encoder_trunk, make_image_input
+
+    rgb, xyz, tokens, mask, T, uv = _frames()
+    policy = GoalConditionedPolicy(PolicyConfig.for_variant("A" if source == "fm" else "B", finetune="post_trunk"))
+    image, xyz_clean = make_image_input(rgb, xyz)
+    with torch.no_grad():
+        whole = policy.encoder(image, xyz_clean, tokens, mask)
+        split = encoder_post_trunk(policy.encoder, encoder_trunk(policy.encoder, image, xyz_clean), tokens, mask)
+        via_trunk = policy.encode_from_trunk(encoder_trunk(policy.encoder, image, xyz_clean), tokens, mask, T, uv)
+    for key in whole.__dataclass_fields__:
+        assert torch.equal(getattr(whole, key), getattr(split, key)), key
+    assert torch.equal(via_trunk, policy.encode(rgb, xyz, tokens, mask, T, uv))
+
+
+def test_only_post_trunk_layers_train_when_fine_tuning():
+    from molmomotion_policies.model import POST_TRUNK, TRUNK
+
+    frozen = GoalConditionedPolicy(PolicyConfig.for_variant("A"))
+    tuned = GoalConditionedPolicy(PolicyConfig.for_variant("A", finetune="post_trunk"))
+    assert not any(p.requires_grad for p in frozen.encoder.parameters())
+    trainable = {n.split(".")[0] for n, p in tuned.encoder.named_parameters() if p.requires_grad}
+    assert trainable == set(POST_TRUNK)
+    assert {n.split(".")[0] for n, _ in tuned.encoder.named_parameters()} == set(TRUNK) | set(POST_TRUNK)
+    with pytest.raises(PolicyError, match="finetune"):
+        PolicyConfig.for_variant("A", finetune="everything")
+
+
+def test_shipped_schema_1_checkpoints_still_load():
+    from pathlib import Path
+
+    from molmomotion_policies.model import READABLE_SCHEMAS, SCHEMA_VERSION
+
+    root = Path(__file__).resolve().parents[2] / "policies" / "checkpoints"
+    for variant in ("A", "B"):
+        payload = torch.load(root / f"{variant}.pt", map_location="cpu", weights_only=False)
+        assert payload["schema_version"] in READABLE_SCHEMAS
+        policy, meta = GoalConditionedPolicy.from_checkpoint(root / f"{variant}.pt")
+        assert policy.cfg.variant == variant and meta.get("step")
+        if payload["schema_version"] == 1:
+            assert "finetune" not in payload["config"] and policy.cfg.finetune == "none"
+    assert SCHEMA_VERSION == max(READABLE_SCHEMAS)
+
+
+def test_schema_1_payload_loads_as_frozen(tmp_path):
+    """A checkpoint written before fine-tuning existed (schema 1, no finetune field) loads as finetune="none"."""
+    from molmomotion_policies.model import FORMAT
+
+    policy = GoalConditionedPolicy(PolicyConfig.for_variant("B"))
+    config = asdict(policy.cfg)
+    config.pop("finetune")
+    torch.save({"format": FORMAT, "schema_version": 1, "config": config, "state_dict": policy.state_dict(),
+                "meta": {"step": 1}}, tmp_path / "old.pt")
+    loaded, _ = GoalConditionedPolicy.from_checkpoint(tmp_path / "old.pt")
+    assert loaded.cfg.finetune == "none" and _equal(loaded.state_dict(), policy.state_dict())
+    torch.save({"format": FORMAT, "schema_version": 99, "config": config, "state_dict": {}}, tmp_path / "new.pt")
+    with pytest.raises(PolicyError, match="schema 99"):
+        GoalConditionedPolicy.from_checkpoint(tmp_path / "new.pt")

@@ -46,3 +46,45 @@ def test_refuses_another_config_in_the_same_folder(demos, val_demos, tmp_path):
 def test_step_grid_validation():
     with pytest.raises(PolicyError, match="increasing"):
         TrainConfig(steps=(20, 10))
+
+
+# --- fine-tuning the post-trunk encoder layers ----------------------------------------------------
+def _ft(demos, val_demos, out, steps, seed=0, variant="A"):
+    return train_policy(PolicyConfig.for_variant(variant, finetune="post_trunk"), demos, val_demos, out,
+                        TrainConfig(steps=steps, batch_size=4, eval_every=3, seed=seed), progress=False,
+                        encoding_cache=out.parent / "enc")
+
+
+def _weights(path):
+    return GoalConditionedPolicy.from_checkpoint(path)[0].state_dict()
+
+
+def test_fine_tuning_trains_post_trunk_layers_not_the_trunk(demos, val_demos, tmp_path):
+    from molmomotion_policies.model import TRUNK, build_encoder
+
+    run = _ft(demos, val_demos, tmp_path / "a", (6,))
+    tuned = GoalConditionedPolicy.from_checkpoint(run.checkpoints[6])[0]
+    assert tuned.cfg.finetune == "post_trunk"
+    start = build_encoder("fm").state_dict()
+    after = tuned.encoder.state_dict()
+    trunk = [k for k in start if k.split(".")[0] in TRUNK]
+    post = [k for k in start if k.split(".")[0] not in TRUNK]
+    assert trunk and all(torch.equal(start[k], after[k]) for k in trunk)
+    changed = {k.split(".")[0] for k in post if not torch.equal(start[k], after[k])}
+    assert {"to_tokens", "text_proj", "fusion", "up", "grounding", "pool"} <= changed
+    # A and B share the trunk, so they share one trunk cache.
+    _ft(demos, val_demos, tmp_path / "b", (3,), variant="B")
+    assert len({p.name.rsplit("-", 1)[0] for p in (tmp_path / "enc").glob("trunk-*.npy")}) == 2  # train, val
+
+
+def test_fine_tuning_is_deterministic_and_resumable(demos, val_demos, tmp_path):
+    straight = _ft(demos, val_demos, tmp_path / "straight", (3, 6))
+    again = _ft(demos, val_demos, tmp_path / "again", (3, 6))
+    _ft(demos, val_demos, tmp_path / "resumed", (3,))
+    resumed = _ft(demos, val_demos, tmp_path / "resumed", (3, 6))  # encoder and optimiser from state.pt
+    a, b, c = (_weights(r.checkpoints[6]) for r in (straight, again, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert resumed.history == straight.history and [h["step"] for h in resumed.history] == [3, 6]
+    with pytest.raises(PolicyError, match="another config"):  # a frozen run cannot resume a fine-tuned one
+        _run(demos, val_demos, tmp_path / "straight", (6,))
