@@ -62,3 +62,16 @@ def test_refusals(tmp_path):
         record_demos(DemoConfig("train", 1, families=("juggle",)), progress=False)
     with pytest.raises(PolicyError, match="no demonstrations"):
         Demos.load(tmp_path / "missing.npz")
+
+
+def test_forecast_free_config_reuses_the_recording_with_forecasts(demos, tmp_path):
+    from dataclasses import replace
+
+    from molmomotion_policies.demos import load_or_record
+
+    with_forecast = DemoConfig("train", 1, families=FAMILIES, frames_every=4, forecast=True)
+    assert demos.config["key"] == with_forecast.key()
+    demos.save(tmp_path / f"train-1pf-{with_forecast.key()}.npz")
+    loaded = load_or_record(replace(with_forecast, forecast=False), tmp_path, progress=False)
+    assert loaded.config["key"] == with_forecast.key()  # not re-recorded
+    np.testing.assert_array_equal(loaded.action_pos_m, demos.action_pos_m)
