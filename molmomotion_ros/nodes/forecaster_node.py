@@ -277,7 +277,8 @@ class ForecasterNode(Node):
         try:
             pipeline = ForecastPipeline(backend=p["backend"], device=p["device"], num_samples=p["num_hypotheses"],
                                         horizon=p["horizon"], grounding=p["grounding"], num_points=p["num_points"],
-                                        seed=p["seed"], checkpoint=p["checkpoint"] or None)
+                                        seed=p["seed"], checkpoint=p["checkpoint"] or None,
+                                        grounding_encoder=p["grounding_encoder"], fm_steps=p["fm_steps"])
             _warm_up(pipeline)
             _single_threaded_blas()  # after the warm-up: every BLAS library is loaded by then
         except (BackendUnavailableError, OSError, RuntimeError, ValueError) as err:

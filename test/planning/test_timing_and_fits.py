@@ -42,6 +42,24 @@ def test_tracks_to_object_motion_and_rigidity_residual():
     assert object_motion_from_tracks(points, tracks)[1][3] > 1e-3
 
 
+def test_batched_track_fit_equals_kabsch_per_step_with_missing_points():
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(8, 3)) * 0.03
+    tracks = points[:, None] + rng.normal(size=(8, 12, 3)) * 0.02  # non-rigid: residuals > 0
+    tracks[2, 5] = np.nan  # a point lost at one step is left out of that step's fit only
+    motions, residuals = object_motion_from_tracks(points, tracks)
+    for f in range(12):
+        T = kabsch(points, tracks[:, f])
+        moved = points @ T[:3, :3].T + T[:3, 3]
+        np.testing.assert_allclose(motions[f], T, atol=1e-12)
+        assert residuals[f] == pytest.approx(np.sqrt(np.nanmean(np.sum((moved - tracks[:, f]) ** 2, 1))))
+    with pytest.raises(FitError, match="at least 3"):
+        object_motion_from_tracks(points[:2], tracks[:2])
+    line = np.c_[np.linspace(0, 0.1, 5), np.zeros(5), np.zeros(5)]
+    with pytest.raises(FitError, match="collinear"):
+        object_motion_from_tracks(line, np.repeat(line[:, None], 3, 1))
+
+
 def test_degenerate_fits_are_refused():
     with pytest.raises(FitError, match="at least 3"):
         kabsch(np.zeros((2, 3)), np.zeros((2, 3)))
