@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     agent = PolicyAgent(args.checkpoint)
     chunk_ms, episode_s = [], []
-    original = agent.predict
+    original = agent.controller._predict  # the policy's forward pass (render and IK excluded)
 
     def timed_predict(*a, **kw):
         t = time.perf_counter()
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         chunk_ms.append((time.perf_counter() - t) * 1000)
         return out
 
-    agent.predict = timed_predict
+    agent.controller._predict = timed_predict
     with World() as world:
         for family in sorted(TASKS):
             t = time.perf_counter()

@@ -1,0 +1,67 @@
+"""The controller's joint-space helpers against the simulator: what the ROS node computes from
+joint_states must be what the harness agent reads from PyBullet."""
+
+import numpy as np
+import pytest
+
+from molmomotion_policies.controller import (
+    ChunkCommand,
+    arm_state_from_joints,
+    chunk_joint_targets,
+    gripper_segments,
+    hold_times,
+)
+from molmomotion_policies.observation import PolicyError
+from molmomotion_ros.planning.kinematics import PandaKinematics
+from molmomotion_sim.world import HOME_JOINTS_RAD, World
+
+
+@pytest.fixture(scope="module")
+def kinematics():
+    return PandaKinematics()
+
+
+def test_arm_state_from_joints_matches_the_simulator(kinematics):
+    rng = np.random.default_rng(3)
+    with World() as world:
+        for _ in range(5):
+            q = np.asarray(HOME_JOINTS_RAD) + rng.uniform(-0.3, 0.3, 7)
+            world.hold_arm(q)
+            for j in range(7):  # teleport: the comparison is about kinematics, not control
+                world.client.resetJointState(world.robot_id, j, q[j])
+            state = arm_state_from_joints(kinematics, world.joint_positions()[:7], world.joint_positions()[7:])
+            np.testing.assert_allclose(state.ee_position_m, world.ee_pose()[:3], atol=1e-4)
+            assert abs(np.angle(np.exp(1j * (state.ee_yaw_rad - world.ee_yaw())))) < 1e-3
+            assert state.gripper_width_m == pytest.approx(world.gripper_width_m())
+
+
+def test_chunk_joint_targets_reach_the_setpoints(kinematics):
+    home = np.asarray(HOME_JOINTS_RAD)
+    start = arm_state_from_joints(kinematics, home, [0.04, 0.04])
+    setpoints = start.ee_position_m + np.array([[0.02, 0, 0], [0.04, 0.01, -0.02], [0.05, 0.02, -0.04]])
+    yaws = start.ee_yaw_rad + np.array([0.0, 0.1, 0.2])
+    targets, failures = chunk_joint_targets(kinematics, ChunkCommand(setpoints, yaws, np.zeros(3, bool)), home)
+    assert failures == 0
+    for q, p, yaw in zip(targets, setpoints, yaws, strict=True):
+        reached = arm_state_from_joints(kinematics, q, [0, 0])
+        np.testing.assert_allclose(reached.ee_position_m, p, atol=2e-3)
+        assert abs(np.angle(np.exp(2j * (reached.ee_yaw_rad - yaw)))) < 0.03  # modulo a half turn
+    assert np.max(np.abs(np.diff(np.vstack([home, targets]), axis=0))) < 0.3  # seeded: no posture jumps
+
+
+def test_unreachable_setpoint_holds_the_previous_target(kinematics):
+    home = np.asarray(HOME_JOINTS_RAD)
+    chunk = ChunkCommand(np.array([[3.0, 0.0, 0.5]]), np.zeros(1), np.zeros(1, bool))
+    targets, failures = chunk_joint_targets(kinematics, chunk, home)
+    assert failures == 1
+    np.testing.assert_array_equal(targets[0], home)
+
+
+def test_gripper_segments_and_hold_times():
+    assert gripper_segments(np.array([0, 0, 1, 1, 0], bool)) == [(0, 2, False), (2, 4, True), (4, 5, False)]
+    assert gripper_segments(np.zeros(0, bool)) == []
+    times = hold_times(3, 1 / 15, 1 / 240)
+    assert times.shape == (6,) and np.all(np.diff(times) > 0)
+    assert times[-1] == pytest.approx(0.2)
+    with pytest.raises(PolicyError):
+        hold_times(2, 1 / 15, 0.1)
