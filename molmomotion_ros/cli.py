@@ -203,6 +203,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_eval_forecast_parser(commands)
     _add_launch_parser(commands)
+    results = commands.add_parser(
+        "results", help="print results JSON files (sim-eval, launch sim_eval*) side by side",
+        description="Per family: successes/episodes, rate and 95%% interval of each results file.")
+    results.add_argument("files", nargs="+", type=Path, metavar="FILE", help="results JSON")
+    results.add_argument("--labels", type=lambda t: [x.strip() for x in t.split(",")], metavar="A,B",
+                         help="column labels (default: each run's agent)")
+    results.set_defaults(handler=_results)
     if argv is not None and "experiment" in argv:
         # Its options' defaults come from the policy code (PyBullet, torch): loaded only when used.
         from molmomotion_policies.cli import add_parser as add_experiment_parser
@@ -357,8 +364,8 @@ def _add_launch_parser(commands) -> None:
     launch = commands.add_parser(
         "launch", help="start a ROS 2 graph of the package (the pip route to `ros2 launch`)",
         description="Start the nodes of a graph as separate processes with the same parameter files and "
-        "overrides as launch/<graph>.launch.py. sim_eval runs its episode runner and stops the nodes when "
-        "it is done; the other graphs run until Ctrl-C. Graphs: "
+        "overrides as launch/<graph>.launch.py. sim_eval and sim_eval_policy run their episode runner and "
+        "stop the nodes when it is done; the other graphs run until Ctrl-C. Graphs: "
         + "; ".join(f"{g.name}: {g.description}" for g in GRAPHS.values()) + ".",
     )
     launch.add_argument("graph", choices=sorted(GRAPHS), help="which graph")
@@ -369,6 +376,8 @@ def _add_launch_parser(commands) -> None:
                         help="sim_eval: episodes per family (episode_runner.episodes_per_family)")
     launch.add_argument("--families", type=_family_list, metavar="A,B", help="sim_eval: families to run")
     launch.add_argument("--backend", help="forecaster backend (forecaster_node.backend): fm, ar, stationary, ...")
+    launch.add_argument("--policy", metavar="NAME|PATH", help="sim_eval_policy: the policy checkpoint "
+                        "(manipulation_node.policy_checkpoint): shipped A or B, or a path")
     launch.add_argument("--out", type=Path, metavar="PATH", help="sim_eval: results JSON (episode_runner.out)")
     launch.add_argument("--log-dir", type=Path, metavar="DIR",
                         help="node logs (default: results/logs/<graph>-<time>/)")
@@ -414,6 +423,12 @@ def _launch(args: argparse.Namespace) -> int:
         if problem:
             raise UsageError(problem)
         overrides.setdefault("forecaster_node", {})["backend"] = args.backend
+    if args.policy:
+        if overrides.get("manipulation_node", {}).get("agent", spec.overrides.get("manipulation_node", {}).get(
+                "agent")) != "policy":
+            raise UsageError(f"--policy needs a graph whose manipulation_node runs agent=policy (sim_eval_policy), "
+                             f"not {args.graph}")
+        overrides.setdefault("manipulation_node", {})["policy_checkpoint"] = args.policy
     env = dict(os.environ)
     if args.isolated:
         env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
@@ -422,6 +437,24 @@ def _launch(args: argparse.Namespace) -> int:
         return launch(args.graph, overrides, args.log_dir, env)
     except KeyError as err:
         raise UsageError(str(err).strip("'\"")) from None
+
+
+# --- results -----------------------------------------------------------------------------------
+def _results(args: argparse.Namespace) -> int:
+    from molmomotion_sim.evaluation import compare_table
+
+    documents = []
+    for path in args.files:
+        try:
+            document = json.loads(path.read_text())
+            document["summary"]  # noqa: B018  (a results file has one)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"{path} is not a readable results file ({type(err).__name__}: {err})") from None
+        documents.append(document)
+    if args.labels and len(args.labels) != len(documents):
+        raise UsageError(f"--labels names {len(args.labels)} columns for {len(documents)} files")
+    print(compare_table(documents, args.labels))
+    return 0
 
 
 # --- generate-data -----------------------------------------------------------------------------

@@ -121,6 +121,17 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   "speech_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),
+    GraphSpec("sim_eval_policy", "simulated arm + a learned closed-loop policy in the manipulation node "
+              "(shipped A by default), driven episode by episode by the episode runner",
+              ("sim_node", "manipulation_node"),
+              overrides={
+                  # Real time and a 15 Hz camera: the policy observes a new frame after each chunk of 4
+                  # samples (267 ms), as in the harness, and needs ~60 ms to decide.
+                  "sim_node": {"real_time_factor": 1.0, "camera_rate_hz": 15.0, "clock_rate_hz": 100.0,
+                               "reset_on_start": False},
+                  "manipulation_node": {**_SIM_TIME, "agent": "policy"},
+              },
+              runner="episode_runner"),
     GraphSpec("real_arm", "forecaster + manipulation with MoveIt's moveit_py on a real Panda",
               ("forecaster_node", "manipulation_node"),
               overrides={"manipulation_node": {"planner_backend": "moveit_py"}}),

@@ -7,8 +7,10 @@ instruction, the forecaster forecasts, the manipulation node plans and moves), w
 ``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
 executed attempt that did not succeed is retried (the instruction is published again, so a new
 forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could not be
-planned ends the episode. Results: :func:`molmomotion_sim.evaluation.write_results` (same JSON as
-``molmomotion sim-eval``) and the same success table on stdout.
+planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
+closed-loop episode, one attempt as in the harness). Results:
+:func:`molmomotion_sim.evaluation.write_results` (same JSON as ``molmomotion sim-eval``) and the same
+success table on stdout.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class EpisodeRunnerNode(Node):
         def result(success: bool, reason: str, steps: int, instruction: str, sim_time_s: float = 0.0):
             return EpisodeResult(seed=seed, family=family, instruction=instruction, success=success,
                                  failure_reason="" if success else reason, steps=steps, sim_time_s=sim_time_s,
-                                 wall_time_s=time.perf_counter() - start, agent="graph-planner",
+                                 wall_time_s=time.perf_counter() - start, agent=self.agent,
                                  model_id=self.model_id)
 
         request = SetParameters.Request(parameters=[_string_param("suite", suite_name),
@@ -139,6 +141,7 @@ class EpisodeRunnerNode(Node):
                               instruction)
             with self._cond:
                 status = dict(self._status)
+            self.agent = status.get("agent", self.agent)
             if status["state"] != "done":
                 return result(False, status.get("reason") or status["state"], steps, instruction)
             steps += 1
@@ -150,9 +153,14 @@ class EpisodeRunnerNode(Node):
             if judged["success"]:
                 return result(True, "", steps, instruction, judged.get("sim_time_s", 0.0))
             reason = judged.get("reason", "goal not reached")
+            if status.get("retryable", True) is False:
+                if status.get("reason"):
+                    reason = f"{reason} ({status['reason']})"
+                break
         return result(False, reason, steps, instruction, judged.get("sim_time_s", 0.0))
 
     model_id = "graph:forecaster_node+manipulation_node"
+    agent = "graph-planner"  # replaced by the manipulation node's own label from its status
 
 
 def run(node: EpisodeRunnerNode) -> int:
@@ -173,7 +181,7 @@ def run(node: EpisodeRunnerNode) -> int:
             bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     wall_time_s = time.perf_counter() - start
     out = Path(params["out"])
-    meta = {"agent": "graph-planner", "via": "ros-graph", "suite": suite.name, "suite_file": suite.source,
+    meta = {"agent": node.agent, "via": "ros-graph", "suite": suite.name, "suite_file": suite.source,
             "split": suite.split, "episodes": len(results), "wall_time_s": round(wall_time_s, 3)}
     evaluation.write_results(out, results, meta)
     print(evaluation.format_table(evaluation.summarize(results)))

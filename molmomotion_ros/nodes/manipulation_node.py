@@ -1,8 +1,15 @@
-"""manipulation_node: a thin ROS 2 adapter over :class:`~molmomotion_ros.planning.manipulator.ForecastManipulator`.
+"""manipulation_node: a thin ROS 2 adapter over the forecast-driven planner
+(:class:`~molmomotion_ros.planning.manipulator.ForecastManipulator`, ``agent: planner``) or a learned
+closed-loop policy (:class:`molmomotion_policies.controller.PolicyController`, ``agent: policy``).
 
 Subscribes (relative names, remappable):
   * ``forecast/hypotheses`` (trajectory_msgs/MultiDOFJointTrajectory, the forecaster's K hypotheses;
-    encoding in :mod:`molmomotion_ros.conversions.forecasts`): each new forecast is planned and executed.
+    encoding in :mod:`molmomotion_ros.conversions.forecasts`): planner: each new forecast is planned
+    and executed; forecast-conditioned policy: the forecast of the episode's first frame.
+  * ``instruction`` (std_msgs/String, policy only): each starts an episode of the policy, which
+    observes ``camera/color/image_raw`` (rgb8/bgr8) with the depth of the same stamp, predicts a chunk
+    of grasp-target set-points at 15 fps, executes it through IK and observes again, until it goes idle
+    after a release or its sample budget is spent. A new instruction replaces the running episode.
   * ``camera/depth/image_raw`` (32FC1 m or 16UC1 mm) and ``camera/color/camera_info``, sensor-data
     QoS: the depth frame with the forecast's stamp t0 gives the target's shape and the obstacles.
   * ``camera/pose`` (geometry_msgs/PoseStamped): the camera optical frame in ``world_frame``.
@@ -14,8 +21,11 @@ Publishes:
     your controller's topic (ros2_control's joint_trajectory_controller takes exactly this).
   * ``gripper/command`` (std_msgs/Float64): per-finger opening in metres, 0 = close with force.
   * ``manipulation/status`` (std_msgs/String, JSON, reliable + transient-local): ``{"state": idle |
-    planning | executing | done | failed | stopped, "reason", "forecast_stamp", "skill", "steps",
-    "planning_time_s", "carry_follows_forecast"}`` on every change; ``/diagnostics`` on problems.
+    planning | executing | done | failed | stopped, "reason", "forecast_stamp", "agent", "retryable",
+    ...}`` on every change; ``/diagnostics`` on problems. Planner: ``forecast_stamp`` is the forecast's,
+    plus "skill", "steps", "planning_time_s", "carry_follows_forecast". Policy: ``forecast_stamp`` is the
+    episode's first frame, plus "chunks", "samples", "ik_failures"; ``retryable`` is false (an episode
+    is the policy's one closed-loop attempt).
 
 Service ``~/stop`` (std_srvs/Trigger): abort at once — an empty JointTrajectory is sent (a
 joint_trajectory_controller holds the current position) and the rest of the sequence is dropped.
@@ -47,12 +57,12 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from .. import conversions
-from ..conversions.joints import msg_to_joint_positions, timed_trajectory_to_msg
+from ..conversions.joints import msg_to_joint_positions, timed_trajectory_to_msg, trajectory_msg
 from ..forecasting.types import ForecastInputError
 from ..node_specs.manipulation import MANIPULATION_NODE
 from ..planning.geometry import FitError
 from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError
-from ..planning.skills import SkillError
+from ..planning.skills import GRIPPER_OPEN_M, SkillError
 from .params import ParameterValueError, declare_parameters
 
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
@@ -69,6 +79,13 @@ class Stopped(Exception):
     """The stop service was called during execution."""
 
 
+class Superseded(Exception):
+    """A new instruction arrived while the policy ran an episode."""
+
+
+SAMPLE_S = 1.0 / 15.0  # the policies' action rate (15 fps, as the demonstrations)
+
+
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * _NS + int(stamp.nanosec)
 
@@ -77,17 +94,19 @@ class ManipulationNode(Node):
     def __init__(self) -> None:
         super().__init__("manipulation_node")
         self._params = declare_parameters(self, MANIPULATION_NODE, on_change=self._on_param)
-        overrides = {"backend": self._params["planner_backend"]}
-        try:
-            config = PlannerConfig.from_yaml(self._params["planner_config"] or None, **overrides)
-            from ..planning.manipulator import ForecastManipulator
-
-            self._manipulator = ForecastManipulator(config, free_scaling=self._params["free_velocity_scaling"],
-                                                    contact_scaling=self._params["contact_velocity_scaling"])
-        except (PlannerConfigError, PlannerUnavailableError) as err:
-            raise StartupError(f"manipulation_node cannot build its planner: {err}") from None
+        self._agent = self._params["agent"]
+        self._manipulator = self._policy = None
+        if self._agent == "policy":
+            self._load_policy()
+        else:
+            self._load_planner()
         self._lock = threading.Lock()
         self._depth = deque()  # (stamp_ns, depth_m) of the last frame_buffer_s
+        self._color = deque()  # (stamp_ns, rgb) likewise, policy only
+        self._instruction: tuple[str, int] | None = None  # pending (text, node-clock ns on arrival)
+        self._forecast_msg: MultiDOFJointTrajectory | None = None  # latest, for a forecast-conditioned policy
+        self._preempt = threading.Event()
+        self._episode_stamp = None  # policy: the stamp of the running episode's first frame
         self._info: dict[int, CameraInfo] = {}
         self._camera_pose: PoseStamped | None = None
         self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
@@ -105,6 +124,10 @@ class ManipulationNode(Node):
                                  callback_group=group)
         self.create_subscription(PoseStamped, "camera/pose", self._on_pose, LATCHED, callback_group=group)
         self.create_subscription(JointState, "joint_states", self._on_joints, 10, callback_group=group)
+        if self._agent == "policy":
+            self.create_subscription(Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data,
+                                     callback_group=group)
+            self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=group)
         self._pub_trajectory = self.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", 10)
         self._pub_gripper = self.create_publisher(Float64, "gripper/command", 10)
         self._pub_status = self.create_publisher(String, "manipulation/status", LATCHED)
@@ -113,12 +136,45 @@ class ManipulationNode(Node):
         self._worker = threading.Thread(target=self._work, name="manipulation", daemon=True)
         self._worker.start()
         self._status("idle")
-        self.get_logger().info(f"ready: agent {self._params['agent']}, planner {self._params['planner_backend']}")
+        what = (f"policy {self._policy_label}" if self._agent == "policy"
+                else f"planner {self._params['planner_backend']}")
+        self.get_logger().info(f"ready: agent {self._agent}, {what}")
+
+    def _load_planner(self) -> None:
+        overrides = {"backend": self._params["planner_backend"]}
+        try:
+            config = PlannerConfig.from_yaml(self._params["planner_config"] or None, **overrides)
+            from ..planning.manipulator import ForecastManipulator
+
+            self._manipulator = ForecastManipulator(config, free_scaling=self._params["free_velocity_scaling"],
+                                                    contact_scaling=self._params["contact_velocity_scaling"])
+        except (PlannerConfigError, PlannerUnavailableError) as err:
+            raise StartupError(f"manipulation_node cannot build its planner: {err}") from None
+
+    def _load_policy(self) -> None:
+        try:
+            import torch
+
+            from molmomotion_policies.controller import PolicyController
+            from molmomotion_policies.observation import PolicyError
+        except ImportError as err:
+            raise StartupError(f"agent=policy needs molmomotion_policies and torch: {err}") from None
+        from ..planning.kinematics import PandaKinematics
+
+        torch.set_num_threads(1)  # one chunk per 4 samples (267 ms): one thread keeps up and leaves a core free
+        try:
+            self._policy, meta = PolicyController.from_checkpoint(self._params["policy_checkpoint"])
+        except (PolicyError, OSError, RuntimeError, KeyError) as err:
+            raise StartupError(f"manipulation_node cannot load policy {self._params['policy_checkpoint']!r}: "
+                               f"{err}") from None
+        self._kinematics = PandaKinematics()
+        self._policy_label = (f"policy-{self._policy.policy.cfg.variant} ({self._params['policy_checkpoint']}, "
+                              f"step {meta.get('step', '?')})")
 
     # --- callbacks: convert and store -----------------------------------------------------------
     def _on_param(self, name: str, value) -> None:
         self._params[name] = value
-        if name in ("free_velocity_scaling", "contact_velocity_scaling"):
+        if name in ("free_velocity_scaling", "contact_velocity_scaling") and self._manipulator is not None:
             skills = self._manipulator.skills
             skills.free_scaling = self._params["free_velocity_scaling"]
             skills.contact_scaling = self._params["contact_velocity_scaling"]
@@ -156,7 +212,35 @@ class ManipulationNode(Node):
         with self._lock:
             self._joints = (arm, fingers)
 
+    def _on_color(self, msg: Image) -> None:
+        try:
+            rgb = conversions.msg_to_rgb(msg)
+        except conversions.ConversionError as err:
+            self._diag("WARN", "camera/color/image_raw", f"colour frame refused: {err}")
+            return
+        t = stamp_ns(msg.header.stamp)
+        with self._lock:
+            self._color.append((t, rgb))
+            while self._color and self._color[0][0] < t - self._params["frame_buffer_s"] * _NS:
+                self._color.popleft()
+
+    def _on_instruction(self, msg: String) -> None:
+        text = " ".join(msg.data.split())
+        if not text:
+            self.get_logger().warning("empty instruction ignored")
+            self._diag("WARN", "instruction", "empty instruction ignored")
+            return
+        with self._lock:
+            self._instruction = (text, self.get_clock().now().nanoseconds)
+        self._stop.clear()
+        self._preempt.set()  # a running episode ends; the worker takes this one next
+        self._wake.set()
+
     def _on_forecast(self, msg: MultiDOFJointTrajectory) -> None:
+        if self._agent == "policy":
+            with self._lock:
+                self._forecast_msg = msg  # read by a forecast-conditioned policy at the episode's start
+            return
         with self._lock:
             self._pending = msg
         self._stop.clear()
@@ -166,7 +250,7 @@ class ManipulationNode(Node):
         self._stop.set()
         self._pub_trajectory.publish(JointTrajectory(joint_names=list(ARM_JOINTS)))  # empty: hold position
         with self._lock:
-            self._pending = None
+            self._pending = self._instruction = None
         response.success, response.message = True, "stopped: the controller holds the current position"
         return response
 
@@ -175,6 +259,13 @@ class ManipulationNode(Node):
         while not self._closing:
             self._wake.wait(0.2)
             self._wake.clear()
+            if self._agent == "policy":
+                with self._lock:
+                    request, self._instruction = self._instruction, None
+                if request is not None:
+                    self._preempt.clear()
+                    self._run_policy_episode(*request)
+                continue
             with self._lock:
                 msg, self._pending = self._pending, None
             if msg is None:
@@ -186,6 +277,127 @@ class ManipulationNode(Node):
             except Exception as err:  # noqa: BLE001  (a node must survive a bug in one request)
                 self.get_logger().error(f"unexpected error while handling a forecast: {type(err).__name__}: {err}")
                 self._status("failed", stamp=msg.header.stamp, reason=f"{type(err).__name__}: {err}")
+
+    # --- policy: one closed-loop episode per instruction ------------------------------------------
+    def _run_policy_episode(self, instruction: str, received_ns: int) -> None:
+        self._episode_stamp = None
+        try:
+            self._policy_episode(instruction, received_ns)
+        except Stopped:
+            self._status("stopped", stamp=self._episode_stamp, reason="stopped by ~/stop", retryable=False)
+        except Superseded:
+            self._status("stopped", stamp=self._episode_stamp, reason="replaced by a new instruction",
+                         retryable=False)
+        except Exception as err:  # noqa: BLE001  (a node must survive a bug in one episode)
+            self.get_logger().error(f"unexpected error in the policy episode: {type(err).__name__}: {err}")
+            self._status("failed", stamp=self._episode_stamp, reason=f"{type(err).__name__}: {err}",
+                         retryable=False)
+
+    def _policy_episode(self, instruction: str, received_ns: int) -> None:
+        from molmomotion_policies.controller import (
+            arm_state_from_joints,
+            chunk_joint_targets,
+            forecast_inputs,
+            gripper_segments,
+            hold_times,
+        )
+        from molmomotion_policies.observation import PolicyError
+
+        controller, forecast = self._policy, None
+        if controller.needs_forecast:
+            msg = self._wait_until(lambda: self._forecast_msg if self._forecast_msg is not None and stamp_ns(
+                self._forecast_msg.header.stamp) >= received_ns else None)
+            if msg is None:
+                return self._policy_fail(f"no forecast on forecast/hypotheses within "
+                                         f"{self._params['frame_timeout_s']} s of the instruction")
+            try:
+                points_t0, hypotheses, _ = conversions.msg_to_forecast_hypotheses(msg)
+                forecast = forecast_inputs(hypotheses[0], points_t0)  # best first
+            except (conversions.ConversionError, PolicyError) as err:
+                return self._policy_fail(f"forecast refused: {err}")
+            first_ns = stamp_ns(msg.header.stamp)  # the policy starts from the frame the forecast saw
+            frame = self._wait_until(lambda: self._policy_frame(first_ns, exact=True))
+        else:
+            frame = self._wait_until(lambda: self._policy_frame(received_ns))
+        if frame is None:
+            return self._policy_fail(f"no colour + depth + camera_info frame after the instruction within "
+                                     f"{self._params['frame_timeout_s']} s")
+        controller.reset(instruction, forecast)
+        self._episode_stamp = frame[3]
+        report = {"chunks": 0, "samples": 0, "ik_failures": 0}
+        self._status("executing", stamp=self._episode_stamp, retryable=False, **report)
+        closed = False  # the gripper starts open (a reset opens it), as in the harness
+        while True:
+            rgb, depth, camera, _ = frame
+            with self._lock:
+                q_arm, fingers = self._joints
+            chunk = controller.next_chunk(rgb, depth, camera, arm_state_from_joints(self._kinematics, q_arm, fingers))
+            targets, failures = chunk_joint_targets(self._kinematics, chunk, q_arm)
+            report["chunks"] += 1
+            report["samples"] += len(targets)
+            report["ik_failures"] += failures
+            for start, stop, segment_closed in gripper_segments(chunk.gripper_closed):
+                if segment_closed != closed:
+                    closed = segment_closed
+                    self._pub_gripper.publish(Float64(data=0.0 if closed else GRIPPER_OPEN_M))
+                times = hold_times(stop - start, SAMPLE_S, self._params["policy_setpoint_rise_s"])
+                self._pub_trajectory.publish(trajectory_msg(times, np.repeat(targets[start:stop], 2, axis=0),
+                                                            ARM_JOINTS))
+                self._sleep(float(times[-1]))
+            if controller.finished:
+                break
+            now_ns = self.get_clock().now().nanoseconds
+            frame = self._wait_until(lambda t=now_ns: self._policy_frame(t))
+            if frame is None:
+                return self._policy_fail(f"no camera frame within {self._params['frame_timeout_s']} s after "
+                                         f"chunk {report['chunks']}", **report)
+        self._status("done", stamp=self._episode_stamp, reason=controller.reason, retryable=False, **report)
+        return None
+
+    def _policy_frame(self, t_ns: int, exact: bool = False):
+        """(rgb, depth_m, camera, stamp) of the first frame stamped at/after ``t_ns`` (``exact``: at it) whose
+        colour, depth and camera_info all arrived, or None."""
+        with self._lock:
+            depth = dict(self._depth)
+            colors = [(t, rgb) for t, rgb in self._color if (t == t_ns if exact else t >= t_ns) and t in depth]
+            info = {t: self._info.get(t) for t, _ in colors}
+            pose, joints = self._camera_pose, self._joints
+        if pose is None or joints is None:
+            return None
+        for t, rgb in colors:
+            if info[t] is None:
+                continue
+            try:
+                camera = conversions.camera_info_to_camera(info[t], conversions.pose_to_matrix(pose.pose))
+            except conversions.ConversionError as err:
+                self._diag("WARN", "camera/color/camera_info", f"camera refused: {err}")
+                continue
+            if rgb.shape[:2] != depth[t].shape or (camera.height, camera.width) != depth[t].shape:
+                self._diag("WARN", "camera", f"colour {rgb.shape[:2]}, depth {depth[t].shape} and camera_info "
+                           f"{camera.height}x{camera.width} differ; frame skipped")
+                continue
+            return rgb, depth[t], camera, info[t].header.stamp
+        return None
+
+    def _wait_until(self, get):
+        """Poll ``get`` until it returns something (→ it) or frame_timeout_s of wall time pass (→ None);
+        ~/stop and a new instruction interrupt."""
+        deadline = time.monotonic() + self._params["frame_timeout_s"]
+        while time.monotonic() < deadline:
+            if self._stop.is_set():
+                raise Stopped
+            if self._preempt.is_set():
+                raise Superseded
+            value = get()
+            if value is not None:
+                return value
+            time.sleep(0.005)
+        return None
+
+    def _policy_fail(self, reason: str, **extra) -> None:
+        self.get_logger().warning(f"policy episode failed: {reason}")
+        self._diag("WARN", "policy", reason)
+        self._status("failed", stamp=self._episode_stamp, reason=reason, retryable=False, **extra)
 
     def _handle(self, msg: MultiDOFJointTrajectory) -> None:
         stamp = msg.header.stamp
@@ -291,6 +503,8 @@ class ManipulationNode(Node):
         while self._now_s() < end:
             if self._stop.is_set():
                 raise Stopped
+            if self._agent == "policy" and self._preempt.is_set():
+                raise Superseded
             if self._closing:
                 return
             time.sleep(0.005)
@@ -302,7 +516,8 @@ class ManipulationNode(Node):
         self._status("failed", stamp=stamp, reason=reason, **extra)
 
     def _status(self, state: str, stamp=None, reason: str = "", **extra) -> None:
-        doc = {"state": state, "reason": reason,
+        agent = self._policy_label if self._agent == "policy" else f"planner ({self._params['planner_backend']})"
+        doc = {"state": state, "reason": reason, "agent": agent,
                "forecast_stamp": None if stamp is None else stamp_ns(stamp) / _NS, **extra}
         self._pub_status.publish(String(data=json.dumps(doc)))
 

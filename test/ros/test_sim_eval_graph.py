@@ -24,3 +24,20 @@ def test_an_episode_through_the_graph_succeeds_and_writes_the_harness_results(tm
     assert episodes[0]["success"], (episodes[0]["failure_reason"], logs)
     assert document["meta"]["via"] == "ros-graph"
     assert "place-in-container" in result.stdout and "1 episodes through the ROS graph" in result.stdout
+
+
+def test_the_shipped_policy_through_the_graph_acts_as_in_the_harness(tmp_path):
+    """Policy A on a test seed it solves in the harness (place-in-container 110000) solves it through
+    sim_node + manipulation_node (agent policy) + episode runner, with one attempt (no retry)."""
+    out = tmp_path / "graph.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "molmomotion_ros.cli", "launch", "sim_eval_policy", "--families",
+         "place-in-container", "--episodes", "1", "--policy", "A", "--out", str(out), "--log-dir",
+         str(tmp_path / "logs"), "--no-progress"],
+        env=isolated_ros_env(), capture_output=True, text=True, timeout=400)
+    logs = {p.name: p.read_text()[-1500:] for p in (tmp_path / "logs").glob("*.log")}
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:], logs)
+    document = json.loads(out.read_text())
+    (episode,) = document["episodes"]
+    assert episode["success"] and episode["steps"] == 1, (episode, logs)
+    assert document["meta"]["agent"].startswith("policy-A")

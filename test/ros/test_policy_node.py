@@ -1,0 +1,103 @@
+"""manipulation_node with ``agent: policy`` against sim_node, both real processes: the shipped policy A
+starts on the instruction and drives the arm closed-loop from the camera frames, ~/stop halts it, a new
+instruction replaces a running episode, and a missing checkpoint stops the node at start with a reason.
+The same policy through the whole graph (episode runner) is in test_sim_eval_graph.py."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosutil import start_node, stop, wait_until
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+ROOT = Path(__file__).resolve().parents[2]
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "molmomotion_ros.nodes.manipulation_node", "--ros-args", "--params-file",
+         str(ROOT / "config/manipulation_node.yaml"), "-p", "agent:=policy", "-p", "policy_checkpoint:=Z"],
+        env=ros_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "no policy checkpoint 'Z'" in result.stderr + result.stdout
+    assert "shipped: A, B" in result.stderr + result.stdout
+
+
+def test_policy_drives_the_arm_from_frames_stop_and_replace(ros_env, tmp_path):
+    sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
+                     "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
+                     env=ros_env, log_path=tmp_path / "sim.log")
+    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
+                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true",
+                       "-p", "agent:=policy", "-p", "policy_checkpoint:=A",
+                       env=ros_env, log_path=tmp_path / "manipulation.log")
+    rclpy.init()
+    node = rclpy.create_node("policy_test")
+    joints, statuses, trajectories = [], [], []
+    node.create_subscription(JointState, "joint_states", joints.append, 10)
+    node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
+    node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
+    instruction = node.create_publisher(String, "instruction", LATCHED)
+    stop_client = node.create_client(Trigger, "manipulation_node/stop")
+
+    def spin():
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+    def logs():
+        return {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.log")}
+
+    try:
+        # sim_node's reset publishes the instruction (latched): the policy starts on it by itself.
+        wait_until(lambda: statuses and statuses[-1]["state"] == "executing", 120, spin,
+                   f"the policy's first chunk {logs()}")
+        first = statuses[-1]
+        assert first["agent"].startswith("policy-A") and first["retryable"] is False
+        wait_until(lambda: len(trajectories) >= 3, 30, spin, "three chunks")
+        chunk = trajectories[-1]
+        assert chunk.joint_names == [f"panda_joint{i}" for i in range(1, 8)]
+        times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in chunk.points]
+        assert len(times) % 2 == 0 and abs(times[1] - 1 / 15) < 1e-6  # zero-order hold at 15 fps
+        moved = np.abs(np.array(joints[-1].position[:7]) - np.array(joints[0].position[:7])).max()
+        assert moved > 0.02, moved
+
+        assert stop_client.wait_for_service(10)
+        future = stop_client.call_async(Trigger.Request())
+        wait_until(future.done, 10, spin, "the stop service")
+        wait_until(lambda: statuses[-1]["state"] == "stopped", 10, spin, "the stopped status")
+        count = len(joints)
+        wait_until(lambda: len(joints) > count + 30, 10, spin, "joint states after the stop")
+        speeds = np.abs(np.array([j.velocity[:7] for j in joints[-10:]]))
+        assert speeds.max() < 0.05, (speeds.max(), logs())
+
+        # A new instruction starts a new episode from a newer frame; another one replaces it.
+        instruction.publish(String(data="put the red cube in the blue bowl"))
+        wait_until(lambda: statuses[-1]["state"] == "executing"
+                   and statuses[-1]["forecast_stamp"] > first["forecast_stamp"], 30, spin, "a second episode")
+        second = statuses[-1]
+        t = time.monotonic()
+        wait_until(lambda: time.monotonic() - t > 0.5, 5, spin, "motion")
+        instruction.publish(String(data="put the red cube in the blue bowl"))
+        wait_until(lambda: any(s["state"] == "stopped" and "replaced" in s["reason"] for s in statuses), 10, spin,
+                   "the replaced status")
+        wait_until(lambda: statuses[-1]["state"] in ("executing", "done")
+                   and statuses[-1]["forecast_stamp"] > second["forecast_stamp"], 30, spin, "a third episode")
+        wait_until(lambda: statuses[-1]["state"] in ("done", "failed"), 60, spin, f"the episode's end {logs()}")
+        end = statuses[-1]
+        assert end["state"] == "done", (end, logs())
+        assert end["chunks"] > 3 and end["samples"] >= 4 * (end["chunks"] - 1)
+        assert end["ik_failures"] <= end["samples"] // 10, end
+        assert manip.poll() is None and sim.poll() is None
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(manip)
+        stop(sim)
