@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Set-up + main job: the simulated evaluation through the ROS 2 graph (sim_node, speech_node,
-# forecaster_node with the shipped FM model, manipulation_node, episode runner; one process each,
-# an isolated DDS domain), 5 test-seed episodes per task family; prints the success table.
-#   bash scripts/main.sh                             # = molmomotion launch sim_eval --episodes 5 --isolated
+# Set-up + main job: simulated evaluation through the ROS 2 graph (one process per node, an isolated
+# DDS domain), 5 test-seed episodes per task family, twice:
+#   1. sim_eval: sim_node, speech_node, forecaster_node (shipped FM model), manipulation_node (planner)
+#   2. sim_eval_policy: sim_node, manipulation_node running the shipped closed-loop policy A
+#      (its encoder initialised from the motion forecaster)
+# then prints both success tables side by side (`molmomotion results`). About 8 minutes on 2 cores.
+#   bash scripts/main.sh                              # the above
 #   bash scripts/main.sh sim-eval --agent planner-fm  # any arguments: a full `molmomotion` command line
 # Runs from the repository root, so relative paths in the arguments are relative to it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, set-up, environment
 
-if [[ $# -eq 0 ]]; then
-    set -- launch sim_eval --episodes 5 --isolated --out results/main-graph-eval.json
+if [[ $# -gt 0 ]]; then
+    exec "$ROOT/.venv/bin/molmomotion" "$@"
 fi
-exec "$ROOT/.venv/bin/molmomotion" "$@"
+EPISODES="${MAIN_EPISODES:-5}"  # per family
+"$ROOT/.venv/bin/molmomotion" launch sim_eval --episodes "$EPISODES" --isolated --out results/main-graph-eval.json
+"$ROOT/.venv/bin/molmomotion" launch sim_eval_policy --policy A --episodes "$EPISODES" --isolated \
+    --out results/main-policy-eval.json
+echo
+echo "Success through the ROS graph, test seeds (successes/episodes, rate [95% interval]):"
+"$ROOT/.venv/bin/molmomotion" results results/main-graph-eval.json results/main-policy-eval.json \
+    --labels "forecast (FM) + planner,policy A (motion-pretrained encoder)"

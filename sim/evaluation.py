@@ -261,6 +261,38 @@ def format_table(rows: Sequence[SummaryRow]) -> str:
     return "\n".join([render(header), rule, *body])
 
 
+def compare_table(documents: Sequence[dict], labels: Sequence[str] | None = None) -> str:
+    """Results documents (:func:`write_results`) side by side: per family, successes/episodes and the
+    rate with its 95 % interval in each; columns are labelled by ``labels`` or each run's agent."""
+    labels = list(labels or [_run_label(d) for d in documents])
+    summaries = [{row["family"]: row for row in d["summary"]} for d in documents]
+    families = sorted({f for s in summaries for f in s if f != OVERALL}) + [OVERALL]
+
+    def cell(row: dict | None) -> str:
+        if row is None:
+            return "—"
+        return f"{row['successes']}/{row['n']}  {row['rate']:.1%} [{row['lo']:.0%}, {row['hi']:.0%}]"
+
+    lines = [[f, *(cell(s.get(f)) for s in summaries)] for f in families]
+    header = ["family", *labels]
+    widths = [max(len(c) for c in column) for column in zip(header, *lines, strict=True)]
+
+    def render(cells) -> str:
+        return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:],
+                                                                                  strict=True))])
+
+    rule = "-" * len(render(header))
+    body = [render(line) for line in lines]
+    body.insert(len(body) - 1, rule)
+    return "\n".join([render(header), rule, *body])
+
+
+def _run_label(document: dict) -> str:
+    meta = document.get("meta", {})
+    via = " via ROS graph" if meta.get("via") == "ros-graph" else ""
+    return f"{meta.get('agent', '?')}{via}"
+
+
 # --- results files -----------------------------------------------------------------------------
 def git_revision(repo: Path | None = None) -> str | None:
     """``HEAD``'s commit (with ``-dirty`` if the tree has changes), or None outside a git checkout."""

@@ -115,6 +115,21 @@ def test_sim_eval_writes_results_and_prints_a_table(tmp_path):
     assert [(e["family"], e["seed"]) for e in document["episodes"]] == [("push", 110000)]
 
 
+def test_results_prints_runs_side_by_side_and_refuses_a_non_results_file(tmp_path):
+    ROOT = Path(__file__).resolve().parents[1]
+    graph, harness = ROOT / "docs/results/graph-policy-A-10pf.json", ROOT / "docs/results/eval-policy-A-10pf.json"
+    result = run_cli("results", str(graph), str(harness), "--labels", "graph,harness")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["family", "graph", "harness"]
+    overall = [line for line in lines if line.startswith("all")][0]
+    expected = [f"{sum(e['success'] for e in json.loads(f.read_text())['episodes'])}/40" for f in (graph, harness)]
+    assert overall.split()[1::4] == expected
+    (tmp_path / "bad.json").write_text("{}")
+    bad = run_cli("results", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and error_lines(bad.stderr)[0].startswith("molmomotion: error:")
+
+
 def test_default_output_path_names_suite_and_agent(tmp_path):
     result = run_cli("sim-eval", "--suite", "smoke", "--families", "stack", "--episodes", "1", "--workers", "1",
                      "--no-progress", cwd=tmp_path)
