@@ -133,21 +133,32 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     return ExperimentResult(summary, table, files)
 
 
+EVAL_SUITE = "main"  # whose task options the test episodes use
+
+
 def evaluate_checkpoint(checkpoint: Path, specs: list[tuple[str, int]], agent_cfg: AgentConfig, path: Path,
                         progress: bool = True) -> list[EpisodeResult]:
-    """Run the policy on every (family, test seed), in this process; cached in ``path`` (harness JSON)."""
+    """Run the policy on every (family, test seed), in this process, with the scenes of the main suite
+    (``molmomotion sim-eval`` draws the same ones); cached in ``path`` (harness JSON)."""
     if path.is_file():
         document = json.loads(path.read_text())
-        if document.get("meta", {}).get("checkpoint_mtime") == checkpoint.stat().st_mtime:
+        meta = document.get("meta", {})
+        if meta.get("checkpoint_mtime") == checkpoint.stat().st_mtime and meta.get("suite") == EVAL_SUITE:
             return [EpisodeResult(**e) for e in document["episodes"]]
     from tqdm import tqdm
+
+    from molmomotion_sim.suites import load_suite
+
+    # The suite's options (held-out target combinations excluded): without them some test seeds draw
+    # another scene than the harness and the ROS graph show for the same seed.
+    options = {f.family: f.options for f in load_suite(EVAL_SUITE).families}
 
     agent = PolicyAgent(checkpoint, agent_cfg)
     results, world = [], World()
     try:
         for family, seed in tqdm(specs, desc=f"eval {path.stem}", unit="ep", disable=not progress, dynamic_ncols=True):
             start = time.perf_counter()
-            task = TASKS[family](world)
+            task = TASKS[family](world, options[family])
             try:
                 results.append(run_episode(task, seed, agent))
             except Exception as err:  # one episode's crash is that episode's failure, as in the harness
@@ -159,6 +170,7 @@ def evaluate_checkpoint(checkpoint: Path, specs: list[tuple[str, int]], agent_cf
     finally:
         world.close()
     write_results(path, results, {"checkpoint": str(checkpoint), "checkpoint_mtime": checkpoint.stat().st_mtime,
+                                  "suite": EVAL_SUITE,
                                   "agent": agent.name, "model_id": agent.model_id,
                                   "agent_config": asdict(agent_cfg)})
     return results
