@@ -208,9 +208,13 @@ def main(args=None) -> None:
         status = 130
     finally:
         if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
+            # Out of the executor first: a callback (e.g. /clock at 100 Hz) taken while destroy_node runs
+            # fails with "cannot use Destroyable" and is printed as an unretrieved exception at exit.
+            if node is not None:
+                executor.remove_node(node)
+            executor.shutdown(timeout_sec=5.0)
         if spinner is not None:
-            spinner.join(timeout=2.0)  # a thread still inside the executor at exit aborts the process
+            spinner.join(timeout=5.0)  # a thread still inside the executor at exit aborts the process
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
