@@ -107,6 +107,7 @@ class ManipulationNode(Node):
         self._forecast_msg: MultiDOFJointTrajectory | None = None  # latest, for a forecast-conditioned policy
         self._preempt = threading.Event()
         self._episode_stamp = None  # policy: the stamp of the running episode's first frame
+        self._used_forecast_ns = -1  # forecast-conditioned policy: the stamp of the last forecast used
         self._info: dict[int, CameraInfo] = {}
         self._camera_pose: PoseStamped | None = None
         self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
@@ -305,8 +306,16 @@ class ManipulationNode(Node):
 
         controller, forecast = self._policy, None
         if controller.needs_forecast:
-            msg = self._wait_until(lambda: self._forecast_msg if self._forecast_msg is not None and stamp_ns(
-                self._forecast_msg.header.stamp) >= received_ns else None)
+            # The forecaster took its frame after the instruction reached it, which may be a little before it
+            # reached this node: a forecast newer than the last one used and at most max_frame_offset_s older
+            # than the instruction belongs to this episode.
+            oldest_ns = max(received_ns - int(self._params["max_frame_offset_s"] * _NS), self._used_forecast_ns + 1)
+
+            def new_forecast():
+                msg = self._forecast_msg
+                return msg if msg is not None and stamp_ns(msg.header.stamp) >= oldest_ns else None
+
+            msg = self._wait_until(new_forecast)
             if msg is None:
                 return self._policy_fail(f"no forecast on forecast/hypotheses within "
                                          f"{self._params['frame_timeout_s']} s of the instruction")
@@ -315,8 +324,9 @@ class ManipulationNode(Node):
                 forecast = forecast_inputs(hypotheses[0], points_t0)  # best first
             except (conversions.ConversionError, PolicyError) as err:
                 return self._policy_fail(f"forecast refused: {err}")
-            first_ns = stamp_ns(msg.header.stamp)  # the policy starts from the frame the forecast saw
-            frame = self._wait_until(lambda: self._policy_frame(first_ns, exact=True))
+            first_ns = self._used_forecast_ns = stamp_ns(msg.header.stamp)
+            # The policy starts from the frame the forecast saw (or the next, if that one was dropped).
+            frame = self._wait_until(lambda: self._policy_frame(first_ns))
         else:
             frame = self._wait_until(lambda: self._policy_frame(received_ns))
         if frame is None:
@@ -354,12 +364,12 @@ class ManipulationNode(Node):
         self._status("done", stamp=self._episode_stamp, reason=controller.reason, retryable=False, **report)
         return None
 
-    def _policy_frame(self, t_ns: int, exact: bool = False):
-        """(rgb, depth_m, camera, stamp) of the first frame stamped at/after ``t_ns`` (``exact``: at it) whose
-        colour, depth and camera_info all arrived, or None."""
+    def _policy_frame(self, t_ns: int):
+        """(rgb, depth_m, camera, stamp) of the first frame stamped at/after ``t_ns`` whose colour, depth and
+        camera_info all arrived, or None."""
         with self._lock:
             depth = dict(self._depth)
-            colors = [(t, rgb) for t, rgb in self._color if (t == t_ns if exact else t >= t_ns) and t in depth]
+            colors = [(t, rgb) for t, rgb in self._color if t >= t_ns and t in depth]
             info = {t: self._info.get(t) for t, _ in colors}
             pose, joints = self._camera_pose, self._joints
         if pose is None or joints is None:

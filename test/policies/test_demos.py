@@ -7,19 +7,17 @@ from molmomotion_policies.demos import DemoConfig, Demos, record_demos
 from molmomotion_policies.observation import CHUNK_STEPS, FORECAST_POINTS, FORECAST_STEPS, PolicyError
 from molmomotion_sim.seeds import split_of
 
-from .conftest import FAMILIES
 
-
-def test_shapes_and_dtypes(demos):
+def test_shapes_and_dtypes(demos, demo_families):
     m, e = len(demos), demos.num_episodes
-    assert e == len(FAMILIES) and m > 10
+    assert e == len(demo_families) and m > 10
     assert demos.rgb.shape == (m, 3, 60, 80) and demos.rgb.dtype == np.uint8
     assert demos.xyz_cam_m.shape == (m, 3, 60, 80) and demos.xyz_cam_m.dtype == np.float16
     assert demos.action_pos_m.shape == (m, CHUNK_STEPS, 3)
     assert demos.action_yaw_rad.shape == demos.action_gripper_closed.shape == (m, CHUNK_STEPS)
     assert demos.forecast_world_m.shape == (e, FORECAST_POINTS, FORECAST_STEPS, 3)
     assert demos.forecast_valid.all() and demos.success.all()
-    assert [demos.families[f] for f in demos.family] == list(FAMILIES)
+    assert [demos.families[f] for f in demos.family] == list(demo_families)
     assert np.isfinite(demos.ee_uv_model).all()
     assert (demos.ee_uv_model >= 0).all() and (demos.ee_uv_model[:, 0] <= 79).all()
 
@@ -64,12 +62,12 @@ def test_refusals(tmp_path):
         Demos.load(tmp_path / "missing.npz")
 
 
-def test_forecast_free_config_reuses_the_recording_with_forecasts(demos, tmp_path):
+def test_forecast_free_config_reuses_the_recording_with_forecasts(demos, demo_families, tmp_path):
     from dataclasses import replace
 
     from molmomotion_policies.demos import load_or_record
 
-    with_forecast = DemoConfig("train", 1, families=FAMILIES, frames_every=4, forecast=True)
+    with_forecast = DemoConfig("train", 1, families=demo_families, frames_every=4, forecast=True)
     assert demos.config["key"] == with_forecast.key()
     demos.save(tmp_path / f"train-1pf-{with_forecast.key()}.npz")
     loaded = load_or_record(replace(with_forecast, forecast=False), tmp_path, progress=False)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosutil import start_node, stop, wait_until
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from molmomotion_ros.conversions import hypotheses_to_trajectory
 
 ROOT = Path(__file__).resolve().parents[2]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -95,6 +97,63 @@ def test_policy_drives_the_arm_from_frames_stop_and_replace(ros_env, tmp_path):
         assert end["state"] == "done", (end, logs())
         assert end["chunks"] > 3 and end["samples"] >= 4 * (end["chunks"] - 1)
         assert end["ik_failures"] <= end["samples"] // 10, end
+        assert manip.poll() is None and sim.poll() is None
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(manip)
+        stop(sim)
+
+
+def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_env, tmp_path, tiny_checkpoints):
+    """Variant C (tiny, untrained to succeed): without a forecast the episode fails with the reason; with one,
+    the episode starts from the frame the forecast was made from."""
+    sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
+                     "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
+                     env=ros_env, log_path=tmp_path / "sim.log")
+    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
+                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
+                       "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=3.0",
+                       env=ros_env, log_path=tmp_path / "manipulation.log")
+    rclpy.init()
+    node = rclpy.create_node("policy_c_test")
+    statuses, colors = [], []
+    node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
+    node.create_subscription(Image, "camera/color/image_raw", colors.append, qos_profile_sensor_data)
+    instruction = node.create_publisher(String, "instruction", LATCHED)
+    forecast = node.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", LATCHED)
+    stop_client = node.create_client(Trigger, "manipulation_node/stop")
+
+    def spin():
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+    def logs():
+        return {p.name: p.read_text()[-1500:] for p in tmp_path.glob("*.log")}
+
+    def stamp_s(stamp):
+        return stamp.sec + stamp.nanosec * 1e-9
+
+    try:
+        # sim_node's reset published the instruction; nobody forecasts it.
+        wait_until(lambda: statuses and statuses[-1]["state"] == "failed", 120, spin, f"the refusal {logs()}")
+        assert "no forecast on forecast/hypotheses" in statuses[-1]["reason"]
+        assert manip.poll() is None
+
+        instruction.publish(String(data="put the red cube in the blue bowl"))
+        count = len(colors)
+        wait_until(lambda: len(colors) > count + 2, 30, spin, "frames after the instruction")
+        frame_stamp = colors[-1].header.stamp
+        points_t0 = np.array([[0.5 + 0.01 * i, 0.0, 0.05] for i in range(8)])
+        tracks = points_t0[None, :, None, :] + np.linspace(0, 0.1, 32)[None, None, :, None] * np.array([0, 1, 0])
+        forecast.publish(hypotheses_to_trajectory(points_t0, tracks, np.arange(1, 33) * 2 / 15, frame_stamp, "world"))
+        wait_until(lambda: statuses[-1]["state"] == "executing", 30, spin, f"the episode {logs()}")
+        started = statuses[-1]["forecast_stamp"]
+        assert 0 <= started - stamp_s(frame_stamp) < 0.2, (started, stamp_s(frame_stamp))
+
+        assert stop_client.wait_for_service(10)
+        future = stop_client.call_async(Trigger.Request())
+        wait_until(future.done, 10, spin, "the stop service")
+        wait_until(lambda: statuses[-1]["state"] == "stopped", 10, spin, "the stopped status")
         assert manip.poll() is None and sim.poll() is None
     finally:
         node.destroy_node()
