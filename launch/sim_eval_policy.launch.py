@@ -1,4 +1,5 @@
-"""Simulated evaluation of a learned closed-loop policy through the ROS graph: sim_node, the
+"""Simulated evaluation of a learned closed-loop policy through the ROS graph: sim_node,
+forecaster_node (one forecast per instruction, read by a forecast-conditioned policy), the
 manipulation node with ``agent: policy`` (shipped checkpoint A unless ``policy_checkpoint`` says
 otherwise) and the episode runner (the harness's results JSON; it ends the launch).
 

@@ -121,14 +121,17 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   "speech_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),
-    GraphSpec("sim_eval_policy", "simulated arm + a learned closed-loop policy in the manipulation node "
-              "(shipped A by default), driven episode by episode by the episode runner",
-              ("sim_node", "manipulation_node"),
+    GraphSpec("sim_eval_policy", "simulated arm + forecaster + a learned closed-loop policy in the manipulation "
+              "node (shipped A by default; a forecast-conditioned policy reads the forecast of its first frame), "
+              "driven episode by episode by the episode runner",
+              ("sim_node", "forecaster_node", "manipulation_node"),
               overrides={
                   # Real time and a 15 Hz camera: the policy observes a new frame after each chunk of 4
-                  # samples (267 ms), as in the harness, and needs ~60 ms to decide.
+                  # samples (267 ms), as in the harness, and needs ~60 ms to decide. The forecaster
+                  # forecasts once per instruction.
                   "sim_node": {"real_time_factor": 1.0, "camera_rate_hz": 15.0, "clock_rate_hz": 100.0,
                                "reset_on_start": False},
+                  "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0},
                   "manipulation_node": {**_SIM_TIME, "agent": "policy"},
               },
               runner="episode_runner"),
