@@ -86,6 +86,10 @@ class EpisodeRunnerNode(Node):
                              (self._success, "/sim_node/success")):
             if not client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
                 raise GraphNotReady(f"{name} did not appear within {SERVICE_WAIT_S:.0f} s; is sim_node running?")
+        # The manipulation node publishes its (latched) status once it is ready: the first episode's
+        # instruction must not reach it while it is still loading its models.
+        if not self._wait(lambda: self._status is not None, SERVICE_WAIT_S):
+            raise GraphNotReady(f"no manipulation/status within {SERVICE_WAIT_S:.0f} s; is manipulation_node running?")
 
     def _call(self, client, request, timeout_s: float = 60.0):
         future = client.call_async(request)

@@ -51,6 +51,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
@@ -108,6 +109,8 @@ class ManipulationNode(Node):
         self._preempt = threading.Event()
         self._episode_stamp = None  # policy: the stamp of the running episode's first frame
         self._used_forecast_ns = -1  # forecast-conditioned policy: the stamp of the last forecast used
+        self._stale_forecast_ns = -1  # ... and of the last forecast received before the newest instruction
+        self._instructions_seen = 0
         self._info: dict[int, CameraInfo] = {}
         self._camera_pose: PoseStamped | None = None
         self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
@@ -233,6 +236,10 @@ class ManipulationNode(Node):
             return
         with self._lock:
             self._instruction = (text, self.get_clock().now().nanoseconds)
+            if self._instructions_seen and self._forecast_msg is not None:
+                # Forecasts already here answer an earlier instruction; this one's is made after it.
+                self._stale_forecast_ns = stamp_ns(self._forecast_msg.header.stamp)
+            self._instructions_seen += 1
         self._stop.clear()
         self._preempt.set()  # a running episode ends; the worker takes this one next
         self._wake.set()
@@ -281,7 +288,10 @@ class ManipulationNode(Node):
 
     # --- policy: one closed-loop episode per instruction ------------------------------------------
     def _run_policy_episode(self, instruction: str, received_ns: int) -> None:
-        self._episode_stamp = None
+        # Until the first frame is chosen the episode is known by the instruction's arrival (node clock), so
+        # that even an episode failing before it has a stamp newer than the last (the episode runner matches
+        # outcomes to episodes by it).
+        self._episode_stamp = Time(nanoseconds=received_ns).to_msg()
         try:
             self._policy_episode(instruction, received_ns)
         except Stopped:
@@ -306,10 +316,11 @@ class ManipulationNode(Node):
 
         controller, forecast = self._policy, None
         if controller.needs_forecast:
-            # The forecaster took its frame after the instruction reached it, which may be a little before it
-            # reached this node: a forecast newer than the last one used and at most max_frame_offset_s older
-            # than the instruction belongs to this episode.
-            oldest_ns = max(received_ns - int(self._params["max_frame_offset_s"] * _NS), self._used_forecast_ns + 1)
+            # This instruction's forecast: newer than the last one used and than any received before the
+            # instruction (except at start: the forecaster, up sooner, may answer a latched instruction
+            # seconds before this node hears it), and its frame still within the frame buffer.
+            oldest_ns = max(received_ns - int(self._params["frame_buffer_s"] * _NS), self._used_forecast_ns + 1,
+                            self._stale_forecast_ns + 1)
 
             def new_forecast():
                 msg = self._forecast_msg
