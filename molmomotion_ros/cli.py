@@ -377,7 +377,7 @@ def _add_launch_parser(commands) -> None:
     launch.add_argument("--families", type=_family_list, metavar="A,B", help="sim_eval: families to run")
     launch.add_argument("--backend", help="forecaster backend (forecaster_node.backend): fm, ar, stationary, ...")
     launch.add_argument("--policy", metavar="NAME|PATH", help="sim_eval_policy: the policy checkpoint "
-                        "(manipulation_node.policy_checkpoint): shipped A or B, or a path")
+                        "(manipulation_node.policy_checkpoint): shipped A, B or C, or a path")
     launch.add_argument("--out", type=Path, metavar="PATH", help="sim_eval: results JSON (episode_runner.out)")
     launch.add_argument("--log-dir", type=Path, metavar="DIR",
                         help="node logs (default: results/logs/<graph>-<time>/)")

@@ -100,7 +100,7 @@ class PolicyAgent:
 
 def make_policy_agent(checkpoint: str | Path | None = None, **config) -> PolicyAgent:
     """Factory for ``molmomotion_sim.agents.AGENTS`` (``--agent-arg checkpoint=...``, AgentConfig fields;
-    ``checkpoint`` is a path or the name of a shipped one: A, B)."""
+    ``checkpoint`` is a path or the name of a shipped one: A, B, C)."""
     if checkpoint is None:
-        raise PolicyError("the policy agent needs checkpoint=PATH (or a shipped name: A, B)")
+        raise PolicyError("the policy agent needs checkpoint=PATH (or a shipped name: A, B, C)")
     return PolicyAgent(shipped_policy(str(checkpoint)), AgentConfig(**config))

@@ -12,7 +12,8 @@ MANIPULATION_NODE = register(NodeSpec(
                   "forecast/hypotheses) or policy (a learned closed-loop policy of molmomotion_policies, started "
                   "by each instruction, observing camera frames)", choices=("planner", "policy"), read_only=True),
         ParamSpec("policy_checkpoint", "A", "agent=policy: a shipped policy (A: encoder from the motion "
-                  "forecaster, B: from the base grounding model) or a checkpoint path", read_only=True),
+                  "forecaster, B: from the base grounding model, C: A + the forecast as input, which needs "
+                  "forecast/hypotheses) or a checkpoint path", read_only=True),
         ParamSpec("policy_setpoint_rise_s", 1.0 / 240.0, "agent=policy: s over which each 15 fps set-point is "
                   "approached (one physics step: the simulated demonstrations' step changes; on a real arm raise "
                   "it, up to 1/15 s = linear interpolation)", range=(0.001, 0.066)),

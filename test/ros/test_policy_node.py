@@ -31,7 +31,7 @@ def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_e
         env=ros_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no policy checkpoint 'Z'" in result.stderr + result.stdout
-    assert "shipped: A, B" in result.stderr + result.stdout
+    assert "shipped: A, B, C" in result.stderr + result.stdout
 
 
 def test_policy_drives_the_arm_from_frames_stop_and_replace(ros_env, tmp_path):
