@@ -24,7 +24,9 @@ Publishes:
     planning | executing | done | failed | stopped, "reason", "forecast_stamp", "agent", "retryable",
     ...}`` on every change; ``/diagnostics`` on problems. Planner: ``forecast_stamp`` is the forecast's,
     plus "skill", "steps", "planning_time_s", "carry_follows_forecast". Policy: ``forecast_stamp`` is the
-    episode's first frame, plus "chunks", "samples", "ik_failures"; ``retryable`` is false (an episode
+    episode's first frame, plus "chunks", "samples", "ik_failures" (and "forecast_used" for a
+    forecast-conditioned policy: false when no forecast came within frame_timeout_s and it acts without
+    one, as in training); ``retryable`` is false (an episode
     is the policy's one closed-loop attempt).
 
 Service ``~/stop`` (std_srvs/Trigger): abort at once — an empty JointTrajectory is sent (a
@@ -109,7 +111,7 @@ class ManipulationNode(Node):
         self._preempt = threading.Event()
         self._episode_stamp = None  # policy: the stamp of the running episode's first frame
         self._used_forecast_ns = -1  # forecast-conditioned policy: the stamp of the last forecast used
-        self._stale_forecast_ns = -1  # ... and of the last forecast received before the newest instruction
+        self._episode_running = False
         self._instructions_seen = 0
         self._info: dict[int, CameraInfo] = {}
         self._camera_pose: PoseStamped | None = None
@@ -236,10 +238,9 @@ class ManipulationNode(Node):
             return
         with self._lock:
             self._instruction = (text, self.get_clock().now().nanoseconds)
-            if self._instructions_seen and self._forecast_msg is not None:
-                # Forecasts already here answer an earlier instruction; this one's is made after it.
-                self._stale_forecast_ns = stamp_ns(self._forecast_msg.header.stamp)
             self._instructions_seen += 1
+        self.get_logger().info(f"instruction: {text!r}" + (" (replaces the running episode)"
+                                                           if self._episode_running else ""))
         self._stop.clear()
         self._preempt.set()  # a running episode ends; the worker takes this one next
         self._wake.set()
@@ -292,6 +293,7 @@ class ManipulationNode(Node):
         # that even an episode failing before it has a stamp newer than the last (the episode runner matches
         # outcomes to episodes by it).
         self._episode_stamp = Time(nanoseconds=received_ns).to_msg()
+        self._episode_running = True
         try:
             self._policy_episode(instruction, received_ns)
         except Stopped:
@@ -303,6 +305,8 @@ class ManipulationNode(Node):
             self.get_logger().error(f"unexpected error in the policy episode: {type(err).__name__}: {err}")
             self._status("failed", stamp=self._episode_stamp, reason=f"{type(err).__name__}: {err}",
                          retryable=False)
+        finally:
+            self._episode_running = False
 
     def _policy_episode(self, instruction: str, received_ns: int) -> None:
         from molmomotion_policies.controller import (
@@ -311,41 +315,47 @@ class ManipulationNode(Node):
             forecast_inputs,
             gripper_segments,
             hold_times,
+            pack_forecast,
         )
-        from molmomotion_policies.observation import PolicyError
+        from molmomotion_policies.observation import FORECAST_POINTS, FORECAST_STEPS, PolicyError
 
-        controller, forecast = self._policy, None
+        controller, forecast, start_ns = self._policy, None, received_ns
         if controller.needs_forecast:
-            # This instruction's forecast: newer than the last one used and than any received before the
-            # instruction (except at start: the forecaster, up sooner, may answer a latched instruction
-            # seconds before this node hears it), and its frame still within the frame buffer.
-            oldest_ns = max(received_ns - int(self._params["frame_buffer_s"] * _NS), self._used_forecast_ns + 1,
-                            self._stale_forecast_ns + 1)
+            # This instruction's forecast: newer than the last one used and made at most max_frame_offset_s
+            # before the instruction reached this node (the forecaster hears it about when this node does)
+            # — at start up to frame_buffer_s before: the forecaster, up sooner, may answer the latched
+            # instruction seconds before this node, still loading, hears it.
+            slack_s = self._params["frame_buffer_s" if self._instructions_seen <= 1 else "max_frame_offset_s"]
+            oldest_ns = max(received_ns - int(slack_s * _NS), self._used_forecast_ns + 1)
 
             def new_forecast():
                 msg = self._forecast_msg
                 return msg if msg is not None and stamp_ns(msg.header.stamp) >= oldest_ns else None
 
             msg = self._wait_until(new_forecast)
-            if msg is None:
-                return self._policy_fail(f"no forecast on forecast/hypotheses within "
-                                         f"{self._params['frame_timeout_s']} s of the instruction")
             try:
+                if msg is None:
+                    raise PolicyError(f"no forecast on forecast/hypotheses within {self._params['frame_timeout_s']} "
+                                      f"s of the instruction")
                 points_t0, hypotheses, _ = conversions.msg_to_forecast_hypotheses(msg)
                 forecast = forecast_inputs(hypotheses[0], points_t0)  # best first
+                # The policy starts from the frame the forecast saw (or the next, if that one was dropped).
+                start_ns = self._used_forecast_ns = stamp_ns(msg.header.stamp)
             except (conversions.ConversionError, PolicyError) as err:
-                return self._policy_fail(f"forecast refused: {err}")
-            first_ns = self._used_forecast_ns = stamp_ns(msg.header.stamp)
-            # The policy starts from the frame the forecast saw (or the next, if that one was dropped).
-            frame = self._wait_until(lambda: self._policy_frame(first_ns))
-        else:
-            frame = self._wait_until(lambda: self._policy_frame(received_ns))
+                # As in training, where a failed forecast was zeroed and flagged: act without it.
+                self.get_logger().warning(f"acting without a forecast: {err}")
+                self._diag("WARN", "forecast/hypotheses", f"acting without a forecast: {err}")
+                forecast = pack_forecast(np.zeros((FORECAST_POINTS, FORECAST_STEPS, 3)),
+                                         np.zeros((FORECAST_POINTS, 3)), False)
+        frame = self._wait_until(lambda: self._policy_frame(start_ns))
         if frame is None:
             return self._policy_fail(f"no colour + depth + camera_info frame after the instruction within "
                                      f"{self._params['frame_timeout_s']} s")
         controller.reset(instruction, forecast)
         self._episode_stamp = frame[3]
         report = {"chunks": 0, "samples": 0, "ik_failures": 0}
+        if forecast is not None:
+            report["forecast_used"] = bool(forecast["forecast_valid"][0])
         self._status("executing", stamp=self._episode_stamp, retryable=False, **report)
         closed = False  # the gripper starts open (a reset opens it), as in the harness
         while True:
@@ -372,6 +382,8 @@ class ManipulationNode(Node):
             if frame is None:
                 return self._policy_fail(f"no camera frame within {self._params['frame_timeout_s']} s after "
                                          f"chunk {report['chunks']}", **report)
+        why = controller.reason or "idle after a release"
+        self.get_logger().info(f"episode done after {report['chunks']} chunks ({why})")
         self._status("done", stamp=self._episode_stamp, reason=controller.reason, retryable=False, **report)
         return None
 
