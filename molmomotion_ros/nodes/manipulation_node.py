@@ -356,6 +356,8 @@ class ManipulationNode(Node):
         report = {"chunks": 0, "samples": 0, "ik_failures": 0}
         if forecast is not None:
             report["forecast_used"] = bool(forecast["forecast_valid"][0])
+        used = {None: "", True: ", with its forecast", False: ", without a forecast"}[report.get("forecast_used")]
+        self.get_logger().info(f"episode: {instruction!r} from the frame at {stamp_ns(frame[3]) / _NS:.3f} s{used}")
         self._status("executing", stamp=self._episode_stamp, retryable=False, **report)
         closed = False  # the gripper starts open (a reset opens it), as in the harness
         while True:
