@@ -226,7 +226,8 @@ class ForecasterNode(Node):
 
         self._lock = threading.Lock()  # guards the request state below (callbacks vs worker)
         self._instruction: str | None = None
-        self._instruction_after_ns = 0  # node-clock time the current instruction arrived
+        self._instruction_after_ns = 0  # frames of the current instruction are stamped at/after this
+        self._newest_frame_ns = -1  # the newest frame set seen (stamp)
         self._generation = 0
         self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
         self._in_flight: int | None = None
@@ -352,7 +353,8 @@ class ForecasterNode(Node):
             self._instruction = text
             # "Once per new instruction" means from a frame taken after it: frames already buffered
             # (with a simulator racing ahead, or a reset between scenes) show the scene it was not meant for.
-            self._instruction_after_ns = self.get_clock().now().nanoseconds
+            # Newer than the last frame seen too: the node clock (from /clock) can lag the frames' stamps.
+            self._instruction_after_ns = max(self.get_clock().now().nanoseconds, self._newest_frame_ns + 1)
             self._generation += 1
             self._pending = self._generation
         self.get_logger().info(f"new instruction: {text!r}")
@@ -404,6 +406,7 @@ class ForecasterNode(Node):
                           values={"age_s": f"{age_s:.3f}"})
             return
         with self._lock:
+            self._newest_frame_ns = max(self._newest_frame_ns, frames.stamp_ns)
             if self._instruction is None:
                 return
             if self._params["mode"] == "on_instruction":

@@ -48,8 +48,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -121,24 +120,19 @@ class ManipulationNode(Node):
         self._stop = threading.Event()
         self._closing = False
 
-        group = ReentrantCallbackGroup()
-        self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast, LATCHED,
-                                 callback_group=group)
-        self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data,
-                                 callback_group=group)
-        self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data,
-                                 callback_group=group)
-        self.create_subscription(PoseStamped, "camera/pose", self._on_pose, LATCHED, callback_group=group)
-        self.create_subscription(JointState, "joint_states", self._on_joints, 10, callback_group=group)
+        self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast, LATCHED)
+        self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data)
+        self.create_subscription(PoseStamped, "camera/pose", self._on_pose, LATCHED)
+        self.create_subscription(JointState, "joint_states", self._on_joints, 10)
         if self._agent == "policy":
-            self.create_subscription(Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data,
-                                     callback_group=group)
-            self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=group)
+            self.create_subscription(Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data)
+            self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
         self._pub_trajectory = self.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", 10)
         self._pub_gripper = self.create_publisher(Float64, "gripper/command", 10)
         self._pub_status = self.create_publisher(String, "manipulation/status", LATCHED)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=group)
+        self.create_service(Trigger, "~/stop", self._on_stop)
         self._worker = threading.Thread(target=self._work, name="manipulation", daemon=True)
         self._worker.start()
         self._status("idle")
@@ -237,7 +231,10 @@ class ManipulationNode(Node):
             self._diag("WARN", "instruction", "empty instruction ignored")
             return
         with self._lock:
-            self._instruction = (text, self.get_clock().now().nanoseconds)
+            # The episode starts from a frame received after this: one already held may show the scene
+            # before a reset, and the node's clock (from /clock) can lag the frames' stamps.
+            newest_ns = self._color[-1][0] if self._color else -1
+            self._instruction = (text, self.get_clock().now().nanoseconds, newest_ns)
             self._instructions_seen += 1
         self.get_logger().info(f"instruction: {text!r}" + (" (replaces the running episode)"
                                                            if self._episode_running else ""))
@@ -288,14 +285,14 @@ class ManipulationNode(Node):
                 self._status("failed", stamp=msg.header.stamp, reason=f"{type(err).__name__}: {err}")
 
     # --- policy: one closed-loop episode per instruction ------------------------------------------
-    def _run_policy_episode(self, instruction: str, received_ns: int) -> None:
+    def _run_policy_episode(self, instruction: str, received_ns: int, held_ns: int) -> None:
         # Until the first frame is chosen the episode is known by the instruction's arrival (node clock), so
         # that even an episode failing before it has a stamp newer than the last (the episode runner matches
         # outcomes to episodes by it).
         self._episode_stamp = Time(nanoseconds=received_ns).to_msg()
         self._episode_running = True
         try:
-            self._policy_episode(instruction, received_ns)
+            self._policy_episode(instruction, received_ns, held_ns)
         except Stopped:
             self._status("stopped", stamp=self._episode_stamp, reason="stopped by ~/stop", retryable=False)
         except Superseded:
@@ -308,7 +305,9 @@ class ManipulationNode(Node):
         finally:
             self._episode_running = False
 
-    def _policy_episode(self, instruction: str, received_ns: int) -> None:
+    def _policy_episode(self, instruction: str, received_ns: int, held_ns: int) -> None:
+        """One closed-loop episode: ``received_ns`` is the instruction's arrival on the node clock, ``held_ns``
+        the newest frame stamp held then (the first frame must be newer than both)."""
         from molmomotion_policies.controller import (
             arm_state_from_joints,
             chunk_joint_targets,
@@ -347,7 +346,7 @@ class ManipulationNode(Node):
                 self._diag("WARN", "forecast/hypotheses", f"acting without a forecast: {err}")
                 forecast = pack_forecast(np.zeros((FORECAST_POINTS, FORECAST_STEPS, 3)),
                                          np.zeros((FORECAST_POINTS, 3)), False)
-        frame = self._wait_until(lambda: self._policy_frame(start_ns))
+        frame = self._wait_until(lambda: self._policy_frame(max(start_ns, held_ns + 1)))
         if frame is None:
             return self._policy_fail(f"no colour + depth + camera_info frame after the instruction within "
                                      f"{self._params['frame_timeout_s']} s")
@@ -573,7 +572,11 @@ def main(args=None) -> None:
     node, status = None, 0
     try:
         node = ManipulationNode()
-        executor = MultiThreadedExecutor(num_threads=2)
+        # Single-threaded on purpose: every callback only stores its message (the worker thread plans and
+        # executes). rclpy's MultiThreadedExecutor (Jazzy 7.1) re-submits tasks still queued in its pool on
+        # every spin without waiting; under CPU load that busy loop holds the GIL and delays every callback,
+        # an instruction by tens of seconds (bench/bench_executor_resubmission.py).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (ParameterValueError, StartupError) as err:

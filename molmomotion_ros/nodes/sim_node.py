@@ -262,7 +262,7 @@ class SimNode(Node):
         self._instruction_pub.publish(String(data=task.instruction))
         self._episode_pub.publish(String(data=json.dumps(self._episode)))
         self._pose_pub.publish(pose_stamped(self._world.camera.T_world_cam, stamp, self._params["world_frame"]))
-        self.get_logger().info(f"episode {self._episode}")
+        self.get_logger().info(f"episode {self._episode} at sim time {self._sim_time_s():.3f} s")
         return self._episode
 
     def _reset_on_start(self) -> None:

@@ -1,6 +1,6 @@
 """manipulation_node with ``agent: policy`` against sim_node, both real processes: the shipped policy A
 starts on the instruction and drives the arm closed-loop from the camera frames, ~/stop halts it, a new
-and a missing checkpoint stops the node at start with a reason.
+instruction starts a new episode, and a missing checkpoint stops the node at start with a reason.
 The same policy through the whole graph (episode runner) is in test_sim_eval_graph.py."""
 
 import json
@@ -33,7 +33,7 @@ def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_e
     assert "shipped: A, B, C" in result.stderr + result.stdout
 
 
-def test_policy_drives_the_arm_from_frames_and_stop_halts_it(ros_env, tmp_path):
+def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
@@ -47,6 +47,7 @@ def test_policy_drives_the_arm_from_frames_and_stop_halts_it(ros_env, tmp_path):
     node.create_subscription(JointState, "joint_states", joints.append, 10)
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
+    instruction = node.create_publisher(String, "instruction", LATCHED)
     stop_client = node.create_client(Trigger, "manipulation_node/stop")
 
     def spin():
@@ -81,6 +82,11 @@ def test_policy_drives_the_arm_from_frames_and_stop_halts_it(ros_env, tmp_path):
         speeds = np.abs(np.array([j.velocity[:7] for j in joints[-10:]]))
         assert speeds.max() < 0.05, (speeds.max(), logs())
 
+        # A new instruction starts a new episode (the node logs it) that drives the arm again.
+        count = len(trajectories)
+        instruction.publish(String(data="put the red cube in the blue bowl"))
+        wait_until(lambda: node_log().count("episode: ") >= 2, 30, spin, f"a second episode {logs()}")
+        wait_until(lambda: len(trajectories) >= count + 3, 30, spin, "the second episode's chunks")
         assert manip.poll() is None and sim.poll() is None
     finally:
         node.destroy_node()
@@ -90,20 +96,22 @@ def test_policy_drives_the_arm_from_frames_and_stop_halts_it(ros_env, tmp_path):
 
 
 def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_env, tmp_path, tiny_checkpoints):
-    """Variant C (tiny, untrained to succeed) waits for the forecast of its instruction and starts from the
-    frame the forecast was made from."""
+    """Variant C (tiny, untrained to succeed): without a forecast it acts without one after frame_timeout_s (as
+    in training, where a failed forecast was zeroed) and says so; with one, the episode starts from the frame
+    the forecast was made from."""
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
     manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
                        str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
-                       "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=30.0",
+                       "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=3.0",
                        env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
     node = rclpy.create_node("policy_c_test")
     statuses, colors = [], []
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(Image, "camera/color/image_raw", colors.append, qos_profile_sensor_data)
+    instruction = node.create_publisher(String, "instruction", LATCHED)
     forecast = node.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", LATCHED)
     stop_client = node.create_client(Trigger, "manipulation_node/stop")
 
@@ -120,9 +128,15 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
         return stamp.sec + stamp.nanosec * 1e-9
 
     try:
-        # sim_node's reset published the instruction; the node waits for its forecast, made here from a
-        # frame taken after the node heard the instruction.
-        wait_until(lambda: "instruction: " in node_log() and len(colors) > 2, 120, spin, f"the instruction {logs()}")
+        # sim_node's reset published the instruction; nobody forecasts it.
+        wait_until(lambda: ", without a forecast" in node_log(), 120, spin, f"the episode {logs()}")
+        assert "acting without a forecast: no forecast on forecast/hypotheses" in node_log()
+        assert stop_client.wait_for_service(10)
+        future = stop_client.call_async(Trigger.Request())
+        wait_until(future.done, 10, spin, "the stop service")
+        wait_until(lambda: statuses[-1]["state"] == "stopped", 10, spin, "the stopped status")
+
+        instruction.publish(String(data="put the red cube in the blue bowl"))
         count = len(colors)
         wait_until(lambda: len(colors) > count + 2, 30, spin, "frames after the instruction")
         frame_stamp = colors[-1].header.stamp
@@ -144,3 +158,75 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
         rclpy.try_shutdown()
         stop(manip)
         stop(sim)
+
+
+def test_the_episode_starts_from_a_frame_received_after_the_instruction(ros_env, tmp_path):
+    """A frame held before the instruction may show another scene (the one before a reset), and the node's
+    clock (from /clock) can lag the frames' stamps, so "stamped at or after the instruction's arrival" is not
+    enough: the first frame must also be newer than every frame held when the instruction came. This test
+    is the camera and the clock: a frame stamped ahead of /clock, then the instruction, then newer frames."""
+    from molmomotion_ros.conversions import camera_info_msg, depth_to_msg, pose_stamped, rgb_to_msg
+    from molmomotion_ros.conversions.joints import joint_state_msg, time_msg
+    from molmomotion_sim.world import HOME_JOINTS_RAD, World
+
+    world = World()  # the empty table: the "scene before the reset"
+    observation = world.render(world.camera)
+    world.close()
+    camera = observation.camera
+    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
+                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
+                       "-p", "policy_checkpoint:=A", env=ros_env, log_path=tmp_path / "manipulation.log")
+    rclpy.init()
+    node = rclpy.create_node("camera_and_clock")
+    from rosgraph_msgs.msg import Clock
+
+    clock = node.create_publisher(Clock, "/clock", 10)
+    color = node.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
+    depth = node.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
+    info = node.create_publisher(type(camera_info_msg(camera, time_msg(0.0), "camera")), "camera/color/camera_info",
+                                 qos_profile_sensor_data)
+    pose = node.create_publisher(type(pose_stamped(camera.T_world_cam, time_msg(0.0), "world")), "camera/pose", LATCHED)
+    joints = node.create_publisher(JointState, "joint_states", 10)
+    instruction = node.create_publisher(String, "instruction", LATCHED)
+    statuses = []
+    node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
+
+    def publish(clock_s: float, frame_s: float | None) -> None:
+        clock.publish(Clock(clock=time_msg(clock_s)))
+        joints.publish(joint_state_msg([f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1",
+                                        "panda_finger_joint2"], list(HOME_JOINTS_RAD) + [0.04, 0.04],
+                                       time_msg(clock_s)))
+        if frame_s is not None:
+            stamp = time_msg(frame_s)
+            color.publish(rgb_to_msg(observation.rgb, stamp, "camera"))
+            depth.publish(depth_to_msg(observation.depth_m.astype(np.float32), stamp, "camera"))
+            info.publish(camera_info_msg(camera, stamp, "camera"))
+
+    def node_log():
+        return (tmp_path / "manipulation.log").read_text()
+
+    try:
+        pose.publish(pose_stamped(camera.T_world_cam, time_msg(10.0), "world"))
+        wait_until(lambda: statuses and instruction.get_subscription_count() > 0, 120, lambda: (
+            publish(10.0, None), rclpy.spin_once(node, timeout_sec=0.05)), "the manipulation node")
+        # The clock says 10.0 s; a frame stamped 10.05 s (rendered just before a reset, say) is held.
+        for _ in range(10):
+            publish(10.0, 10.05)
+            rclpy.spin_once(node, timeout_sec=0.05)
+        instruction.publish(String(data="put the red cube in the blue bowl"))
+        wait_until(lambda: "instruction: " in node_log(), 30, lambda: (publish(10.0, None),
+                   rclpy.spin_once(node, timeout_sec=0.05)), "the instruction")
+        frame_s = 10.1
+        while "episode: " not in node_log():
+            publish(frame_s, frame_s)
+            rclpy.spin_once(node, timeout_sec=0.05)
+            frame_s += 1 / 15
+            assert frame_s < 40, node_log()[-2000:]
+        line = [x for x in node_log().splitlines() if "episode: " in x][-1]
+        started = float(line.split("from the frame at ")[1].split(" s")[0])
+        assert started >= 10.1 - 1e-3, line
+        assert manip.poll() is None
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(manip)

@@ -3,6 +3,7 @@ sim_node, driven by the episode runner, each a separate process (real rclpy, rea
 shipped models), started by `molmomotion launch` exactly as the README's main command does."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -39,5 +40,13 @@ def test_the_shipped_policy_through_the_graph_acts_as_in_the_harness(tmp_path):
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:], logs)
     document = json.loads(out.read_text())
     (episode,) = document["episodes"]
-    assert episode["success"] and episode["steps"] == 1, (episode, logs)
+    # The episode starts from a frame of the reset scene, not one held from before the reset (the sim_node
+    # started with a scene of its own; a held frame of it once made the policy reach for the wrong place).
+    sim_log = (tmp_path / "logs" / "sim_node.log").read_text()
+    reset_s = float(re.findall(r"episode \{.*\} at sim time ([0-9.]+) s", sim_log)[-1])
+    manipulation_log = (tmp_path / "logs" / "manipulation_node.log").read_text()
+    (start_s,) = map(float, re.findall(r"episode: .* from the frame at ([0-9.]+) s", manipulation_log))
+    assert start_s > reset_s, (start_s, reset_s)
+    assert episode["steps"] == 1, (episode, logs)
+    assert episode["success"], (episode["failure_reason"], logs)
     assert document["meta"]["agent"].startswith("policy-A")
