@@ -396,3 +396,28 @@ def test_mailbox_keeps_only_the_latest_request():
     assert mailbox.take() == "new"
     mailbox.close()
     assert mailbox.take() is None
+
+
+def test_an_instruction_is_forecast_from_a_frame_newer_than_any_seen_before_it(graph, scene):
+    """A frame stamped after the instruction's arrival on the node clock but older than a frame the node had
+    already seen (a lagging clock, frames out of order) is not the instruction's frame: the node waits for a
+    newer one."""
+    from rclpy.time import Time
+
+    ahead_s = 0.6  # within max_frame_age_s (1 s), so the node takes it in
+    ahead = Time(nanoseconds=graph.node.get_clock().now().nanoseconds + int(ahead_s * 1e9)).to_msg()
+    for _ in range(3):
+        graph.send_frame(stamp=ahead)  # a frame stamped ahead of the node's clock, seen before the instruction
+        graph.spin()
+    heard = graph.log_path.read_text().count("new instruction")
+    graph.received["trajectory"].clear()
+    graph.instruct(scene["instruction"])
+    wait_until(lambda: graph.log_path.read_text().count("new instruction") > heard, 10, spin=graph.spin,
+               what="the instruction")
+    behind = graph.send_frame()  # stamped after the instruction came, before the frame seen earlier
+    stamps = [behind] + graph.stream_until(lambda stamps: graph.forecast_for([behind, *stamps]) is not None,
+                                           "the instruction's forecast")
+    msg = graph.forecast_for(stamps)
+    used_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+    assert used_ns > ahead.sec * 10**9 + ahead.nanosec, ("forecast from a frame older than one seen before",
+                                                          used_ns, ahead)
