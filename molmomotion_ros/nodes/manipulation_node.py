@@ -185,11 +185,7 @@ class ManipulationNode(Node):
         except conversions.ConversionError as err:
             self._diag("WARN", "camera/depth/image_raw", f"depth frame refused: {err}")
             return
-        t = stamp_ns(msg.header.stamp)
-        with self._lock:
-            self._depth.append((t, depth))
-            while self._depth and self._depth[0][0] < t - self._params["frame_buffer_s"] * _NS:
-                self._depth.popleft()
+        self._hold(self._depth, stamp_ns(msg.header.stamp), depth)
 
     def _on_info(self, msg: CameraInfo) -> None:
         with self._lock:
@@ -218,11 +214,14 @@ class ManipulationNode(Node):
         except conversions.ConversionError as err:
             self._diag("WARN", "camera/color/image_raw", f"colour frame refused: {err}")
             return
-        t = stamp_ns(msg.header.stamp)
+        self._hold(self._color, stamp_ns(msg.header.stamp), rgb)
+
+    def _hold(self, frames: deque, t_ns: int, image: np.ndarray) -> None:
+        """Keep (stamp, image) for frame_buffer_s of stamps."""
         with self._lock:
-            self._color.append((t, rgb))
-            while self._color and self._color[0][0] < t - self._params["frame_buffer_s"] * _NS:
-                self._color.popleft()
+            frames.append((t_ns, image))
+            while frames and frames[0][0] < t_ns - self._params["frame_buffer_s"] * _NS:
+                frames.popleft()
 
     def _on_instruction(self, msg: String) -> None:
         text = " ".join(msg.data.split())
@@ -233,7 +232,7 @@ class ManipulationNode(Node):
         with self._lock:
             # The episode starts from a frame received after this: one already held may show the scene
             # before a reset, and the node's clock (from /clock) can lag the frames' stamps.
-            newest_ns = self._color[-1][0] if self._color else -1
+            newest_ns = max((t for t, _ in self._color), default=-1)
             self._instruction = (text, self.get_clock().now().nanoseconds, newest_ns)
             self._instructions_seen += 1
         self.get_logger().info(f"instruction: {text!r}" + (" (replaces the running episode)"
