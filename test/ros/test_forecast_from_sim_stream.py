@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from rosutil import start_node, stop, wait_until
@@ -39,11 +40,16 @@ def test_listener_gets_the_forecast_while_sim_node_streams_at_30_hz(ros_env, tmp
         assert listener.returncode == 0, (output, logs)
         forecast = json.loads(out.read_text())[0]
         assert forecast["frame_id"] == "world" and len(forecast["joints"]) == 8 and forecast["steps"] == 32
-        # The frames kept streaming at 30 Hz of simulated time (real time here).
+        # The frames kept streaming at 30 Hz of simulated time (real time here). Counted afresh while this
+        # process spins: sensor-data QoS keeps 5 frames, so the ones sent while it waited for the listener are
+        # partly dropped here, not by sim_node. The typical stamp step is the publishing rate even if one
+        # more frame is dropped under load.
+        stamps.clear()
         wait_until(lambda: len(stamps) >= 90, 60, spin=lambda: rclpy.spin_once(node, timeout_sec=0.05),
                    what="90 camera frames")
-        sim_span = stamps[-1][1] - stamps[0][1]
-        assert abs((len(stamps) - 1) / sim_span - 30.0) < 3.0
+        steps_s = np.diff([sim_s for _, sim_s in stamps])
+        assert abs(1.0 / np.median(steps_s) - 30.0) < 1.0, np.median(steps_s)
+        assert (len(stamps) - 1) / (stamps[-1][1] - stamps[0][1]) > 24.0  # few frames lost
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
