@@ -51,6 +51,8 @@ class AgentConfig:
     max_height_m: float = 0.45
     idle_motion_m: float = 0.01  # a chunk moving less than this (gripper open, after a release) is idle
     idle_chunks: int = 2  # consecutive idle chunks after a release end the episode
+    ensemble_decay: float = 0.0  # > 0: temporal ensembling (ACT) of the chunks that cover a sample, weights
+    #                              exp(-decay * k) for the k-th newest; 0: the newest chunk alone
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class PolicyController:
         self.released = False
         self._idle = 0
         self._encoding_t0 = None
+        self._chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # (first sample, world set-points, yaw)
         self.finished = False
         self.reason = ""
 
@@ -139,6 +142,8 @@ class PolicyController:
         if self.finished:
             return ChunkCommand(np.zeros((0, 3)), np.zeros(0), np.zeros(0, bool))
         pos_m, yaw_rad, closed_cmd = self._predict(rgb, depth_m, camera, state)
+        if cfg.ensemble_decay > 0:
+            pos_m, yaw_rad = self._ensemble(state, pos_m, yaw_rad)
         n = min(cfg.execute_steps, len(pos_m), cfg.max_samples - self.samples_used)
         setpoints, setpoint = np.zeros((n, 3)), np.asarray(state.ee_position_m, float).copy()
         for j in range(n):
@@ -157,6 +162,21 @@ class PolicyController:
         elif self.samples_used >= cfg.max_samples:
             self.finished, self.reason = True, f"policy used its budget of {cfg.max_samples} samples"
         return ChunkCommand(setpoints, state.ee_yaw_rad + yaw_rad[:n].astype(float), closed)
+
+    def _ensemble(self, state: ArmState, pos_m: np.ndarray, yaw_rad: np.ndarray):
+        """Offsets (from the current pose) of the weighted mean of every held chunk's prediction for each
+        coming sample, this chunk's included; chunks are held in the world frame by the sample they start at."""
+        t0 = self.samples_used + 1
+        self._chunks.append((t0, state.ee_position_m + pos_m, state.ee_yaw_rad + yaw_rad))
+        self._chunks = [c for c in self._chunks if c[0] + len(c[1]) > t0]
+        out_pos, out_yaw = pos_m.copy(), yaw_rad.copy()
+        for j in range(len(pos_m)):
+            covering = [c for c in self._chunks if 0 <= t0 + j - c[0] < len(c[1])]  # oldest first
+            weights = np.exp(-self.config.ensemble_decay * np.arange(len(covering))[::-1])  # newest: k = 0
+            weights /= weights.sum()
+            out_pos[j] = weights @ np.stack([c[1][t0 + j - c[0]] for c in covering]) - state.ee_position_m
+            out_yaw[j] = weights @ np.array([c[2][t0 + j - c[0]] for c in covering]) - state.ee_yaw_rad
+        return out_pos, out_yaw
 
     def _predict(self, rgb, depth_m, camera, state: ArmState):
         """One chunk: position offsets (C, 3) m, yaw offsets (C,) rad, gripper closed (C,) bool."""

@@ -65,3 +65,27 @@ def test_gripper_segments_and_hold_times():
     assert times[-1] == pytest.approx(0.2)
     with pytest.raises(PolicyError):
         hold_times(2, 1 / 15, 0.1)
+
+
+def test_temporal_ensembling_averages_the_chunks_that_cover_a_sample():
+    """With ensemble_decay > 0 a sample's set-point is the weighted mean (newest weighted most) of every held
+    chunk's prediction for it, in the world frame; samples only the newest chunk covers are its own."""
+    from molmomotion_policies.controller import AgentConfig, ArmState, PolicyController
+
+    controller = PolicyController.__new__(PolicyController)  # the ensembling needs no network
+    controller.config = AgentConfig(execute_steps=4, ensemble_decay=0.5)
+    controller.reset("")
+    first = ArmState(np.array([0.5, 0.0, 0.8]), 0.0, 0.08)
+    pos_a = np.tile(np.array([0.01, 0.0, 0.0]), (8, 1)) * np.arange(1, 9)[:, None]  # 1 cm per sample along x
+    out_a, _ = controller._ensemble(first, pos_a, np.zeros(8))
+    assert np.allclose(out_a, pos_a)  # nothing held yet
+    controller.samples_used = 4
+    second = ArmState(first.ee_position_m + pos_a[3], 0.0, 0.08)  # where the first chunk's 4th sample took it
+    pos_b = np.tile(np.array([0.0, 0.01, 0.0]), (8, 1)) * np.arange(1, 9)[:, None]  # now along y
+    out_b, yaw_b = controller._ensemble(second, pos_b, np.full(8, 0.2))
+    w_new, w_old = 1 / (1 + np.exp(-0.5)), np.exp(-0.5) / (1 + np.exp(-0.5))
+    for j in range(4):  # samples 5..8: the first chunk's 5th..8th and the second's 1st..4th
+        expected = w_new * (second.ee_position_m + pos_b[j]) + w_old * (first.ee_position_m + pos_a[4 + j])
+        assert np.allclose(second.ee_position_m + out_b[j], expected)
+        assert np.isclose(yaw_b[j], w_new * 0.2)
+    assert np.allclose(out_b[4:], pos_b[4:]) and np.allclose(yaw_b[4:], 0.2)
