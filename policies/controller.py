@@ -54,6 +54,20 @@ class AgentConfig:
     ensemble_decay: float = 0.0  # > 0: temporal ensembling (ACT) of the chunks that cover a sample, weights
     #                              exp(-decay * k) for the k-th newest; 0: the newest chunk alone
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise PolicyError(f"AgentConfig.{name} must be a number, got {value!r}")
+        positive = ("max_samples", "execute_steps", "max_step_m", "max_height_m", "idle_chunks")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise PolicyError(f"AgentConfig.{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("max_samples", "execute_steps", "idle_chunks"):
+            if int(getattr(self, name)) != getattr(self, name):
+                raise PolicyError(f"AgentConfig.{name} must be a whole number, got {getattr(self, name)!r}")
+        if min(self.workspace_margin_m, self.min_height_m, self.idle_motion_m, self.ensemble_decay) < 0:
+            raise PolicyError("AgentConfig margins, heights, idle motion and ensemble_decay must be >= 0")
+
 
 @dataclass(frozen=True)
 class ArmState:

@@ -46,11 +46,11 @@ class EvaluationError(ValueError):
 class EpisodeRunner:
     """One World and one agent, reused across episodes; turns any exception into a failed result."""
 
-    def __init__(self, agent_name: str, agent_kwargs: dict | None = None):
+    def __init__(self, agent_name: str, agent_kwargs: dict | None = None, agent: Agent | None = None):
         self.agent_name = agent_name
         self.agent_kwargs = dict(agent_kwargs or {})
         self.world: World | None = None
-        self.agent: Agent | None = None
+        self.agent: Agent | None = agent  # built on first use when not given
 
     def _new_task(self, episode: EpisodeSpec) -> Task:
         if self.world is None:
@@ -130,13 +130,15 @@ def evaluate(
     """
     specs = list(episodes.episodes() if isinstance(episodes, Suite) else episodes)
     validate_request(specs, agent_name, workers)
+    # Built here once, so that bad agent arguments are one clear error, not a failure in every episode.
+    agent = build_agent(agent_name, agent_kwargs or {})
     workers = min(workers or os.cpu_count() or 1, max(1, len(specs)))
     label = episodes.name if isinstance(episodes, Suite) else "episodes"
     logger.info("evaluating %d episodes of %s with agent %r on %d worker(s)", len(specs), label, agent_name, workers)
     indexed: list[tuple[int, EpisodeResult]] = []
     successes = 0
     with _progress_bar(len(specs), label, progress) as bar:
-        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, workers):
+        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, workers, agent):
             indexed.append((index, result))
             successes += result.success
             bar.update(1)
@@ -157,11 +159,19 @@ def validate_request(specs: Sequence[EpisodeSpec], agent_name: str, workers: int
             raise EvaluationError(f"unknown family {spec.family!r}; choose from {', '.join(sorted(TASKS))}")
 
 
-def _run_all(specs: list[EpisodeSpec], agent_name: str, agent_kwargs: dict,
-             workers: int) -> Iterable[tuple[int, EpisodeResult]]:
+def build_agent(agent_name: str, agent_kwargs: dict) -> Agent:
+    """``make_agent``, with an agent that cannot be built from these arguments as an :class:`EvaluationError`."""
+    try:
+        return make_agent(agent_name, **agent_kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise EvaluationError(f"agent {agent_name!r} cannot be built from {agent_kwargs}: {_one_line(err)}") from None
+
+
+def _run_all(specs: list[EpisodeSpec], agent_name: str, agent_kwargs: dict, workers: int,
+             agent: Agent) -> Iterable[tuple[int, EpisodeResult]]:
     items = list(enumerate(specs))
     if workers == 1:
-        runner = EpisodeRunner(agent_name, agent_kwargs)
+        runner = EpisodeRunner(agent_name, agent_kwargs, agent)
         try:
             for index, spec in items:
                 yield index, runner.run(spec)

@@ -89,3 +89,16 @@ def test_temporal_ensembling_averages_the_chunks_that_cover_a_sample():
         assert np.allclose(second.ee_position_m + out_b[j], expected)
         assert np.isclose(yaw_b[j], w_new * 0.2)
     assert np.allclose(out_b[4:], pos_b[4:]) and np.allclose(yaw_b[4:], 0.2)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("execute_steps", 0, "must be positive"), ("execute_steps", 2.5, "whole number"),
+    ("ensemble_decay", "abc", "must be a number"), ("ensemble_decay", -1.0, ">= 0"),
+    ("max_step_m", float("nan"), "must be a number"),
+])
+def test_agent_config_refuses_bad_values_with_the_field_named(field, value, message):
+    from molmomotion_policies.controller import AgentConfig
+
+    with pytest.raises(PolicyError, match=message) as info:
+        AgentConfig(**{field: value})
+    assert field in str(info.value) or message == ">= 0"

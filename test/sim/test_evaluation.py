@@ -224,6 +224,10 @@ def test_evaluate_rejects_bad_requests():
         evaluation.evaluate([episode], "oracle", workers=0, progress=False)
     with pytest.raises(evaluation.EvaluationError, match="no episodes"):
         evaluation.evaluate([], "oracle", progress=False)
+    # Arguments the agent cannot be built from are one error up front, not a failure in every episode.
+    for workers in (1, 2):
+        with pytest.raises(evaluation.EvaluationError, match="cannot be built from .*telepathy"):
+            evaluation.evaluate([episode, episode], "oracle", {"telepathy": True}, workers=workers, progress=False)
 
 
 def _comparable(results):
