@@ -36,7 +36,7 @@ from .observation import (
 )
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: oracle v2, grasp yaw modulo the footprint symmetry (a cube turned 90° is grasped alike)
 FAMILIES = tuple(sorted(TASKS))
 
 
@@ -118,7 +118,7 @@ class _RecordingOracle:
     """The task's oracle; on reset it steps to the trace's first sample (t0) and starts the frames there."""
 
     name = "oracle"
-    model_id = "scripted-oracle-v1"
+    model_id = "scripted-oracle-v2"
     needs_observation = False
 
     def __init__(self, world: FrameRecordingWorld, frames_every: int):

@@ -28,7 +28,7 @@ class OracleAgent:
     """The task's scripted expert: privileged state → the next primitive action."""
 
     name = "oracle"
-    model_id = "scripted-oracle-v1"
+    model_id = "scripted-oracle-v2"
     needs_observation = False
 
     def __init__(self) -> None:

@@ -22,6 +22,7 @@ MIN_SEPARATION_M = 0.09  # between object centres when scattering a scene
 CONTAINER_SEPARATION_M = 0.15
 GRASP_DEPTH_M = 0.015  # how far below an object's top the finger pads close
 RELEASE_CLEARANCE_M = 0.012  # gap left under an object when it is released
+SQUARE_FOOTPRINT_TOL = 0.05  # relative difference of the half extents below which a footprint is square
 
 
 @dataclass(frozen=True)
@@ -220,11 +221,20 @@ class Task:
         return center
 
     def grasp_yaw(self, obj: SceneObject) -> float:
-        """Close the fingers across the object's shorter horizontal side, with little wrist turn."""
+        """Close the fingers across the object's shorter horizontal side, with little wrist turn.
+
+        The yaw is taken modulo the footprint's symmetry (90° for a square one, 180° otherwise), so scenes
+        that look the same get the same grasp: a policy learning from these demonstrations sees the object,
+        not its body frame, and a cube turned by 90° must not ask for a different wrist angle."""
         yaw = self.world.object_yaw(obj)
-        if obj.half_extents_m[1] > obj.half_extents_m[0]:
-            yaw += np.pi / 2
-        return float((yaw + np.pi / 2) % np.pi - np.pi / 2)
+        half_x, half_y = obj.half_extents_m[:2]
+        if abs(half_x - half_y) <= SQUARE_FOOTPRINT_TOL * max(half_x, half_y):
+            period = np.pi / 2
+        else:
+            period = np.pi
+            if half_y > half_x:
+                yaw += np.pi / 2
+        return float((yaw + period / 2) % period - period / 2)
 
     def released_and_resting(self, obj: SceneObject) -> Outcome | None:
         """A failure Outcome if ``obj`` is still held or still moving, else None."""
