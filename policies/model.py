@@ -79,6 +79,7 @@ class PolicyConfig:
     fine_scale_m: float = 0.02  # gripper-relative target/goal also enter at this scale, clipped to ±3
     chunk_steps: int = CHUNK_STEPS
     finetune: str = "none"  # none | post_trunk: the encoder's layers after the CNN trunk train too
+    geometry_skip: bool = False  # a linear path from the geometric inputs straight to the chunk (see PolicyHead)
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -191,6 +192,12 @@ class PolicyHead(nn.Module):
             layers += [nn.Linear(in_dim if i == 0 else cfg.hidden, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.GELU()]
         self.mlp = nn.Sequential(*layers)
         self.out = nn.Linear(cfg.hidden, cfg.chunk_steps * 5)
+        # Offsets toward a grounded point are linear in the inputs; the skip lets the head copy them exactly
+        # instead of through normalised nonlinear layers. Zero-initialised: training starts from the MLP alone.
+        self.skip = nn.Linear(in_dim - (ENCODING_DIM - 6), cfg.chunk_steps * 5) if cfg.geometry_skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
 
     def forward(self, encoding, proprio, encoding_t0, forecast_world_m=None, forecast_points_t0_world_m=None,
                 forecast_valid=None) -> ActionChunk:
@@ -212,7 +219,10 @@ class PolicyHead(nn.Module):
             valid = forecast_valid[:, None, None, None].float()
             rel = ((points - centre) / POSITION_SCALE_M - ee_scaled[:, None, None]) * valid  # (B, P, F+1, 3)
             parts += [rel.flatten(1), forecast_valid[:, None].float()]
-        out = self.out(self.mlp(torch.cat(parts, 1))).view(-1, self.cfg.chunk_steps, 5)  # (B, C, 5)
+        out = self.out(self.mlp(torch.cat(parts, 1)))
+        if self.skip is not None:
+            out = out + self.skip(torch.cat(parts[1:], 1))
+        out = out.view(-1, self.cfg.chunk_steps, 5)  # (B, C, 5)
         return ActionChunk(out[..., :3] * POSITION_SCALE_M, out[..., 3], out[..., 4])
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -39,6 +40,16 @@ from .observation import PolicyError, proprioception
 log = logging.getLogger(__name__)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rates at ``step`` (0-based) of a ``total``-step run."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    return 1.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: tuple[int, ...] = (250, 500, 1000, 2000, 4000)  # checkpoints; the run ends at the last
@@ -48,12 +59,15 @@ class TrainConfig:
     weight_decay: float = 1e-4
     eval_every: int = 250  # validation (and the resumable state) every this many steps
     seed: int = 0  # head init and batch order (and a scratch encoder's init)
+    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step of the grid)
 
     def __post_init__(self) -> None:
         if not self.steps or any(s <= 0 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
             raise PolicyError(f"steps must be positive and increasing, got {self.steps}")
         if self.batch_size <= 0 or self.eval_every <= 0:
             raise PolicyError("batch_size and eval_every must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise PolicyError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass
@@ -265,6 +279,13 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     if not finetune:  # frozen-encoder runs keep the identity they had before fine-tuning existed
         run_config["policy"].pop("finetune")
         run_config["train"].pop("encoder_lr")
+    # Options added later enter a run's identity only when used, so earlier runs still resume.
+    if not policy_cfg.geometry_skip:
+        run_config["policy"].pop("geometry_skip")
+    if cfg.lr_schedule == "constant":
+        run_config["train"].pop("lr_schedule")
+    else:  # a decaying schedule depends on where it ends: such a run cannot be extended to more steps
+        run_config["train"]["schedule_steps"] = cfg.steps[-1]
     model = GoalConditionedPolicy(policy_cfg)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
@@ -282,6 +303,7 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         val = to_tensors(val_demos, cached_encoding(model, val_demos, cache, progress))
         groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
     optimiser = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    base_lrs = [group["lr"] for group in groups]  # the schedule scales these (a resumed state holds decayed ones)
     generator = torch.Generator().manual_seed(cfg.seed)  # batch order
     dropout_rng = torch.Generator().manual_seed(cfg.seed + 1_000_003).get_state()  # the global RNG, in the loop
     step, history = 0, []
@@ -307,6 +329,9 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
                                        unit="step", disable=not progress, dynamic_ncols=True) as bar:
         torch.set_rng_state(dropout_rng)
         while step < total:
+            factor = lr_factor(cfg.lr_schedule, step, total)
+            for group, base_lr in zip(optimiser.param_groups, base_lrs, strict=True):
+                group["lr"] = base_lr * factor
             idx = torch.randint(len(train.encoding), (cfg.batch_size,), generator=generator)
             batch = train.rows(idx)
             if finetune:

@@ -5,8 +5,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from molmomotion_policies.model import VARIANTS, GoalConditionedPolicy, PolicyConfig, build_encoder
-from molmomotion_policies.observation import PolicyError
+from molmomotion_policies.model import ENCODING_DIM, VARIANTS, GoalConditionedPolicy, PolicyConfig, build_encoder
+from molmomotion_policies.observation import PROPRIO_DIM, PolicyError
 from molmomotion_ros.forecasting.checkpoint import load_checkpoint
 from molmomotion_ros.forecasting.predictor import shipped_checkpoint
 
@@ -150,3 +150,21 @@ def test_schema_1_payload_loads_as_frozen(tmp_path):
     torch.save({"format": FORMAT, "schema_version": 99, "config": config, "state_dict": {}}, tmp_path / "new.pt")
     with pytest.raises(PolicyError, match="schema 99"):
         GoalConditionedPolicy.from_checkpoint(tmp_path / "new.pt")
+
+
+def test_geometry_skip_starts_as_the_plain_head_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    plain = GoalConditionedPolicy(PolicyConfig.for_variant("A")).head.eval()
+    torch.manual_seed(0)
+    policy = GoalConditionedPolicy(PolicyConfig.for_variant("A", geometry_skip=True))
+    head = policy.head.eval()
+    encoding, encoding_t0 = torch.randn(4, ENCODING_DIM), torch.randn(4, ENCODING_DIM)
+    proprio = torch.randn(4, PROPRIO_DIM)
+    # Zero-initialised: training starts from exactly the plain head.
+    assert torch.equal(head(encoding, proprio, encoding_t0).pos_m, plain(encoding, proprio, encoding_t0).pos_m)
+    with torch.no_grad():
+        head.skip.weight.normal_()
+    assert not torch.allclose(head(encoding, proprio, encoding_t0).pos_m, plain(encoding, proprio, encoding_t0).pos_m)
+    loaded, _ = GoalConditionedPolicy.from_checkpoint(policy.save(tmp_path / "skip.pt"))
+    assert loaded.cfg.geometry_skip and _equal(loaded.state_dict(), policy.state_dict())
+    assert plain.skip is None

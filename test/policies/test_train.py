@@ -7,7 +7,7 @@ import torch
 
 from molmomotion_policies.model import GoalConditionedPolicy, PolicyConfig
 from molmomotion_policies.observation import PolicyError
-from molmomotion_policies.train import TrainConfig, train_policy
+from molmomotion_policies.train import TrainConfig, lr_factor, train_policy
 
 
 def _run(demos, val_demos, out, steps, seed=0, variant="A"):
@@ -88,3 +88,21 @@ def test_fine_tuning_is_deterministic_and_resumable(demos, val_demos, tmp_path):
     assert resumed.history == straight.history and [h["step"] for h in resumed.history] == [3, 6]
     with pytest.raises(PolicyError, match="another config"):  # a frozen run cannot resume a fine-tuned one
         _run(demos, val_demos, tmp_path / "straight", (6,))
+
+
+def test_cosine_schedule_decays_to_zero_and_enters_the_run_identity(demos, val_demos, tmp_path):
+    assert [lr_factor("cosine", s, 100) for s in (0, 50, 100)] == pytest.approx([1.0, 0.5, 0.0])
+    assert lr_factor("constant", 70, 100) == 1.0
+    with pytest.raises(PolicyError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    constant = _run(demos, val_demos, tmp_path / "constant", (10,))
+    identity = json.loads((constant.out_dir / "run_config.json").read_text())
+    # Options at their defaults stay out of a run's identity, so runs made before they existed still resume.
+    assert "lr_schedule" not in identity["train"] and "geometry_skip" not in identity["policy"]
+    cosine = train_policy(PolicyConfig.for_variant("A", geometry_skip=True), demos, val_demos, tmp_path / "cosine",
+                          TrainConfig(steps=(10, 20), batch_size=8, eval_every=10, lr_schedule="cosine"),
+                          progress=False, encoding_cache=tmp_path / "enc")
+    identity = json.loads((cosine.out_dir / "run_config.json").read_text())
+    assert identity["train"]["lr_schedule"] == "cosine" and identity["train"]["schedule_steps"] == 20
+    assert identity["policy"]["geometry_skip"] is True
+    assert GoalConditionedPolicy.from_checkpoint(cosine.checkpoints[20])[0].cfg.geometry_skip
