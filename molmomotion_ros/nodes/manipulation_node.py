@@ -118,6 +118,9 @@ class ManipulationNode(Node):
         self._pending: MultiDOFJointTrajectory | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Arm and gripper commands and ~/stop's hold go out under this lock, each command after a stop check:
+        # a command the worker built just before a stop can never follow (and so undo) the stop's hold.
+        self._command_lock = threading.Lock()
         self._closing = False
 
         self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast, LATCHED)
@@ -252,8 +255,9 @@ class ManipulationNode(Node):
         self._wake.set()
 
     def _on_stop(self, request, response):
-        self._stop.set()
-        self._pub_trajectory.publish(JointTrajectory(joint_names=list(ARM_JOINTS)))  # empty: hold position
+        with self._command_lock:
+            self._stop.set()
+            self._pub_trajectory.publish(JointTrajectory(joint_names=list(ARM_JOINTS)))  # empty: hold position
         with self._lock:
             self._pending = self._instruction = None
         response.success, response.message = True, "stopped: the controller holds the current position"
@@ -370,10 +374,10 @@ class ManipulationNode(Node):
             for start, stop, segment_closed in gripper_segments(chunk.gripper_closed):
                 if segment_closed != closed:
                     closed = segment_closed
-                    self._pub_gripper.publish(Float64(data=0.0 if closed else GRIPPER_OPEN_M))
+                    self._command(self._pub_gripper, Float64(data=0.0 if closed else GRIPPER_OPEN_M))
                 times = hold_times(stop - start, SAMPLE_S, self._params["policy_setpoint_rise_s"])
-                self._pub_trajectory.publish(trajectory_msg(times, np.repeat(targets[start:stop], 2, axis=0),
-                                                            ARM_JOINTS))
+                self._command(self._pub_trajectory, trajectory_msg(times, np.repeat(targets[start:stop], 2, axis=0),
+                                                                   ARM_JOINTS))
                 self._sleep(float(times[-1]))
             if controller.finished:
                 break
@@ -471,7 +475,7 @@ class ManipulationNode(Node):
                 if problem:
                     return self._fail(stamp, f"{step.label}: {problem}", **summary)
             else:
-                self._pub_gripper.publish(Float64(data=float(step.gripper_opening_m)))
+                self._command(self._pub_gripper, Float64(data=float(step.gripper_opening_m)))
                 self._sleep(self._params["gripper_settle_s"])
         self._status("done", stamp=stamp, **summary)
         return None
@@ -508,8 +512,7 @@ class ManipulationNode(Node):
 
     def _run_trajectory(self, trajectory) -> str | None:
         """Send one timed trajectory and wait until the joints arrive; a problem sentence or None."""
-        msg = timed_trajectory_to_msg(trajectory, joint_names=ARM_JOINTS)
-        self._pub_trajectory.publish(msg)
+        self._command(self._pub_trajectory, timed_trajectory_to_msg(trajectory, joint_names=ARM_JOINTS))
         goal = trajectory.positions_rad[-1]
         limit = trajectory.duration_s * self._params["execution_timeout_factor"] + 1.0
         start = self._now_s()
@@ -526,6 +529,13 @@ class ManipulationNode(Node):
                 return (f"the arm did not reach the trajectory's end within {limit:.1f} s "
                         f"(max joint error {error:.3f} rad)")
             time.sleep(0.005)
+
+    def _command(self, publisher, msg) -> None:
+        """Publish an arm or gripper command unless ~/stop came first (then raise Stopped)."""
+        with self._command_lock:
+            if self._stop.is_set():
+                raise Stopped
+            publisher.publish(msg)
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds / _NS
