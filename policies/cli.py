@@ -77,6 +77,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "(default: %(default)s)")
     sr.add_argument("--out", type=Path, default=Path("results/policy-success-rate"),
                     help="run folder: checkpoints, per-checkpoint results, summary (default: %(default)s)")
+    sr.add_argument("--footprint", action="store_true",
+                    help="give the policy head the target's footprint orientation (depth moments around the grounded "
+                         "target at t0), so it can turn the wrist to the object")
+    sr.add_argument("--geometry-skip", action="store_true",
+                    help="a linear path from the head's geometric inputs straight to the action chunk")
+    sr.add_argument("--lr-schedule", choices=("constant", "cosine"), default=defaults.lr_schedule,
+                    help="learning-rate schedule over the step grid (default: %(default)s)")
     sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sr.set_defaults(handler=run_success_rate)
     return experiment
@@ -94,7 +101,8 @@ def run_success_rate(args: argparse.Namespace) -> int:
             episodes_per_family=args.episodes, seeds=args.seeds, families=tuple(args.families),
             train_episodes_per_family=args.train_episodes, val_episodes_per_family=args.val_episodes,
             batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, finetune=args.finetune,
-            encoder_lr=args.encoder_lr, max_samples=args.max_samples,
+            encoder_lr=args.encoder_lr, max_samples=args.max_samples, footprint=args.footprint,
+            geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule,
             demo_cache=args.demo_cache,
         )
         result = run_experiment(cfg, args.out, progress=not args.no_progress)

@@ -32,7 +32,7 @@ from .agent import AgentConfig, PolicyAgent
 from .demos import FAMILIES, DemoConfig, load_or_record
 from .model import FINETUNE_MODES, VARIANTS, PolicyConfig
 from .observation import PolicyError
-from .train import TrainConfig, train_policy
+from .train import LR_SCHEDULES, TrainConfig, train_policy
 
 log = logging.getLogger(__name__)
 MOLMOMOTION = {"final": {"A": 0.763, "B": 0.560}, "10k": {"A": 0.51, "B": 0.19}}  # NOTES.md
@@ -55,6 +55,9 @@ class ExperimentConfig:
     encoder_lr: float = 1e-4  # the post-trunk layers' learning rate when fine-tuning
     max_samples: int = 150  # per test episode (15 fps samples)
     demo_cache: str = "data/policies/demos"
+    footprint: bool = False  # PolicyConfig.footprint: the target's footprint orientation as a head input
+    geometry_skip: bool = False  # PolicyConfig.geometry_skip
+    lr_schedule: str = "constant"  # TrainConfig.lr_schedule
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -64,6 +67,8 @@ class ExperimentConfig:
             raise PolicyError("seeds and episodes_per_family must be >= 1")
         if self.finetune not in FINETUNE_MODES:
             raise PolicyError(f"unknown finetune mode {self.finetune!r}; choose from {', '.join(FINETUNE_MODES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise PolicyError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
         bad = set(self.families) - set(TASKS)
         if bad:
             raise PolicyError(f"unknown families {sorted(bad)}")
@@ -116,10 +121,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         for seed in range(cfg.seeds):
             name = f"{variant}-s{seed}"
             run = train_policy(
-                PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune), train_demos, val_demos,
+                PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune, footprint=cfg.footprint,
+                                         geometry_skip=cfg.geometry_skip), train_demos, val_demos,
                 out / "runs" / name,
                 TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
-                            eval_every=cfg.eval_every, seed=seed), progress=progress, encoding_cache=out / "encodings",
+                            eval_every=cfg.eval_every, seed=seed, lr_schedule=cfg.lr_schedule), progress=progress,
+                encoding_cache=out / "encodings",
             )
             histories[name] = run.history
             if run.steps_per_s:

@@ -41,9 +41,13 @@ from molmomotion_ros.forecasting.models import (
     sample_points,
 )
 from molmomotion_ros.forecasting.predictor import shipped_checkpoint
+from molmomotion_sim.world import TABLE_TOP_Z_M
 
 from .observation import (
     CHUNK_STEPS,
+    FOOTPRINT_MIN_HEIGHT_M,
+    FOOTPRINT_RADIUS_M,
+    FOOTPRINT_TOP_BAND_M,
     FORECAST_POINTS,
     FORECAST_STEPS,
     POSITION_SCALE_M,
@@ -80,6 +84,7 @@ class PolicyConfig:
     chunk_steps: int = CHUNK_STEPS
     finetune: str = "none"  # none | post_trunk: the encoder's layers after the CNN trunk train too
     geometry_skip: bool = False  # a linear path from the geometric inputs straight to the chunk (see PolicyHead)
+    footprint: bool = False  # read the target's footprint orientation at t0 (:func:`target_footprint`)
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -123,6 +128,7 @@ class TrunkOutput:
     s1: torch.Tensor  # (B, w1, h/2, w/2) = (B, 48, 30, 40)
     s2: torch.Tensor  # (B, w2, h/4, w/4) = (B, 96, 15, 20)
     xyz_half: torch.Tensor  # (B, 3, h/2, w/2) camera-frame xyz at half resolution, divided by depth validity
+    xyz_cam: torch.Tensor  # (B, 3, h, w) camera-frame xyz at full resolution, 0 or NaN = no return (the footprint)
 
 
 @torch.no_grad()
@@ -132,7 +138,7 @@ def encoder_trunk(encoder: VisionLanguageEncoder, image: torch.Tensor, xyz: torc
     s1 = encoder.down1(encoder.stem(image))
     s2 = encoder.down2(s1)
     xyz_half = F.avg_pool2d(xyz, 2) / F.avg_pool2d(image[:, 6:7], 2).clamp_min(1e-3)
-    return TrunkOutput(s1, s2, xyz_half)
+    return TrunkOutput(s1, s2, xyz_half, xyz)
 
 
 def encoder_post_trunk(encoder: VisionLanguageEncoder, trunk: TrunkOutput, text_tokens, text_mask) -> Encoding:
@@ -158,23 +164,67 @@ def encoder_post_trunk(encoder: VisionLanguageEncoder, trunk: TrunkOutput, text_
     return Encoding(features, logits, expected[:, 0], expected[:, 1], pooled, text_feature)
 
 
-def policy_encoding(enc: Encoding, T_world_cam: torch.Tensor, ee_uv_model: torch.Tensor) -> torch.Tensor:
+def target_footprint(xyz_cam_m: torch.Tensor, T_world_cam: torch.Tensor, target_world_m: torch.Tensor) -> torch.Tensor:
+    """Orientation of the grounded target's footprint from the depth points around it → (B, FOOTPRINT_DIM).
+
+    The encoder sees a 4 cm cube as ~4x4 of its 80x60 pixels and was never trained on orientation, so a policy
+    reading it alone grasps at a random wrist angle. These are the horizontal second and fourth circular
+    moments of the points within FOOTPRINT_RADIUS_M of the target, above the table, in the world frame:
+    m2 = E[r² e^{2iφ}] / E[r²] (phase: twice an elongated object's long axis; a block) and m4 = E[r⁴ e^{4iφ}] /
+    E[r⁴] (phase: four times a square's diagonal; a cube, mod 90°), plus the point count / 50.
+    ``xyz_cam_m`` (B, 3, h, w) camera frame, NaN or exactly 0 = no return."""
+    b = xyz_cam_m.shape[0]
+    R, t = T_world_cam[:, :3, :3].float(), T_world_cam[:, :3, 3].float()
+    xyz = xyz_cam_m.float().flatten(2)  # (B, 3, N)
+    valid = torch.isfinite(xyz).all(1) & (xyz.abs().sum(1) > 0)
+    world = torch.einsum("bij,bjn->bni", R, torch.nan_to_num(xyz)) + t[:, None]  # (B, N, 3)
+    offset = world[..., :2] - target_world_m[:, None, :2].float()
+    near = valid & (offset.norm(dim=-1) < FOOTPRINT_RADIUS_M) & (world[..., 2] > TABLE_TOP_Z_M + FOOTPRINT_MIN_HEIGHT_M)
+    # The top face alone: an oblique camera also sees side faces, which smear the outline.
+    top = torch.where(near, world[..., 2], torch.full_like(world[..., 2], -1e9)).amax(1, keepdim=True)
+    weight = (near & (world[..., 2] > top - FOOTPRINT_TOP_BAND_M)).float()  # (B, N)
+    count = weight.sum(1)
+    centroid = (offset * weight[..., None]).sum(1) / count.clamp_min(1.0)[:, None]
+    q = (offset - centroid[:, None]) * weight[..., None]
+    c2, s2 = q[..., 0] ** 2 - q[..., 1] ** 2, 2 * q[..., 0] * q[..., 1]  # r² cos 2φ, r² sin 2φ
+    r2 = (q ** 2).sum(-1)
+    c4, s4 = c2 ** 2 - s2 ** 2, 2 * c2 * s2  # r⁴ cos 4φ, r⁴ sin 4φ
+    m2 = torch.stack([c2.sum(1), s2.sum(1)], 1) / r2.sum(1).clamp_min(1e-9)[:, None]
+    m4 = torch.stack([c4.sum(1), s4.sum(1)], 1) / (r2 ** 2).sum(1).clamp_min(1e-12)[:, None]
+    enough = (count >= 3).float()[:, None]
+    return torch.cat([(count / 50.0)[:, None], m2 * enough, m4 * enough], 1).reshape(b, FOOTPRINT_DIM)
+
+
+def policy_encoding(enc: Encoding, T_world_cam: torch.Tensor, ee_uv_model: torch.Tensor,
+                    xyz_cam_m: torch.Tensor) -> torch.Tensor:
     """The head's view of an :class:`Encoding` → (B, ENCODING_DIM): global, text, feature at the gripper's pixel,
-    features pooled under each heat-map, expected target and goal in the world frame (last 6)."""
+    features pooled under each heat-map (FEATURE_DIM), the target's footprint (FOOTPRINT_DIM), expected target
+    and goal in the world frame (last 6)."""
     R, t = T_world_cam[:, :3, :3].float(), T_world_cam[:, :3, 3].float()
     target_world = torch.einsum("bij,bj->bi", R, enc.target_xyz) + t
     goal_world = torch.einsum("bij,bj->bi", R, enc.goal_xyz) + t
     at_gripper = sample_points(enc.features, ee_uv_model[:, None].float())[:, 0]  # (B, C)
     heat = torch.softmax(enc.grounding_logits.flatten(2), -1)  # (B, 2, h*w)
     heat_pooled = torch.einsum("bkn,bcn->bkc", heat, enc.features.flatten(2)).flatten(1)  # (B, 2C)
-    return torch.cat([enc.global_feature, enc.text_feature, at_gripper, heat_pooled, target_world, goal_world], 1)
+    footprint = target_footprint(xyz_cam_m, T_world_cam, target_world.detach())  # a measurement, not learnt
+    return torch.cat([enc.global_feature, enc.text_feature, at_gripper, heat_pooled, footprint, target_world,
+                      goal_world], 1)
 
 
 def post_trunk_parameters(encoder: VisionLanguageEncoder) -> list[nn.Parameter]:
     return [p for name, p in encoder.named_parameters() if name.split(".")[0] in POST_TRUNK]
 
 
-ENCODING_DIM = 96 + 96 + 64 + 2 * 64 + 3 + 3  # global, text, feature at the gripper, heat-pooled ×2, target, goal
+FEATURE_DIM = 96 + 96 + 64 + 2 * 64  # global, text, feature at the gripper, heat-pooled ×2
+FOOTPRINT_DIM = 5  # point count, m2 (2), m4 (2): see target_footprint
+ENCODING_DIM = FEATURE_DIM + FOOTPRINT_DIM + 3 + 3  # + target, goal
+ENCODING_LAYOUT = 2  # 2: the footprint before target and goal (caches of layout 1 lack it)
+
+
+def _rotate(xy: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """(B, 2) read as complex numbers, times e^{i angle}."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([xy[:, 0] * c - xy[:, 1] * s, xy[:, 0] * s + xy[:, 1] * c], 1)
 
 
 class PolicyHead(nn.Module):
@@ -183,10 +233,11 @@ class PolicyHead(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
-        self.feature_norm = nn.LayerNorm(ENCODING_DIM - 6)  # encoders differ in feature scale; same for all
+        self.feature_norm = nn.LayerNorm(FEATURE_DIM)  # encoders differ in feature scale; same for all
         self.feature_dropout = nn.Dropout(cfg.feature_dropout)
         forecast_dim = FORECAST_POINTS * (FORECAST_STEPS + 1) * 3 + 1 if cfg.forecast_conditioning else 0
-        in_dim = ENCODING_DIM - 6 + 24 + PROPRIO_DIM + forecast_dim
+        footprint_dim = FOOTPRINT_DIM if cfg.footprint else 0
+        in_dim = FEATURE_DIM + 24 + PROPRIO_DIM + footprint_dim + forecast_dim
         layers: list[nn.Module] = []
         for i in range(cfg.layers):
             layers += [nn.Linear(in_dim if i == 0 else cfg.hidden, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.GELU()]
@@ -194,7 +245,7 @@ class PolicyHead(nn.Module):
         self.out = nn.Linear(cfg.hidden, cfg.chunk_steps * 5)
         # Offsets toward a grounded point are linear in the inputs; the skip lets the head copy them exactly
         # instead of through normalised nonlinear layers. Zero-initialised: training starts from the MLP alone.
-        self.skip = nn.Linear(in_dim - (ENCODING_DIM - 6), cfg.chunk_steps * 5) if cfg.geometry_skip else None
+        self.skip = nn.Linear(in_dim - FEATURE_DIM, cfg.chunk_steps * 5) if cfg.geometry_skip else None
         if self.skip is not None:
             nn.init.zeros_(self.skip.weight)
             nn.init.zeros_(self.skip.bias)
@@ -210,8 +261,14 @@ class PolicyHead(nn.Module):
         grounded_world = torch.cat([encoding[:, -6:], encoding_t0[:, -6:]], 1).view(-1, 4, 3)  # now, t0
         grounded = (grounded_world - centre) / POSITION_SCALE_M - ee_scaled[:, None]  # (B, 4, 3)
         fine = (grounded * POSITION_SCALE_M / self.cfg.fine_scale_m).clamp(-3, 3)  # precise near the object
-        features = self.feature_dropout(self.feature_norm(encoding[:, :-6]))
+        features = self.feature_dropout(self.feature_norm(encoding[:, :FEATURE_DIM]))
         parts = [features, grounded.flatten(1), fine.flatten(1), proprio]
+        if self.cfg.footprint:  # at t0 (unoccluded), turned into the gripper's frame: how far to turn the wrist
+            footprint = encoding_t0[:, FEATURE_DIM:FEATURE_DIM + FOOTPRINT_DIM]
+            yaw = torch.atan2(proprio[:, 3], proprio[:, 4])  # proprio holds sin, cos of the gripper yaw
+            m2 = _rotate(footprint[:, 1:3], -2 * yaw)
+            m4 = _rotate(footprint[:, 3:5], -4 * yaw)
+            parts += [footprint[:, :1], m2, m4]
         if self.cfg.forecast_conditioning:
             if forecast_world_m is None:
                 raise PolicyError("this policy is forecast-conditioned: give it the forecast")
@@ -248,12 +305,12 @@ class GoalConditionedPolicy(nn.Module):
         """rgb (B, 3, 60, 80) uint8, xyz (B, 3, 60, 80) camera frame (NaN = none), text (B, L, 384) and
         mask (B, L), T_world_cam (B, 4, 4), grasp-target pixel (B, 2) in model pixels → (B, ENCODING_DIM)."""
         image, xyz = make_image_input(rgb, xyz_cam_m.float())
-        return policy_encoding(self.encoder(image, xyz, text_tokens, text_mask), T_world_cam, ee_uv_model)
+        return policy_encoding(self.encoder(image, xyz, text_tokens, text_mask), T_world_cam, ee_uv_model, xyz)
 
     def encode_from_trunk(self, trunk: TrunkOutput, text_tokens, text_mask, T_world_cam, ee_uv_model) -> torch.Tensor:
         """:meth:`encode` from cached trunk outputs, differentiable in the post-trunk layers (training)."""
         return policy_encoding(encoder_post_trunk(self.encoder, trunk, text_tokens, text_mask), T_world_cam,
-                               ee_uv_model)
+                               ee_uv_model, trunk.xyz_cam)
 
     def forward(self, encoding, proprio, encoding_t0, **forecast) -> ActionChunk:
         return self.head(encoding, proprio, encoding_t0, **forecast)

@@ -26,6 +26,9 @@ WORKSPACE_CENTRE_M = np.array([0.5, 0.0, 0.75])  # proprioception is centred her
 POSITION_SCALE_M = 0.1
 PROPRIO_DIM = 8  # (ee − centre)/scale (3), sin/cos yaw (2), width/open width (1), closed command (1), time (1)
 TIME_SCALE_SAMPLES = 100.0  # elapsed 15 fps samples since t0 enter divided by this
+FOOTPRINT_RADIUS_M = 0.04  # the target's footprint: points this close (xy) to its grounded position...
+FOOTPRINT_MIN_HEIGHT_M = 0.01  # ...and this far above the table (objects stand >= 9 cm apart)
+FOOTPRINT_TOP_BAND_M = 0.008  # ...and this close to the highest of them (the top face)
 
 
 class PolicyError(ValueError):

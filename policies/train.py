@@ -25,6 +25,8 @@ import torch
 
 from .demos import Demos
 from .model import (
+    ENCODING_DIM,
+    ENCODING_LAYOUT,
     TRUNK,
     GoalConditionedPolicy,
     PolicyConfig,
@@ -125,10 +127,11 @@ def cached_encoding(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path,
     """Encodings of ``demos`` by ``model``'s encoder, cached per (demonstrations, encoder source, seed)."""
     cfg = model.cfg
     seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
-    path = Path(cache_dir) / f"enc-{demos.config.get('key', 'nokey')}-{cfg.encoder_init}{seed}.npy"
+    layout = f"-l{ENCODING_LAYOUT}" if ENCODING_LAYOUT > 1 else ""
+    path = Path(cache_dir) / f"enc-{demos.config.get('key', 'nokey')}-{cfg.encoder_init}{seed}{layout}.npy"
     if path.is_file():
         encoding = np.load(path)
-        if encoding.shape[0] == len(demos):
+        if encoding.shape == (len(demos), ENCODING_DIM):
             return encoding
     encoding = encode_demos(model, demos, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +180,7 @@ class TrunkFrames:
     s1: np.ndarray  # (M, 48, 30, 40) float16
     s2: np.ndarray  # (M, 96, 15, 20) float16
     xyz_half: np.ndarray  # (M, 3, 30, 40) float32
+    xyz_cam: np.ndarray  # (M, 3, 60, 80) float16, the demonstrations' own (for the footprint)
     text_tokens: torch.Tensor  # (M, L, 384) per frame (its episode's instruction)
     text_mask: torch.Tensor  # (M, L)
     T_world_cam: torch.Tensor  # (M, 4, 4)
@@ -186,7 +190,8 @@ class TrunkFrames:
     def rows(self, idx: torch.Tensor) -> tuple[TrunkOutput, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         i = idx.numpy()
         trunk = TrunkOutput(torch.from_numpy(self.s1[i].astype(np.float32)),
-                            torch.from_numpy(self.s2[i].astype(np.float32)), torch.from_numpy(self.xyz_half[i]))
+                            torch.from_numpy(self.s2[i].astype(np.float32)), torch.from_numpy(self.xyz_half[i]),
+                            torch.from_numpy(self.xyz_cam[i].astype(np.float32)))
         return trunk, self.text_tokens[idx], self.text_mask[idx], self.T_world_cam[idx], self.ee_uv_model[idx]
 
 
@@ -220,7 +225,7 @@ def cached_trunk(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, pr
     tokens, masks = default_text_encoder().encode(list(demos.instructions))
     ep = demos.episode
     instr = demos.instruction[ep]
-    return TrunkFrames(arrays["s1"], arrays["s2"], arrays["xyz_half"], torch.from_numpy(tokens[instr]),
+    return TrunkFrames(arrays["s1"], arrays["s2"], arrays["xyz_half"], demos.xyz_cam_m, torch.from_numpy(tokens[instr]),
                        torch.from_numpy(masks[instr]), torch.from_numpy(demos.T_world_cam[ep]).float(),
                        torch.from_numpy(demos.ee_uv_model), torch.from_numpy(first_rows(demos)[ep]))
 

@@ -2,6 +2,7 @@
 
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,60 @@ def test_geometry_skip_starts_as_the_plain_head_and_round_trips(tmp_path):
     loaded, _ = GoalConditionedPolicy.from_checkpoint(policy.save(tmp_path / "skip.pt"))
     assert loaded.cfg.geometry_skip and _equal(loaded.state_dict(), policy.state_dict())
     assert plain.skip is None
+
+
+def _box_points(half_x: float, half_y: float, yaw: float, centre=(0.5, 0.1), height: float = 0.04) -> torch.Tensor:
+    """A box's top face and the table around it as a (1, 3, 1, N) 'image' of world points (camera = world)."""
+    from molmomotion_sim.world import TABLE_TOP_Z_M
+
+    u, v = torch.meshgrid(torch.linspace(-half_x, half_x, 13), torch.linspace(-half_y, half_y, 9), indexing="ij")
+    c, s = torch.cos(torch.tensor(yaw)), torch.sin(torch.tensor(yaw))
+    top = torch.stack([centre[0] + c * u - s * v, centre[1] + s * u + c * v,
+                       torch.full_like(u, TABLE_TOP_Z_M + height)], 0).reshape(3, -1)
+    gx, gy = torch.meshgrid(torch.linspace(-0.1, 0.1, 21), torch.linspace(-0.1, 0.1, 21), indexing="ij")
+    table = torch.stack([centre[0] + gx, centre[1] + gy, torch.full_like(gx, TABLE_TOP_Z_M)], 0).reshape(3, -1)
+    nan = torch.full((3, 5), float("nan"))  # no returns are ignored
+    return torch.cat([top, table, nan], 1)[None, :, None, :]
+
+
+@pytest.mark.parametrize("yaw_deg", [-70.0, -10.0, 25.0, 80.0])
+def test_the_footprint_measures_a_block_mod_180_and_a_cube_mod_90(yaw_deg):
+    from molmomotion_policies.model import target_footprint
+
+    yaw, T = float(np.radians(yaw_deg)), torch.eye(4)[None]
+    target = torch.tensor([[0.5, 0.1, 0.8]])
+    block = target_footprint(_box_points(0.03, 0.018, yaw), T, target)[0]
+    assert block[0] > 0.5  # 117 top-face points / 50, the table excluded
+    angle = float(torch.atan2(block[2], block[1])) / 2  # m2's phase is twice the long axis
+    assert abs((angle - yaw + np.pi / 2) % np.pi - np.pi / 2) < np.radians(2)
+    cube = target_footprint(_box_points(0.02, 0.02, yaw), T, target)[0]
+    assert torch.hypot(cube[1], cube[2]) < 0.05  # a square has no second-moment direction...
+    angle = float(torch.atan2(-cube[4], -cube[3])) / 4  # ...but its fourth moment peaks at the corners
+    assert abs((angle - yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4) < np.radians(2)
+    far = target_footprint(_box_points(0.03, 0.018, yaw), T, torch.tensor([[0.8, -0.2, 0.8]]))[0]
+    assert torch.equal(far, torch.zeros(5))  # nothing within reach of a far target: no orientation
+
+
+def test_the_footprint_enters_the_head_relative_to_the_gripper_yaw():
+    from molmomotion_policies.model import FEATURE_DIM, _rotate
+
+    torch.manual_seed(0)
+    head = GoalConditionedPolicy(PolicyConfig.for_variant("A", footprint=True)).head.eval()
+    plain = GoalConditionedPolicy(PolicyConfig.for_variant("A")).head
+    assert head.mlp[0].in_features == plain.mlp[0].in_features + 5
+    encoding, proprio = torch.randn(1, ENCODING_DIM), torch.randn(1, PROPRIO_DIM)
+    turn = torch.tensor([0.7])
+    # Turning the object and the gripper by the same angle changes nothing the head sees.
+    turned_encoding, turned_proprio = encoding.clone(), proprio.clone()
+    fp = slice(FEATURE_DIM, FEATURE_DIM + 5)
+    turned_encoding[:, fp.start + 1:fp.start + 3] = _rotate(encoding[:, fp.start + 1:fp.start + 3], 2 * turn)
+    turned_encoding[:, fp.start + 3:fp.stop] = _rotate(encoding[:, fp.start + 3:fp.stop], 4 * turn)
+    yaw = torch.atan2(proprio[:, 3], proprio[:, 4]) + turn
+    turned_proprio[:, 3], turned_proprio[:, 4] = torch.sin(yaw), torch.cos(yaw)
+    a = head(encoding, proprio, encoding)
+    b = head(turned_encoding, turned_proprio, turned_encoding)
+    assert not torch.allclose(a.pos_m, b.pos_m)  # the proprio's yaw itself still differs...
+    head.mlp[0].weight.data[:, FEATURE_DIM + 24 + 3:FEATURE_DIM + 24 + 5] = 0  # ...so ignore it, then:
+    a = head(encoding, proprio, encoding)
+    b = head(turned_encoding, turned_proprio, turned_encoding)
+    assert torch.allclose(a.pos_m, b.pos_m, atol=1e-5)
