@@ -27,6 +27,8 @@ from .demos import Demos
 from .model import (
     ENCODING_DIM,
     ENCODING_LAYOUT,
+    FEATURE_DIM,
+    FOOTPRINT_DIM,
     TRUNK,
     GoalConditionedPolicy,
     PolicyConfig,
@@ -36,6 +38,7 @@ from .model import (
     encoder_trunk,
     make_image_input,
     post_trunk_parameters,
+    target_footprint,
 )
 from .observation import PolicyError, proprioception
 
@@ -127,16 +130,31 @@ def cached_encoding(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path,
     """Encodings of ``demos`` by ``model``'s encoder, cached per (demonstrations, encoder source, seed)."""
     cfg = model.cfg
     seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
-    layout = f"-l{ENCODING_LAYOUT}" if ENCODING_LAYOUT > 1 else ""
-    path = Path(cache_dir) / f"enc-{demos.config.get('key', 'nokey')}-{cfg.encoder_init}{seed}{layout}.npy"
+    stem = f"enc-{demos.config.get('key', 'nokey')}-{cfg.encoder_init}{seed}"
+    path = Path(cache_dir) / f"{stem}-l{ENCODING_LAYOUT}.npy"
     if path.is_file():
         encoding = np.load(path)
         if encoding.shape == (len(demos), ENCODING_DIM):
             return encoding
-    encoding = encode_demos(model, demos, progress=progress)
+    layout_1 = Path(cache_dir) / f"{stem}.npy"  # written before the footprint existed: the same features
+    if layout_1.is_file() and np.load(layout_1, mmap_mode="r").shape == (len(demos), ENCODING_DIM - FOOTPRINT_DIM):
+        encoding = upgrade_layout_1(np.load(layout_1), demos)
+    else:
+        encoding = encode_demos(model, demos, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, encoding)
     return encoding
+
+
+def upgrade_layout_1(encoding: np.ndarray, demos: Demos, batch_size: int = 1024) -> np.ndarray:
+    """A layout-1 encoding (no footprint) → layout 2: the footprint is a function of each frame's depth and the
+    grounded target the encoding already holds, so ten minutes of encoder passes become seconds."""
+    target = torch.from_numpy(encoding[:, -6:-3].copy())
+    footprint = np.concatenate([target_footprint(
+        torch.from_numpy(demos.xyz_cam_m[s:s + batch_size].astype(np.float32)),
+        torch.from_numpy(demos.T_world_cam[demos.episode[s:s + batch_size]]), target[s:s + batch_size]).numpy()
+        for s in range(0, len(encoding), batch_size)])
+    return np.concatenate([encoding[:, :FEATURE_DIM], footprint, encoding[:, FEATURE_DIM:]], 1).astype(np.float32)
 
 
 def first_rows(demos: Demos) -> np.ndarray:

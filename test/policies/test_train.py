@@ -106,3 +106,20 @@ def test_cosine_schedule_decays_to_zero_and_enters_the_run_identity(demos, val_d
     assert identity["train"]["lr_schedule"] == "cosine" and identity["train"]["schedule_steps"] == 20
     assert identity["policy"]["geometry_skip"] is True
     assert GoalConditionedPolicy.from_checkpoint(cosine.checkpoints[20])[0].cfg.geometry_skip
+
+
+def test_a_layout_1_encoding_cache_is_upgraded_to_the_footprint_layout(demos, tmp_path):
+    import numpy as np
+
+    from molmomotion_policies.model import FEATURE_DIM, FOOTPRINT_DIM
+    from molmomotion_policies.train import cached_encoding, encode_demos
+
+    model = GoalConditionedPolicy(PolicyConfig.for_variant("A", footprint=True))
+    fresh = encode_demos(model, demos, progress=False)
+    assert np.abs(fresh[:, FEATURE_DIM:FEATURE_DIM + FOOTPRINT_DIM]).sum() > 0  # the targets have footprints
+    layout_1 = np.concatenate([fresh[:, :FEATURE_DIM], fresh[:, FEATURE_DIM + FOOTPRINT_DIM:]], 1)
+    np.save(tmp_path / f"enc-{demos.config['key']}-fm.npy", layout_1)
+    upgraded = cached_encoding(model, demos, tmp_path, progress=False)
+    assert upgraded.shape == fresh.shape
+    assert np.allclose(upgraded, fresh, atol=1e-5)
+    assert (tmp_path / f"enc-{demos.config['key']}-fm-l2.npy").is_file()
