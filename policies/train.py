@@ -40,7 +40,7 @@ from .model import (
     post_trunk_parameters,
     target_footprint,
 )
-from .observation import PolicyError, proprioception
+from .observation import POSITION_SCALE_M, PolicyError, proprioception
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,16 @@ class TrainConfig:
     eval_every: int = 250  # validation (and the resumable state) every this many steps
     seed: int = 0  # head init and batch order (and a scratch encoder's init)
     lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step of the grid)
+    state_noise_m: float = 0.0  # > 0: each training frame's grasp target moved by N(0, this) per axis...
+    state_noise_rad: float = 0.0  # ...and its yaw by N(0, this), the chunk's labels corrected to match
 
     def __post_init__(self) -> None:
         if not self.steps or any(s <= 0 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
             raise PolicyError(f"steps must be positive and increasing, got {self.steps}")
         if self.batch_size <= 0 or self.eval_every <= 0:
             raise PolicyError("batch_size and eval_every must be positive")
+        if self.state_noise_m < 0 or self.state_noise_rad < 0:
+            raise PolicyError("state noise must be >= 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise PolicyError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
 
@@ -284,6 +288,22 @@ def validation_metrics(head: PolicyHead, data: BatchTensors) -> dict:
     }
 
 
+def perturb_state(batch: BatchTensors, noise_m: float, noise_rad: float, generator: torch.Generator) -> BatchTensors:
+    """Corrective labels without new demonstrations: the robot is taken to be off its demonstrated pose by a
+    random offset, and the chunk is relabelled to reach the same set-points from there (labels are offsets from
+    the current pose). Every position input of the head is relative to the grasp target, so the perturbed
+    proprioception moves them consistently; only the image still shows the arm where it was."""
+    n = len(batch.proprio)
+    delta = torch.randn(n, 3, generator=generator) * noise_m
+    turn = torch.randn(n, generator=generator) * noise_rad
+    proprio = batch.proprio.clone()
+    proprio[:, :3] += delta / POSITION_SCALE_M
+    yaw = torch.atan2(proprio[:, 3], proprio[:, 4]) + turn
+    proprio[:, 3], proprio[:, 4] = torch.sin(yaw), torch.cos(yaw)
+    yaw_labels = torch.atan2(torch.sin(batch.yaw_rad - turn[:, None]), torch.cos(batch.yaw_rad - turn[:, None]))
+    return replace(batch, proprio=proprio, pos_m=batch.pos_m - delta[:, None], yaw_rad=yaw_labels)
+
+
 def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos, out_dir: str | Path,
                  cfg: TrainConfig = TrainConfig(), progress: bool = True, encoding_cache: str | Path | None = None
                  ) -> TrainRun:
@@ -303,8 +323,12 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         run_config["policy"].pop("finetune")
         run_config["train"].pop("encoder_lr")
     # Options added later enter a run's identity only when used, so earlier runs still resume.
-    if not policy_cfg.geometry_skip:
-        run_config["policy"].pop("geometry_skip")
+    for name in ("geometry_skip", "footprint"):
+        if not getattr(policy_cfg, name):
+            run_config["policy"].pop(name)
+    for name in ("state_noise_m", "state_noise_rad"):
+        if not getattr(cfg, name):
+            run_config["train"].pop(name)
     if cfg.lr_schedule == "constant":
         run_config["train"].pop("lr_schedule")
     else:  # a decaying schedule depends on where it ends: such a run cannot be extended to more steps
@@ -329,6 +353,7 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     base_lrs = [group["lr"] for group in groups]  # the schedule scales these (a resumed state holds decayed ones)
     generator = torch.Generator().manual_seed(cfg.seed)  # batch order
     dropout_rng = torch.Generator().manual_seed(cfg.seed + 1_000_003).get_state()  # the global RNG, in the loop
+    noise = torch.Generator().manual_seed(cfg.seed + 2_000_003)  # state perturbations (when asked for)
     step, history = 0, []
     state_path = out / "state.pt"
     if state_path.is_file():
@@ -341,6 +366,8 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         dropout_rng = state["dropout_rng"]
+        if "noise" in state:
+            noise.set_state(state["noise"])
         step, history = state["step"], state["history"]
         log.info("resuming %s at step %d", out, step)
     (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
@@ -357,6 +384,8 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
                 group["lr"] = base_lr * factor
             idx = torch.randint(len(train.encoding), (cfg.batch_size,), generator=generator)
             batch = train.rows(idx)
+            if cfg.state_noise_m or cfg.state_noise_rad:
+                batch = perturb_state(batch, cfg.state_noise_m, cfg.state_noise_rad, noise)
             if finetune:
                 encoding, encoding_t0 = finetune_encodings(model, train_frames, idx)
                 batch = replace(batch, encoding=encoding, encoding_t0=encoding_t0)
@@ -378,7 +407,8 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
                 torch.save({"run_config": run_config, "head": model.head.state_dict(),
                             **({"encoder": model.encoder.state_dict()} if finetune else {}),
                             "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
-                            "dropout_rng": torch.get_rng_state(), "history": history}, state_path)
+                            "dropout_rng": torch.get_rng_state(), "noise": noise.get_state(), "history": history},
+                           state_path)
                 (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     elapsed = time.perf_counter() - started
     rate = (step - first_step) / elapsed if step > first_step and elapsed > 0 else 0.0

@@ -123,3 +123,36 @@ def test_a_layout_1_encoding_cache_is_upgraded_to_the_footprint_layout(demos, tm
     assert upgraded.shape == fresh.shape
     assert np.allclose(upgraded, fresh, atol=1e-5)
     assert (tmp_path / f"enc-{demos.config['key']}-fm-l2.npy").is_file()
+
+
+def test_state_noise_keeps_the_demonstrated_set_points_and_resumes_exactly(demos, val_demos, tmp_path):
+    import numpy as np
+
+    from molmomotion_policies.observation import POSITION_SCALE_M
+    from molmomotion_policies.train import perturb_state, to_tensors
+
+    batch = to_tensors(demos, np.zeros((len(demos), 4), np.float32)).rows(torch.arange(20))
+    moved = perturb_state(batch, 0.015, 0.1, torch.Generator().manual_seed(0))
+    shift = (moved.proprio[:, :3] - batch.proprio[:, :3]) * POSITION_SCALE_M
+    assert shift.abs().max() > 0.005  # the pose moved...
+    # ...and every label still reaches the same set-point: current pose + offset is unchanged.
+    assert torch.allclose(shift[:, None] + moved.pos_m, batch.pos_m, atol=1e-6)
+    yaw_before = torch.atan2(batch.proprio[:, 3], batch.proprio[:, 4])[:, None] + batch.yaw_rad
+    yaw_after = torch.atan2(moved.proprio[:, 3], moved.proprio[:, 4])[:, None] + moved.yaw_rad
+    assert torch.allclose(torch.sin(yaw_after), torch.sin(yaw_before), atol=1e-5)
+    assert torch.allclose(torch.cos(yaw_after), torch.cos(yaw_before), atol=1e-5)
+
+    def noisy(out, steps):
+        return train_policy(PolicyConfig.for_variant("A"), demos, val_demos, out,
+                            TrainConfig(steps=steps, batch_size=8, eval_every=10, state_noise_m=0.015,
+                                        state_noise_rad=0.1), progress=False, encoding_cache=tmp_path / "enc")
+
+    straight = noisy(tmp_path / "straight", (10, 20))
+    noisy(tmp_path / "resumed", (10,))
+    resumed = noisy(tmp_path / "resumed", (10, 20))
+    plain = _run(demos, val_demos, tmp_path / "plain", (10, 20))
+    a, b, c = (_head(r.checkpoints[20]) for r in (straight, resumed, plain))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    identity = json.loads((straight.out_dir / "run_config.json").read_text())
+    assert identity["train"]["state_noise_m"] == 0.015 and "schedule_steps" not in identity["train"]
