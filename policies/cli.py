@@ -84,6 +84,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="a linear path from the head's geometric inputs straight to the action chunk")
     sr.add_argument("--lr-schedule", choices=("constant", "cosine"), default=defaults.lr_schedule,
                     help="learning-rate schedule over the step grid (default: %(default)s)")
+    sr.add_argument("--state-noise-m", type=float, default=defaults.state_noise_m, metavar="M",
+                    help="train on corrective labels: each frame's grasp target moved by N(0, M) per axis and its "
+                         "chunk relabelled to reach the demonstrated set-points (default: %(default)s; 0.015 in the "
+                         "README's run)")
+    sr.add_argument("--state-noise-rad", type=float, default=defaults.state_noise_rad, metavar="R",
+                    help="likewise for the gripper yaw (default: %(default)s; 0.1 in the README's run)")
     sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sr.set_defaults(handler=run_success_rate)
     return experiment
@@ -102,7 +108,8 @@ def run_success_rate(args: argparse.Namespace) -> int:
             train_episodes_per_family=args.train_episodes, val_episodes_per_family=args.val_episodes,
             batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, finetune=args.finetune,
             encoder_lr=args.encoder_lr, max_samples=args.max_samples, footprint=args.footprint,
-            geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule,
+            geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule, state_noise_m=args.state_noise_m,
+            state_noise_rad=args.state_noise_rad,
             demo_cache=args.demo_cache,
         )
         result = run_experiment(cfg, args.out, progress=not args.no_progress)

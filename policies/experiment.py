@@ -58,6 +58,8 @@ class ExperimentConfig:
     footprint: bool = False  # PolicyConfig.footprint: the target's footprint orientation as a head input
     geometry_skip: bool = False  # PolicyConfig.geometry_skip
     lr_schedule: str = "constant"  # TrainConfig.lr_schedule
+    state_noise_m: float = 0.0  # TrainConfig.state_noise_m
+    state_noise_rad: float = 0.0  # TrainConfig.state_noise_rad
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -125,7 +127,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
                                          geometry_skip=cfg.geometry_skip), train_demos, val_demos,
                 out / "runs" / name,
                 TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
-                            eval_every=cfg.eval_every, seed=seed, lr_schedule=cfg.lr_schedule), progress=progress,
+                            eval_every=cfg.eval_every, seed=seed, lr_schedule=cfg.lr_schedule,
+                            state_noise_m=cfg.state_noise_m, state_noise_rad=cfg.state_noise_rad), progress=progress,
                 encoding_cache=out / "encodings",
             )
             histories[name] = run.history
