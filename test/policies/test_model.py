@@ -121,7 +121,7 @@ def test_only_post_trunk_layers_train_when_fine_tuning():
         PolicyConfig.for_variant("A", finetune="everything")
 
 
-def test_shipped_schema_1_checkpoints_still_load():
+def test_shipped_checkpoints_load():
     from pathlib import Path
 
     from molmomotion_policies.model import READABLE_SCHEMAS, SCHEMA_VERSION
