@@ -71,6 +71,8 @@ class ExperimentConfig:
             raise PolicyError(f"unknown finetune mode {self.finetune!r}; choose from {', '.join(FINETUNE_MODES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise PolicyError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+        if not (self.state_noise_m >= 0 and self.state_noise_rad >= 0):  # also refuses NaN
+            raise PolicyError(f"state noise must be >= 0, got {self.state_noise_m} m and {self.state_noise_rad} rad")
         bad = set(self.families) - set(TASKS)
         if bad:
             raise PolicyError(f"unknown families {sorted(bad)}")

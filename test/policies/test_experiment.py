@@ -66,3 +66,27 @@ def test_cli_fine_tuning_flags_and_old_folders(tmp_path):
     del old["finetune"], old["encoder_lr"]
     assert _identity(old) == _identity(_jsonable_config(ExperimentConfig()))
     assert _identity(old) != _identity(_jsonable_config(ExperimentConfig(finetune="post_trunk")))
+
+
+def test_the_current_recipe_flags_and_bad_noise(tmp_path):
+    import argparse
+
+    from molmomotion_policies.experiment import _identity, _jsonable_config
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["experiment", "success-rate", "--footprint", "--state-noise-m", "0.015",
+                              "--state-noise-rad", "0.1", "--lr-schedule", "cosine", "--geometry-skip"])
+    assert args.footprint and args.geometry_skip and args.lr_schedule == "cosine"
+    assert (args.state_noise_m, args.state_noise_rad) == (0.015, 0.1)
+    assert args.handler(args.__class__(**{**vars(args), "state_noise_m": -1.0, "out": tmp_path / "x"})) == 2
+    assert not (tmp_path / "x").exists()  # refused before anything was recorded or written
+    for bad in ({"state_noise_m": -0.01}, {"state_noise_rad": float("nan")}, {"lr_schedule": "step"}):
+        with pytest.raises(PolicyError):
+            ExperimentConfig(**bad)
+    # Folders written before these options existed count them as off, so they still resume.
+    old = _jsonable_config(ExperimentConfig())
+    for key in ("footprint", "geometry_skip", "lr_schedule", "state_noise_m", "state_noise_rad"):
+        del old[key]
+    assert _identity(old) == _identity(_jsonable_config(ExperimentConfig()))
+    assert _identity(old) != _identity(_jsonable_config(ExperimentConfig(footprint=True)))
