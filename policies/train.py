@@ -73,8 +73,8 @@ class TrainConfig:
             raise PolicyError(f"steps must be positive and increasing, got {self.steps}")
         if self.batch_size <= 0 or self.eval_every <= 0:
             raise PolicyError("batch_size and eval_every must be positive")
-        if self.state_noise_m < 0 or self.state_noise_rad < 0:
-            raise PolicyError("state noise must be >= 0")
+        if not (self.state_noise_m >= 0 and self.state_noise_rad >= 0):  # also refuses NaN
+            raise PolicyError(f"state noise must be >= 0, got {self.state_noise_m} m and {self.state_noise_rad} rad")
         if self.lr_schedule not in LR_SCHEDULES:
             raise PolicyError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
 

@@ -95,6 +95,8 @@ def test_cosine_schedule_decays_to_zero_and_enters_the_run_identity(demos, val_d
     assert lr_factor("constant", 70, 100) == 1.0
     with pytest.raises(PolicyError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
+    with pytest.raises(PolicyError, match="state noise"):
+        TrainConfig(state_noise_m=float("nan"))
     constant = _run(demos, val_demos, tmp_path / "constant", (10,))
     identity = json.loads((constant.out_dir / "run_config.json").read_text())
     # Options at their defaults stay out of a run's identity, so runs made before they existed still resume.
