@@ -8,7 +8,8 @@ initialised from the motion model vs from the base VLM). Everything lands in ``o
   success_rate.json, success_rate.md, success_vs_steps.png, val_error.png   the summary
 
 Every stage skips what is already on disk, so an interrupted run resumes where it stopped; the
-config is stored and a different config in the same folder is refused. Test seeds are the same
+config is stored and a different config in the same folder is refused; more variants or steps extend
+it (an earlier step than a finished run reached is replayed, deterministically). Test seeds are the same
 for every checkpoint (paired comparison); training uses train seeds, validation validation seeds.
 """
 

@@ -9,6 +9,8 @@ gradients, on each frame's episode's first frame for ``encoding_t0`` (the head r
 target and goal), so the t0 encoding always comes from the encoder as it is at that step.
 A run writes ``step-NNNNNN.pt`` at every requested step, ``state.pt`` (head, encoder, optimiser,
 sampler state, history) for resuming, and ``history.json`` with the validation action-error curve.
+Asking a finished (or part-run) run for a step it has already passed replays it from step 0 for that
+checkpoint: training is deterministic per seed, so the replay writes the weights the run had there.
 """
 
 from __future__ import annotations
@@ -304,13 +306,107 @@ def perturb_state(batch: BatchTensors, noise_m: float, noise_rad: float, generat
     return replace(batch, proprio=proprio, pos_m=batch.pos_m - delta[:, None], yaw_rad=yaw_labels)
 
 
+
+def _fresh_model(policy_cfg: PolicyConfig, seed: int) -> GoalConditionedPolicy:
+    model = GoalConditionedPolicy(policy_cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model.head = PolicyHead(policy_cfg)
+    return model
+
+
+@dataclass
+class _TrainData:
+    train: BatchTensors
+    val: BatchTensors
+    train_frames: object | None  # fine-tuning: cached trunk outputs per frame
+    val_frames: object | None
+
+
+class _Trainer:
+    """One training trajectory: model, optimiser and every random stream, from step 0 or a saved state."""
+
+    def __init__(self, model: GoalConditionedPolicy, cfg: TrainConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.finetune = model.cfg.finetune != "none"
+        groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+        if self.finetune:
+            groups.append({"params": post_trunk_parameters(model.encoder), "lr": cfg.encoder_lr})
+        self.optimiser = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.base_lrs = [group["lr"] for group in groups]  # what the schedule scales (states hold decayed ones)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # batch order
+        self.dropout_rng = torch.Generator().manual_seed(cfg.seed + 1_000_003).get_state()  # global RNG in the loop
+        self.noise = torch.Generator().manual_seed(cfg.seed + 2_000_003)  # state perturbations (when asked for)
+        self.step, self.history = 0, []
+
+    def load_state(self, state: dict) -> None:
+        self.model.head.load_state_dict(state["head"])
+        if "encoder" in state:
+            self.model.encoder.load_state_dict(state["encoder"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.generator.set_state(state["generator"])
+        self.dropout_rng = state["dropout_rng"]
+        if "noise" in state:
+            self.noise.set_state(state["noise"])
+        self.step, self.history = state["step"], state["history"]
+
+    def run(self, data: _TrainData, until: int, checkpoints: dict[int, Path], run_config: dict,
+            state_path: Path | None, desc: str, progress: bool) -> None:
+        """Train to step ``until``, writing ``checkpoints`` on the way and (with a ``state_path``) the resumable
+        state and ``history.json`` at every validation."""
+        from tqdm import tqdm
+
+        cfg, model, optimiser = self.cfg, self.model, self.optimiser
+        total = cfg.steps[-1]  # the schedule's end, whatever ``until`` is
+        model.head.train()
+        with torch.random.fork_rng(), tqdm(total=until, initial=self.step, desc=desc, unit="step",
+                                           disable=not progress, dynamic_ncols=True) as bar:
+            torch.set_rng_state(self.dropout_rng)
+            while self.step < until:
+                factor = lr_factor(cfg.lr_schedule, self.step, total)
+                for group, base_lr in zip(optimiser.param_groups, self.base_lrs, strict=True):
+                    group["lr"] = base_lr * factor
+                idx = torch.randint(len(data.train.encoding), (cfg.batch_size,), generator=self.generator)
+                batch = data.train.rows(idx)
+                if cfg.state_noise_m or cfg.state_noise_rad:
+                    batch = perturb_state(batch, cfg.state_noise_m, cfg.state_noise_rad, self.noise)
+                if self.finetune:
+                    encoding, encoding_t0 = finetune_encodings(model, data.train_frames, idx)
+                    batch = replace(batch, encoding=encoding, encoding_t0=encoding_t0)
+                pred = model.head(batch.encoding, batch.proprio, batch.encoding_t0, **batch.forecast_kwargs())
+                loss, _ = chunk_loss(pred, batch.pos_m, batch.yaw_rad, batch.gripper_closed)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.eval_every == 0 or self.step in checkpoints:
+                    val_now = (finetune_validation_tensors(model, data.val_frames, data.val) if self.finetune
+                               else data.val)
+                    metrics = {"step": self.step, "train_loss": loss.item(), **validation_metrics(model.head, val_now)}
+                    self.history.append(metrics)
+                    bar.set_postfix(val_cm=f"{metrics['val_pos_err_cm']:.2f}")
+                    if self.step in checkpoints:
+                        model.save(checkpoints[self.step], meta={"step": self.step, "run_config": run_config,
+                                                                 "validation": metrics})
+                    if state_path is not None:
+                        self.save_state(state_path, run_config)
+            self.dropout_rng = torch.get_rng_state()
+
+    def save_state(self, path: Path, run_config: dict) -> None:
+        torch.save({"run_config": run_config, "head": self.model.head.state_dict(),
+                    **({"encoder": self.model.encoder.state_dict()} if self.finetune else {}),
+                    "optimiser": self.optimiser.state_dict(), "generator": self.generator.get_state(),
+                    "step": self.step, "dropout_rng": torch.get_rng_state(), "noise": self.noise.get_state(),
+                    "history": self.history}, path)
+        (path.parent / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+
+
 def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos, out_dir: str | Path,
                  cfg: TrainConfig = TrainConfig(), progress: bool = True, encoding_cache: str | Path | None = None
                  ) -> TrainRun:
     """Train (or resume) one variant; returns its checkpoints by step and its validation history."""
     import time
-
-    from tqdm import tqdm
 
     torch.set_num_threads(1)
     out = Path(out_dir)
@@ -333,83 +429,40 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         run_config["train"].pop("lr_schedule")
     else:  # a decaying schedule depends on where it ends: such a run cannot be extended to more steps
         run_config["train"]["schedule_steps"] = cfg.steps[-1]
-    model = GoalConditionedPolicy(policy_cfg)
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        model.head = PolicyHead(policy_cfg)
+    model = _fresh_model(policy_cfg, cfg.seed)
     cache = Path(encoding_cache) if encoding_cache else out.parent / "encodings"
     if finetune:
         train_frames = cached_trunk(model, train_demos, cache, progress)
         val_frames = cached_trunk(model, val_demos, cache, progress)
         train = to_tensors(train_demos, np.zeros((len(train_demos), 0), np.float32))  # encodings: per step
         val = to_tensors(val_demos, np.zeros((len(val_demos), 0), np.float32))
-        groups = [{"params": list(model.head.parameters()), "lr": cfg.lr},
-                  {"params": post_trunk_parameters(model.encoder), "lr": cfg.encoder_lr}]
     else:
+        train_frames = val_frames = None
         train = to_tensors(train_demos, cached_encoding(model, train_demos, cache, progress))
         val = to_tensors(val_demos, cached_encoding(model, val_demos, cache, progress))
-        groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
-    optimiser = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    base_lrs = [group["lr"] for group in groups]  # the schedule scales these (a resumed state holds decayed ones)
-    generator = torch.Generator().manual_seed(cfg.seed)  # batch order
-    dropout_rng = torch.Generator().manual_seed(cfg.seed + 1_000_003).get_state()  # the global RNG, in the loop
-    noise = torch.Generator().manual_seed(cfg.seed + 2_000_003)  # state perturbations (when asked for)
-    step, history = 0, []
+    data = _TrainData(train, val, train_frames, val_frames)
+    trainer = _Trainer(model, cfg)
     state_path = out / "state.pt"
     if state_path.is_file():
         state = torch.load(state_path, weights_only=False)
         if state["run_config"] != run_config:
             raise PolicyError(f"{out} holds a run with another config; use another folder")
-        model.head.load_state_dict(state["head"])
-        if "encoder" in state:
-            model.encoder.load_state_dict(state["encoder"])
-        optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        dropout_rng = state["dropout_rng"]
-        if "noise" in state:
-            noise.set_state(state["noise"])
-        step, history = state["step"], state["history"]
-        log.info("resuming %s at step %d", out, step)
+        trainer.load_state(state)
+        log.info("resuming %s at step %d", out, trainer.step)
     (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     checkpoints = {s: out / f"step-{s:06d}.pt" for s in cfg.steps}
-    total = cfg.steps[-1]
-    model.head.train()
-    started, first_step = time.perf_counter(), step
-    with torch.random.fork_rng(), tqdm(total=total, initial=step, desc=f"train {policy_cfg.variant} s{cfg.seed}",
-                                       unit="step", disable=not progress, dynamic_ncols=True) as bar:
-        torch.set_rng_state(dropout_rng)
-        while step < total:
-            factor = lr_factor(cfg.lr_schedule, step, total)
-            for group, base_lr in zip(optimiser.param_groups, base_lrs, strict=True):
-                group["lr"] = base_lr * factor
-            idx = torch.randint(len(train.encoding), (cfg.batch_size,), generator=generator)
-            batch = train.rows(idx)
-            if cfg.state_noise_m or cfg.state_noise_rad:
-                batch = perturb_state(batch, cfg.state_noise_m, cfg.state_noise_rad, noise)
-            if finetune:
-                encoding, encoding_t0 = finetune_encodings(model, train_frames, idx)
-                batch = replace(batch, encoding=encoding, encoding_t0=encoding_t0)
-            pred = model.head(batch.encoding, batch.proprio, batch.encoding_t0, **batch.forecast_kwargs())
-            loss, _ = chunk_loss(pred, batch.pos_m, batch.yaw_rad, batch.gripper_closed)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step in checkpoints:
-                val_now = finetune_validation_tensors(model, val_frames, val) if finetune else val
-                metrics = {"step": step, "train_loss": loss.item(), **validation_metrics(model.head, val_now)}
-                history.append(metrics)
-                bar.set_postfix(val_cm=f"{metrics['val_pos_err_cm']:.2f}")
-                if step in checkpoints:
-                    model.save(checkpoints[step], meta={"step": step, "run_config": run_config,
-                                                        "validation": metrics})
-                torch.save({"run_config": run_config, "head": model.head.state_dict(),
-                            **({"encoder": model.encoder.state_dict()} if finetune else {}),
-                            "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "step": step,
-                            "dropout_rng": torch.get_rng_state(), "noise": noise.get_state(), "history": history},
-                           state_path)
-                (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    # Steps asked for now that the run has already passed: replay it from step 0 (training is deterministic
+    # per seed, and a constant learning rate does not depend on where the run ends) and keep those checkpoints.
+    passed = {s: checkpoints[s] for s in cfg.steps if s <= trainer.step and not checkpoints[s].is_file()}
+    if passed:
+        log.info("%s: replaying from step 0 for the checkpoints at %s", out, sorted(passed))
+        _Trainer(_fresh_model(policy_cfg, cfg.seed), cfg).run(
+            data, max(passed), passed, run_config, state_path=None,
+            desc=f"replay {policy_cfg.variant} s{cfg.seed}", progress=progress)
+    started, first_step = time.perf_counter(), trainer.step
+    trainer.run(data, cfg.steps[-1], checkpoints, run_config, state_path=state_path,
+                desc=f"train {policy_cfg.variant} s{cfg.seed}", progress=progress)
+    history, step = trainer.history, trainer.step
     elapsed = time.perf_counter() - started
     rate = (step - first_step) / elapsed if step > first_step and elapsed > 0 else 0.0
     return TrainRun(out, {s: p for s, p in checkpoints.items() if p.is_file()}, history, rate)

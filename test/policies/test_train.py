@@ -37,6 +37,25 @@ def test_deterministic_and_resumable(demos, val_demos, tmp_path):
     assert all(h["val_pos_err_cm"] > 0 and 0 <= h["val_gripper_acc"] <= 1 for h in history)
 
 
+def test_a_finished_run_adds_earlier_checkpoints_by_replaying_it(demos, val_demos, tmp_path):
+    straight = _run(demos, val_demos, tmp_path / "straight", (10, 20, 40))
+    extended = _run(demos, val_demos, tmp_path / "extended", (20, 40))
+    assert list(extended.checkpoints) == [20, 40]
+    final_before = (tmp_path / "extended" / "step-000040.pt").stat().st_mtime_ns
+    extended = _run(demos, val_demos, tmp_path / "extended", (10, 20, 40))  # 10 is behind the run: replayed
+    assert list(extended.checkpoints) == [10, 20, 40]
+    a, b = _head(straight.checkpoints[10]), _head(extended.checkpoints[10])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "extended" / "step-000040.pt").stat().st_mtime_ns == final_before  # untouched
+    assert extended.history == straight.history  # the replay leaves the run's own record alone
+    # Half-way through a run: the passed step is replayed, then the run goes on from its state.
+    _run(demos, val_demos, tmp_path / "half", (20,))
+    half = _run(demos, val_demos, tmp_path / "half", (10, 20, 40))
+    for step in (10, 40):
+        a, b = _head(straight.checkpoints[step]), _head(half.checkpoints[step])
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_refuses_another_config_in_the_same_folder(demos, val_demos, tmp_path):
     _run(demos, val_demos, tmp_path / "run", (10,))
     with pytest.raises(PolicyError, match="another config"):
