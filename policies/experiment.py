@@ -33,7 +33,7 @@ from .agent import AgentConfig, PolicyAgent
 from .demos import FAMILIES, DemoConfig, load_or_record
 from .model import FINETUNE_MODES, VARIANTS, PolicyConfig
 from .observation import PolicyError
-from .train import LR_SCHEDULES, TrainConfig, train_policy
+from .train import LR_SCHEDULES, TrainConfig, TrainRun, train_policy
 
 log = logging.getLogger(__name__)
 MOLMOMOTION = {"final": {"A": 0.763, "B": 0.560}, "10k": {"A": 0.51, "B": 0.19}}  # NOTES.md
@@ -124,26 +124,37 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     evals: dict[tuple[str, int, int], list[EpisodeResult]] = {}
     for variant in cfg.variants:
         for seed in range(cfg.seeds):
-            name = f"{variant}-s{seed}"
-            run = train_policy(
-                PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune, footprint=cfg.footprint,
-                                         geometry_skip=cfg.geometry_skip), train_demos, val_demos,
-                out / "runs" / name,
-                TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
-                            eval_every=cfg.eval_every, seed=seed, lr_schedule=cfg.lr_schedule,
-                            state_noise_m=cfg.state_noise_m, state_noise_rad=cfg.state_noise_rad), progress=progress,
-                encoding_cache=out / "encodings",
-            )
-            histories[name] = run.history
+            run, run_evals = train_and_evaluate(cfg, out, variant, seed, train_demos, val_demos, test_specs,
+                                                agent_cfg, progress)
+            histories[f"{variant}-s{seed}"] = run.history
             if run.steps_per_s:
-                train_rates[name] = run.steps_per_s
-            for step, checkpoint in sorted(run.checkpoints.items()):
-                path = out / "evals" / f"{name}-{step:06d}.json"
-                evals[(variant, seed, step)] = evaluate_checkpoint(checkpoint, test_specs, agent_cfg, path, progress)
+                train_rates[f"{variant}-s{seed}"] = run.steps_per_s
+            evals.update({(variant, seed, step): results for step, results in run_evals.items()})
     summary = summarise(cfg, histories, evals, train_rates)
     table = format_summary(summary)
     files = write_summary(out, summary, table)
     return ExperimentResult(summary, table, files)
+
+
+
+def train_and_evaluate(cfg: ExperimentConfig, out: Path, variant: str, seed: int, train_demos, val_demos,
+                       test_specs: list[tuple[str, int]], agent_cfg: AgentConfig, progress: bool = True
+                       ) -> tuple[TrainRun, dict[int, list[EpisodeResult]]]:
+    """One (variant, seed) cell of the experiment: its training run and every checkpoint's test episodes."""
+    name = f"{variant}-s{seed}"
+    run = train_policy(
+        PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune, footprint=cfg.footprint,
+                                 geometry_skip=cfg.geometry_skip), train_demos, val_demos,
+        out / "runs" / name,
+        TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                    eval_every=cfg.eval_every, seed=seed, lr_schedule=cfg.lr_schedule,
+                    state_noise_m=cfg.state_noise_m, state_noise_rad=cfg.state_noise_rad), progress=progress,
+        encoding_cache=out / "encodings",
+    )
+    evals = {step: evaluate_checkpoint(checkpoint, test_specs, agent_cfg, out / "evals" / f"{name}-{step:06d}.json",
+                                       progress)
+             for step, checkpoint in sorted(run.checkpoints.items())}
+    return run, evals
 
 
 EVAL_SUITE = "main"  # whose task options the test episodes use

@@ -29,6 +29,13 @@ def test_runs_writes_and_resumes(tmp_path):
     again = run_experiment(cfg, tmp_path / "exp", progress=False)  # everything on disk: nothing re-run
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     assert again.summary["rows"] == summary["rows"]
+    # A step the finished runs passed is added by replaying them; nothing already there is redone.
+    earlier = run_experiment(ExperimentConfig(**{**TINY, "steps": (3, 5, 10)}, demo_cache=str(tmp_path / "demos")),
+                             tmp_path / "exp", progress=False)
+    assert [(r["variant"], r["step"]) for r in earlier.summary["rows"]] == [
+        ("A", 3), ("A", 5), ("A", 10), ("B", 3), ("B", 5), ("B", 10)]
+    assert [p.stat().st_mtime_ns for p in evals] == stamps
+    assert earlier.summary["rows"][1:3] == summary["rows"][:2]
     with pytest.raises(PolicyError, match="another config"):
         run_experiment(ExperimentConfig(**{**TINY, "max_samples": 9}, demo_cache=str(tmp_path / "demos")),
                        tmp_path / "exp", progress=False)
