@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,6 +220,7 @@ def summarise(cfg: ExperimentConfig, histories: dict[str, list[dict]],
     curves = _mean_curves(cfg, histories)
     return {"config": _jsonable_config(cfg), "rows": rows, "val_curves": curves,
             "steps_to_reach_B_final_val_error": _steps_to_reach(curves), "bars": _bars(rows, cfg),
+            "paired": _paired_comparisons(cfg, evals),
             "train_steps_per_s": train_rates, "molmomotion": MOLMOMOTION,
             "failure_reasons": _failure_reasons(cfg, evals)}
 
@@ -262,11 +264,49 @@ def _bars(rows: list[dict], cfg: ExperimentConfig) -> dict:
         bars["A_final_ge_80"] = {"A": by[("A", final)], "pass": by[("A", final)] >= 0.80}
     if "A" in cfg.variants and "B" in cfg.variants:
         gaps = {s: by[("A", s)] - by[("B", s)] for s in cfg.steps if ("A", s) in by and ("B", s) in by}
-        bars["A_minus_B_ge_15pt"] = {"gap_by_step": gaps, "pass_at_final": gaps.get(final, -1) >= 0.15}
+        bars["A_minus_B_ge_15pt"] = {"gap_by_step": gaps, "steps_meeting": [s for s, g in gaps.items() if g >= 0.15],
+                                     "pass_at_final": gaps.get(final, -1) >= 0.15}
+        bars["A_over_B_by_step"] = {s: by[("A", s)] / by[("B", s)] if by[("B", s)] else None for s in gaps}
         if 10000 in gaps:
             a, b = by[("A", 10000)], by[("B", 10000)]
             bars["A_ge_2x_B_at_10k"] = {"A": a, "B": b, "pass": a > 0 and a >= 2 * b}
     return bars
+
+
+
+PAIRS = (("A", "B"), ("C", "A"), ("A", "D"))  # (motion vs base), (forecast input), (pretraining vs none)
+
+
+def _paired_comparisons(cfg: ExperimentConfig, evals: dict) -> list[dict]:
+    """Per step, two variants on the same (seed, family, test seed) slots: the episodes only one of them
+    solved, a two-sided sign test on those, and the difference in success rate with a 95% interval
+    (normal approximation on the per-slot differences)."""
+    out = []
+    for x, y in PAIRS:
+        for step in cfg.steps:
+            a, b = ({(seed, r.family, r.seed): r.success for seed in range(cfg.seeds)
+                     for r in evals.get((v, seed, step), [])} for v in (x, y))
+            slots = sorted(set(a) & set(b))
+            if not slots:
+                continue
+            x_only = sum(a[k] and not b[k] for k in slots)
+            y_only = sum(b[k] and not a[k] for k in slots)
+            n = len(slots)
+            diff = (x_only - y_only) / n
+            half = 1.96 * math.sqrt(max((x_only + y_only) / n - diff ** 2, 0.0) / n)
+            out.append({"pair": f"{x} vs {y}", "step": step, "n": n, "x_only": x_only, "y_only": y_only,
+                        "diff": diff, "diff_lo": diff - half, "diff_hi": diff + half,
+                        "sign_test_p": _sign_test(x_only, y_only)})
+    return out
+
+
+def _sign_test(k: int, m: int) -> float:
+    """Two-sided exact sign test: k and m discordant pairs, each side with probability 1/2 under H0."""
+    n = k + m
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, m) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def _failure_reasons(cfg: ExperimentConfig, evals: dict) -> dict:
@@ -297,6 +337,17 @@ def format_summary(summary: dict) -> str:
         lines.append(f"Validation action error (mean L2 of the chunk's offsets): B ends at "
                      f"{reach['B_final_val_pos_err_cm']:.2f} cm; steps to reach it: "
                      + ", ".join(f"{v} {s if s is not None else 'never'}" for v, s in reach["steps"].items()))
+    paired = summary.get("paired") or []
+    if paired:
+        lines += ["", "Paired over the same test slots (seed, family, test seed): episodes only one variant solved, "
+                  "sign test, difference with 95% interval", "",
+                  "| pair | steps | n | first only | second only | difference | 95% CI | sign test p |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in paired:
+            lines.append(f"| {c['pair']} | {c['step']} | {c['n']} | {c['x_only']} | {c['y_only']} | "
+                         f"{c['diff'] * 100:+.1f} | [{c['diff_lo'] * 100:+.1f}, {c['diff_hi'] * 100:+.1f}] | "
+                         f"{c['sign_test_p']:.2g} |")
+    lines.append("")
     for name, bar in summary.get("bars", {}).items():
         lines.append(f"- {name}: {json.dumps(bar)}")
     return "\n".join(lines)

@@ -23,6 +23,8 @@ def test_runs_writes_and_resumes(tmp_path):
     for key in ("success_png", "val_png"):
         assert result.files[key].read_bytes()[:4] == b"\x89PNG"
     assert "| A | 10 |" in result.table
+    assert [(c["pair"], c["step"], c["n"]) for c in summary["paired"]] == [("A vs B", 5, 1), ("A vs B", 10, 1)]
+    assert "| A vs B | 10 | 1 |" in result.table
     evals = sorted((tmp_path / "exp" / "evals").glob("*.json"))
     assert len(evals) == 4
     stamps = [p.stat().st_mtime_ns for p in evals]
@@ -97,3 +99,22 @@ def test_the_current_recipe_flags_and_bad_noise(tmp_path):
         del old[key]
     assert _identity(old) == _identity(_jsonable_config(ExperimentConfig()))
     assert _identity(old) != _identity(_jsonable_config(ExperimentConfig(footprint=True)))
+
+
+def test_paired_comparisons_count_discordant_slots_and_test_them():
+    from molmomotion_policies.experiment import _paired_comparisons, _sign_test
+    from molmomotion_sim.episode import EpisodeResult
+
+    def results(outcomes):
+        return [EpisodeResult(100 + i, "push", "push it", ok, "", 1, 1.0, 1.0, "policy", "m")
+                for i, ok in enumerate(outcomes)]
+
+    cfg = ExperimentConfig(variants=("A", "B"), steps=(10,), seeds=2)
+    # Seed 0: A solves 8 of 10, B 3 (both on 2); seed 1: both solve the same 5.
+    evals = {("A", 0, 10): results([1] * 8 + [0] * 2), ("B", 0, 10): results([1, 1, 0, 0, 0, 0, 0, 0, 1, 0]),
+             ("A", 1, 10): results([1] * 5 + [0] * 5), ("B", 1, 10): results([1] * 5 + [0] * 5)}
+    (row,) = _paired_comparisons(cfg, evals)  # C and D absent: only A vs B
+    assert (row["pair"], row["n"], row["x_only"], row["y_only"]) == ("A vs B", 20, 6, 1)
+    assert row["diff"] == pytest.approx(0.25) and row["diff_lo"] < 0.25 < row["diff_hi"]
+    assert row["sign_test_p"] == pytest.approx(_sign_test(6, 1)) and _sign_test(6, 1) == pytest.approx(16 / 128)
+    assert _sign_test(0, 0) == 1.0 and _sign_test(5, 5) == 1.0
