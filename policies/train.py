@@ -306,7 +306,6 @@ def perturb_state(batch: BatchTensors, noise_m: float, noise_rad: float, generat
     return replace(batch, proprio=proprio, pos_m=batch.pos_m - delta[:, None], yaw_rad=yaw_labels)
 
 
-
 def _fresh_model(policy_cfg: PolicyConfig, seed: int) -> GoalConditionedPolicy:
     model = GoalConditionedPolicy(policy_cfg)
     with torch.random.fork_rng():
