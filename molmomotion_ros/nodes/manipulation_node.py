@@ -88,6 +88,13 @@ class Superseded(Exception):
 SAMPLE_S = 1.0 / 15.0  # the policies' action rate (15 fps, as the demonstrations)
 
 
+def frames_near(depth_frames, infos: dict, t_ns: int, tolerance_ns: int) -> tuple[list, list]:
+    """Depth frames (stamp_ns, image) within ``tolerance_ns`` of ``t_ns``, nearest first, and those of them
+    whose camera_info (``infos``: stamp_ns → msg) arrived, as (stamp_ns, image, info)."""
+    near = sorted((e for e in depth_frames if abs(e[0] - t_ns) <= tolerance_ns), key=lambda e: abs(e[0] - t_ns))
+    return near, [(t, image, infos[t]) for t, image in near if infos.get(t) is not None]
+
+
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * _NS + int(stamp.nanosec)
 
@@ -484,19 +491,19 @@ class ManipulationNode(Node):
         """(depth_m, camera, q_arm) at the forecast's stamp, or a sentence saying what is missing."""
         tolerance_ns = int(self._params["max_frame_offset_s"] * _NS)
         with self._lock:
-            # The frame the forecast was made from; else the nearest one (sensor-data QoS may drop a
-            # frame, and the scene holds still while this node is idle).
-            frames = sorted(self._depth, key=lambda e: abs(e[0] - t_ns))
-            t_depth, depth = frames[0] if frames and abs(frames[0][0] - t_ns) <= tolerance_ns else (None, None)
+            # The frame the forecast was made from; else the nearest complete one (sensor-data QoS may drop
+            # a depth image or its camera_info, and the scene holds still while this node is idle).
+            near, complete = frames_near(self._depth, self._info, t_ns, tolerance_ns)
             held = (f"{len(self._depth)} frames held, {self._depth[0][0] / _NS:.3f}–{self._depth[-1][0] / _NS:.3f} s"
                     if self._depth else "no frames received yet")
-            info = None if t_depth is None else self._info.get(t_depth)
             pose, joints = self._camera_pose, self._joints
-        if depth is None:
+        if not near:
             return (f"no depth frame within {self._params['max_frame_offset_s']} s of the forecast's stamp "
                     f"{t_ns / _NS:.3f} s ({held})")
-        if info is None:
-            return f"no camera_info with the depth frame's stamp {t_depth / _NS:.3f} s"
+        if not complete:
+            return (f"no camera_info with the stamp of any of the {len(near)} depth frames within "
+                    f"{self._params['max_frame_offset_s']} s of the forecast's stamp {t_ns / _NS:.3f} s")
+        _, depth, info = complete[0]
         if pose is None:
             return "no camera pose received on camera/pose"
         if joints is None:
