@@ -137,7 +137,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     return ExperimentResult(summary, table, files)
 
 
-
 def train_and_evaluate(cfg: ExperimentConfig, out: Path, variant: str, seed: int, train_demos, val_demos,
                        test_specs: list[tuple[str, int]], agent_cfg: AgentConfig, progress: bool = True
                        ) -> tuple[TrainRun, dict[int, list[EpisodeResult]]]:
@@ -271,7 +270,6 @@ def _bars(rows: list[dict], cfg: ExperimentConfig) -> dict:
             a, b = by[("A", 10000)], by[("B", 10000)]
             bars["A_ge_2x_B_at_10k"] = {"A": a, "B": b, "pass": a > 0 and a >= 2 * b}
     return bars
-
 
 
 PAIRS = (("A", "B"), ("C", "A"), ("A", "D"))  # (motion vs base), (forecast input), (pretraining vs none)
