@@ -1,17 +1,21 @@
 """Agents the harness can evaluate. An agent sees observations and the instruction and returns actions.
 
-Register new agents in ``AGENTS`` (name → factory); the CLI and evaluation build them by name.
+Agents are named in ``AGENTS`` by import path (:mod:`molmomotion_ros.plugins`), so the harness imports
+no agent's module, and none of the layers above it (the policies), until that agent is built. Other
+packages add agents through the entry-point group ``molmomotion_sim.agents``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Any, Protocol
+
+from molmomotion_ros.plugins import load_object, with_entry_points
 
 from .actions import Action
+from .tasks.base import OracleAgent, Task
 from .world import Observation
 
-if TYPE_CHECKING:
-    from .tasks.base import Task
+__all__ = ["AGENTS", "Agent", "OracleAgent", "make_agent"]
 
 
 class Agent(Protocol):
@@ -19,54 +23,25 @@ class Agent(Protocol):
     model_id: str  # checkpoint or version identifier written with every result row
     needs_observation: bool  # False skips rendering (privileged agents)
 
-    def reset(self, task: "Task") -> None: ...
+    def reset(self, task: Task) -> None: ...
 
     def act(self, observation: Observation | None, instruction: str) -> Action | None: ...
 
 
-class OracleAgent:
-    """The task's scripted expert: privileged state → the next primitive action."""
-
-    name = "oracle"
-    model_id = "scripted-oracle-v2"
-    needs_observation = False
-
-    def __init__(self) -> None:
-        self._task: Task | None = None
-
-    def reset(self, task: "Task") -> None:
-        self._task = task
-
-    def act(self, observation: Observation | None, instruction: str) -> Action | None:
-        if self._task is None:
-            raise RuntimeError("OracleAgent.act called before reset(task)")
-        return self._task.oracle_action()
-
-
-def _planner(forecaster: str) -> Callable[..., Agent]:
-    def make(**kwargs) -> Agent:
-        from .planner_agent import PlannerAgent  # loads models and planners: only when asked for
-
-        return PlannerAgent(forecaster=forecaster, **kwargs)
-
-    return make
-
-
-def _policy(**kwargs) -> Agent:
-    from molmomotion_policies.agent import make_policy_agent  # torch and a checkpoint: only when asked for
-
-    return make_policy_agent(**kwargs)
-
-
-AGENTS: dict[str, Callable[..., Agent]] = {
-    "policy": _policy,  # goal-conditioned BC policy: --agent-arg checkpoint=policies/checkpoints/A.pt
-    "oracle": OracleAgent,
+# name → (factory's import path, keyword arguments it is given before the caller's)
+AGENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    **{name: (path, {}) for name, path in with_entry_points({}, group="molmomotion_sim.agents").items()},
+    "oracle": ("molmomotion_sim.tasks.base:OracleAgent", {}),
+    # goal-conditioned BC policy: --agent-arg checkpoint=A (a shipped name or a path)
+    "policy": ("molmomotion_policies.agent:make_policy_agent", {}),
     # The forecast-driven planner agent with each forecaster; planner-oracle uses the true future.
-    **{f"planner-{name}": _planner(name) for name in ("fm", "ar", "stationary", "oracle")},
+    **{f"planner-{name}": ("molmomotion_sim.planner_agent:PlannerAgent", {"forecaster": name})
+       for name in ("fm", "ar", "stationary", "oracle")},
 }
 
 
 def make_agent(name: str, **kwargs) -> Agent:
     if name not in AGENTS:
         raise KeyError(f"unknown agent {name!r}; choose from {', '.join(sorted(AGENTS))}")
-    return AGENTS[name](**kwargs)
+    path, defaults = AGENTS[name]
+    return load_object(path)(**{**defaults, **kwargs})

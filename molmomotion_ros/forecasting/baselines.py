@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .interface import ForecasterBackend, register
+from .interface import ForecasterBackend
 from .types import TRACK_HZ, ForecastRequest
 
 
-@register("stationary")
 class StationaryBackend(ForecasterBackend):
     """Every point stays where it is at t0 (the floor any motion model must beat)."""
 
@@ -24,7 +23,6 @@ class StationaryBackend(ForecasterBackend):
         return np.repeat(points, request.num_samples, 0), np.zeros(request.num_samples)
 
 
-@register("constant-velocity")
 class ConstantVelocityBackend(ForecasterBackend):
     """Each point keeps its last observed velocity (needs H >= 2; with H = 1 it is the stationary forecast)."""
 

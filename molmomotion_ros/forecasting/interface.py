@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from typing import Callable
 
 import numpy as np
 
+from ..plugins import load_object, with_entry_points
 from .types import POINTS_PER_GROUP, TRACK_HZ, BackendUnavailableError, Forecast, ForecastInputError, ForecastRequest
 
 logger = logging.getLogger(__name__)
@@ -148,21 +148,20 @@ class Forecaster:
 
 
 # --- registry ---------------------------------------------------------------------------------
-BACKENDS: dict[str, Callable[..., ForecasterBackend]] = {}
-
-
-def register(name: str):
-    def wrap(factory):
-        BACKENDS[name] = factory
-        return factory
-
-    return wrap
+# Backends by import path (molmomotion_ros.plugins): a backend's module, and with it torch or weights,
+# loads only when that backend is built. Other packages add backends through the entry-point group
+# ``molmomotion_ros.forecasters`` (name = "package.module:factory").
+BACKENDS: dict[str, str] = with_entry_points({
+    "stationary": "molmomotion_ros.forecasting.baselines:StationaryBackend",
+    "constant-velocity": "molmomotion_ros.forecasting.baselines:ConstantVelocityBackend",
+    "fm": "molmomotion_ros.forecasting.predictor:fm_backend",
+    "ar": "molmomotion_ros.forecasting.predictor:ar_backend",
+    "molmomotion4b": "molmomotion_ros.forecasting.predictor:molmomotion4b_backend",
+}, group="molmomotion_ros.forecasters")
 
 
 def make_forecaster(name: str, **kwargs) -> Forecaster:
     """Build a forecaster by backend name (``fm``, ``ar``, ``stationary``, ``constant-velocity``, ``molmomotion4b``)."""
-    from . import baselines, predictor  # noqa: F401  (registration side effect)
-
     if name not in BACKENDS:
         raise BackendUnavailableError(f"unknown forecaster backend {name!r}; choose from {', '.join(sorted(BACKENDS))}")
-    return Forecaster(BACKENDS[name](**kwargs))
+    return Forecaster(load_object(BACKENDS[name])(**kwargs))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .interface import ForecasterBackend, register
+from .interface import ForecasterBackend
 from .models import MOTION_SCALE_M, Encoding, ForecasterModel, make_image_input
 from .preprocess import depth_to_xyz_cam, pixels_to_model, resize_inputs
 from .text import default_text_encoder
@@ -148,18 +148,15 @@ class NeuralBackend(ForecasterBackend):
         return points[:, :, : request.horizon].astype(np.float32), scores
 
 
-@register("fm")
-def _fm(**kwargs) -> NeuralBackend:
+def fm_backend(**kwargs) -> NeuralBackend:
     return NeuralBackend(head="fm", **kwargs)
 
 
-@register("ar")
-def _ar(**kwargs) -> NeuralBackend:
+def ar_backend(**kwargs) -> NeuralBackend:
     return NeuralBackend(head="ar", **kwargs)
 
 
-@register("molmomotion4b")
-def _molmomotion4b(**kwargs):
+def molmomotion4b_backend(**kwargs):
     from .molmomotion4b import MolmoMotion4BForecaster
 
     return MolmoMotion4BBackend(MolmoMotion4BForecaster(**kwargs))

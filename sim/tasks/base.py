@@ -8,15 +8,14 @@ Families subclass :class:`Task`; variants override one hook.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from ..actions import Action
-from ..world import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M, SceneObject, World
+from molmomotion_ros.robot import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
 
-if TYPE_CHECKING:
-    from ..agents import OracleAgent
+from ..actions import Action
+from ..world import SceneObject, World
 
 MIN_SEPARATION_M = 0.09  # between object centres when scattering a scene
 CONTAINER_SEPARATION_M = 0.15
@@ -133,8 +132,6 @@ class Task:
         raise NotImplementedError
 
     def oracle(self) -> "OracleAgent":
-        from ..agents import OracleAgent
-
         agent = OracleAgent()
         agent.reset(self)
         return agent
@@ -248,3 +245,23 @@ class Task:
         """Grasp-target height that holds ``obj``'s bottom RELEASE_CLEARANCE above ``surface_z_m``."""
         bottom_z = self.world.client.getAABB(obj.body_id, -1)[0][2]
         return surface_z_m + (self.grasp_point(obj)[2] - bottom_z) + RELEASE_CLEARANCE_M
+
+
+class OracleAgent:
+    """The task's scripted expert, as an agent (:mod:`molmomotion_sim.agents`): privileged state → the
+    next primitive action. Defined with the task contract because it is part of it (``Task.oracle``)."""
+
+    name = "oracle"
+    model_id = "scripted-oracle-v2"
+    needs_observation = False
+
+    def __init__(self) -> None:
+        self._task: Task | None = None
+
+    def reset(self, task: Task) -> None:
+        self._task = task
+
+    def act(self, observation, instruction: str) -> Action | None:
+        if self._task is None:
+            raise RuntimeError("OracleAgent.act called before reset(task)")
+        return self._task.oracle_action()

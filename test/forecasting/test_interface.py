@@ -6,6 +6,7 @@ import pytest
 from molmomotion_ros.camera import look_at
 from molmomotion_ros.forecasting import ForecastInputError, make_forecaster, validate_request
 from molmomotion_ros.forecasting.interface import BACKENDS
+from molmomotion_ros.plugins import load_object
 
 K = np.array([[100.0, 0, 79.5], [0, 100.0, 59.5], [0, 0, 1]])
 T_WORLD_CAM = look_at([0.85, 0.0, 1.3], [0.5, 0.0, 0.626])
@@ -24,6 +25,8 @@ def _inputs(P=8, H=1, h=120, w=160, seed=0):
 def test_backends_are_registered():
     make_forecaster("stationary")
     assert {"fm", "ar", "stationary", "constant-velocity", "molmomotion4b"} <= set(BACKENDS)
+    for name, path in BACKENDS.items():
+        assert callable(load_object(path)), name  # every import path leads to a factory
 
 
 @pytest.mark.parametrize("P", [8, 5, 13, 16])
