@@ -22,8 +22,7 @@ import numpy as np
 from molmomotion_ros.forecasting.grounding import GroundingError
 from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 from molmomotion_ros.forecasting.types import ForecastInputError
-from molmomotion_ros.pixels import farthest_point_pixels
-from molmomotion_ros.planning.geometry import FitError
+from molmomotion_ros.geometry import FitError, farthest_point_pixels
 from molmomotion_ros.planning.manipulator import ForecastManipulator
 from molmomotion_ros.planning.planner import PlannerConfig
 from molmomotion_ros.planning.skills import SkillError, SkillPlan

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from molmomotion_ros.pixels import farthest_point_pixels
+from molmomotion_ros.geometry import farthest_point_pixels, grow_region
 
 from .preprocess import depth_to_xyz_cam
 from .types import POINTS_PER_GROUP
@@ -138,28 +138,6 @@ def _check_inputs(rgb, depth_m, K, instruction, method, num_points):
     if not np.isfinite(depth).any():
         raise GroundingError("the depth image has no valid pixel")
     return rgb, depth, K, " ".join(instruction.split())
-
-
-def grow_region(seed_vu: tuple[int, int], allowed: np.ndarray, xyz: np.ndarray, max_step_m: float) -> np.ndarray:
-    """4-connected component of ``allowed`` around ``seed_vu`` whose neighbours are at most ``max_step_m`` apart."""
-    with np.errstate(invalid="ignore"):
-        link_u = np.linalg.norm(xyz[:, 1:] - xyz[:, :-1], axis=-1) <= max_step_m  # (h, w-1): (v, u) ~ (v, u+1)
-        link_v = np.linalg.norm(xyz[1:] - xyz[:-1], axis=-1) <= max_step_m  # (h-1, w): (v, u) ~ (v+1, u)
-    link_u &= allowed[:, 1:] & allowed[:, :-1]
-    link_v &= allowed[1:] & allowed[:-1]
-    region = np.zeros_like(allowed, dtype=bool)
-    if not allowed[seed_vu]:
-        return region
-    region[seed_vu] = True
-    while True:  # dilate along the allowed links until nothing is added (one ring per pass)
-        grown = region.copy()
-        grown[:, 1:] |= region[:, :-1] & link_u
-        grown[:, :-1] |= region[:, 1:] & link_u
-        grown[1:] |= region[:-1] & link_v
-        grown[:-1] |= region[1:] & link_v
-        if np.array_equal(grown, region):
-            return region
-        region = grown
 
 
 # --- encoder: region growing from the heat-map's peak ---------------------------------------------

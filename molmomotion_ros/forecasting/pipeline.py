@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import PinholeCamera
-from ..planning.geometry import FitError, object_motion_from_tracks
+from ..geometry import FitError, object_motion_from_tracks
 from .grounding import QueryPoints, clean_depth, select_query_points
 from .interface import make_forecaster
 from .types import Forecast, ForecastInputError

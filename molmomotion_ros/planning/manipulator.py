@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import PinholeCamera
-from ..forecasting.grounding import grow_region
+from ..geometry import dilate, grow_region, object_motion_from_tracks
 from .collision import PointCloudChecker
-from .geometry import object_motion_from_tracks
 from .kinematics import PandaKinematics
 from .planner import MotionPlanner, PlannerConfig
 from .skills import Skill, SkillError, SkillPlan, SkillPlanner, perceive_target, skill_from_forecast
@@ -38,18 +37,6 @@ def consensus_tracks(hypotheses_m: np.ndarray, inlier_m: float = 0.05) -> np.nda
     if not keep.any():
         return hyps[0]
     return hyps[keep].mean(0)
-
-
-def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    out = mask.copy()
-    for _ in range(pixels):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
 
 
 def target_region(xyz_world_m: np.ndarray, camera: PinholeCamera, points_t0_world_m: np.ndarray,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from molmomotion_ros.camera import PinholeCamera
+from molmomotion_ros.geometry import object_motion_from_tracks
 from molmomotion_ros.paths import config_path
 from molmomotion_ros.planning.collision import PointCloudChecker
-from molmomotion_ros.planning.geometry import object_motion_from_tracks
-from molmomotion_ros.planning.kinematics import HOME_JOINTS_RAD, PandaKinematics, pose_error
+from molmomotion_ros.planning.kinematics import PandaKinematics, pose_error
 from molmomotion_ros.planning.manipulator import ForecastManipulator, consensus_tracks, target_region
 from molmomotion_ros.planning.planner import MotionPlanner
 from molmomotion_ros.planning.skills import (
@@ -19,6 +19,7 @@ from molmomotion_ros.planning.skills import (
     wrap_half_turn,
     yaw_of,
 )
+from molmomotion_ros.robot import HOME_JOINTS_RAD
 
 TABLE_Z = 0.626
 HOME = np.array(HOME_JOINTS_RAD)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from molmomotion_ros.planning.geometry import FitError, kabsch, object_motion_from_tracks
+from molmomotion_ros.geometry import FitError, kabsch, object_motion_from_tracks
 from molmomotion_ros.planning.limits import JointLimits, LimitsError
 from molmomotion_ros.planning.timing import TimingError, time_parameterize
 
