@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from molmomotion_ros.forecasting.grounding import GroundingError, select_query_points
     from molmomotion_ros.forecasting.predictor import GroundingModel, shipped_checkpoint
     from molmomotion_ros.forecasting.text import default_text_encoder
-    from molmomotion_sim.dataset import MotionDataset, load_manifest
+    from molmomotion_ros.motion_data import MotionDataset, load_manifest
 
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from molmomotion_sim.dataset import FrameRecordingWorld
 from molmomotion_sim.episode import run_episode
+from molmomotion_sim.recording import FirstFrameOracle, FrameRecordingWorld
 from molmomotion_sim.seeds import split_seeds
 from molmomotion_sim.tasks import TASKS, SceneError
-from molmomotion_sim.world import PHYSICS_HZ, TRACE_HZ, Observation
+from molmomotion_sim.world import Observation
 
 from .observation import (
     FORECAST_POINTS,
@@ -114,35 +114,6 @@ class Demos:
 
 
 
-class _RecordingOracle:
-    """The task's oracle; on reset it steps to the trace's first sample (t0) and starts the frames there."""
-
-    name = "oracle"
-    model_id = "scripted-oracle-v2"
-    needs_observation = False
-
-    def __init__(self, world: FrameRecordingWorld, frames_every: int):
-        self.world = world
-        self.frames_every = frames_every
-        self.t0: Observation | None = None
-
-    def reset(self, task) -> None:
-        world = self.world
-        world.frames = None
-        world.trace.clear()
-        for _ in range(PHYSICS_HZ // TRACE_HZ):
-            world.step()
-            if world.trace:
-                break
-        self.t0 = world.render()
-        world.frames_every = self.frames_every
-        world.frames = [(0, self.t0)]
-        self._oracle = task.oracle()
-
-    def act(self, observation, instruction: str):
-        return self._oracle.act(observation, instruction)
-
-
 def record_demos(config: DemoConfig, progress: bool = True) -> Demos:
     """Run the oracle on ``episodes_per_family`` seeds of ``config.split`` per family, in this process."""
     if config.split not in ("train", "validation"):
@@ -168,7 +139,7 @@ def record_demos(config: DemoConfig, progress: bool = True) -> Demos:
     try:
         for family, seed in jobs:
             task = tasks[family]
-            agent = _RecordingOracle(world, config.frames_every)
+            agent = FirstFrameOracle(world, config.frames_every)
             try:
                 result = run_episode(task, seed, agent)
             except SceneError as err:
@@ -199,7 +170,7 @@ def _add_episode(frames, episodes, world, agent, task, family, seed, success, pi
     width = np.array([s.gripper_width_m for s in trace], np.float32)
     index = np.array([i for i, _ in world.frames if i < len(trace)], np.int32)
     pos, yaw, grip = action_chunks(ee_pos, ee_yaw, closed, index)
-    camera = agent.t0.camera
+    camera = agent.t0["observation"].camera
     episode_id = len(episodes.get("seed", []))
     for j, (i, obs) in enumerate(f for f in world.frames if f[0] < len(trace)):
         rgb, xyz = frame_inputs(obs.rgb, obs.depth_m, camera.K)
@@ -216,7 +187,7 @@ def _add_episode(frames, episodes, world, agent, task, family, seed, success, pi
     points_t0 = np.zeros((FORECAST_POINTS, 3), np.float32)
     valid = False
     if pipeline is not None:
-        forecast, points_t0, valid = forecast_at_t0(pipeline, agent.t0, task.instruction)
+        forecast, points_t0, valid = forecast_at_t0(pipeline, agent.t0["observation"], task.instruction)
     row = {
         "seed": np.int64(seed), "family": np.int32(config.families.index(family)),
         "instruction": np.int32(instruction_id), "T_world_cam": camera.T_world_cam.astype(np.float32),

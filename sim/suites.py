@@ -44,11 +44,11 @@ from typing import Any, Callable, NamedTuple
 import yaml
 
 from molmomotion_ros.paths import config_path
+from molmomotion_ros.vocabulary import Vocabulary, default_vocabulary
 
 from .seeds import SPLITS, SeedRangeError, split_of, split_seeds
 from .tasks import TASKS
 from .tasks.base import TaskOptions
-from .vocabulary import Vocabulary, default_vocabulary
 
 SUITE_KEYS = frozenset({"name", "description", "split", "episodes_per_family", "families", "options"})
 FAMILY_KEYS = frozenset({"episodes", "seeds", "seed_range", "options"})

@@ -17,26 +17,27 @@ from pybullet_utils import bullet_client
 
 from molmomotion_ros.camera import PinholeCamera
 from molmomotion_ros.paths import config_path
+from molmomotion_ros.robot import (
+    GRIPPER_OPEN_M,
+    HOME_JOINTS_RAD,
+    ROBOT_BASE_M,
+    TABLE_TOP_Z_M,
+    WORKSPACE_X_M,
+    WORKSPACE_Y_M,
+)
 from molmomotion_ros.stdio import native_stdout_silenced
-
-from .vocabulary import Vocabulary, default_vocabulary
+from molmomotion_ros.vocabulary import Vocabulary, default_vocabulary
 
 PHYSICS_HZ = 240
 TRACE_HZ = 15  # MolmoMotion's track rate
-TABLE_TOP_Z_M = 0.626
-ROBOT_BASE_M = (0.0, 0.0, TABLE_TOP_Z_M)
-HOME_JOINTS_RAD = (0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.785)
 ARM_JOINTS = tuple(range(7))
 FINGER_JOINTS = (9, 10)
 EE_LINK = 11  # panda_grasptarget: the point between the finger pads
 ARM_FORCES_N = (87.0,) * 4 + (12.0,) * 3
-GRIPPER_OPEN_M = 0.04  # per finger
 GRIPPER_FORCE_N = 40.0
 PUSH_FINGER_OPENING_M = 0.005  # per finger while pushing
 EE_SPEED_M_S = 0.6
 APPROACH_HEIGHT_M = 0.10  # above a grasp or release point
-WORKSPACE_X_M = (0.32, 0.72)
-WORKSPACE_Y_M = (-0.28, 0.28)
 
 
 @dataclass

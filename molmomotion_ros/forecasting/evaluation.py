@@ -49,7 +49,7 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
     """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy."""
     from tqdm import tqdm
 
-    from molmomotion_sim.dataset import MotionDataset
+    from molmomotion_ros.motion_data import MotionDataset
 
     data = MotionDataset(data_dir, only_success=True)
     indices = _select(data, episodes_per_family)

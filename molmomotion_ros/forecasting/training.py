@@ -67,7 +67,7 @@ def fixed_stride_future(ep: dict, stride: int, horizon: int) -> np.ndarray:
 
 def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: bool = True) -> TensorSet:
     """Load (and cache next to the data) a dataset as in-memory tensors for ``cfg``."""
-    from molmomotion_sim.dataset import MotionDataset, load_manifest
+    from molmomotion_ros.motion_data import MotionDataset, load_manifest
 
     data_dir = Path(data_dir)
     try:

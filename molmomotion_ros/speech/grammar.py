@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from molmomotion_sim.vocabulary import Vocabulary, default_vocabulary
+from molmomotion_ros.vocabulary import Vocabulary, default_vocabulary
 
 GRAMMAR_NAME = "molmomotion_instructions"
 TOP_RULE = "instruction"

@@ -23,7 +23,7 @@ def small_dataset(tmp_path_factory):
 
 
 def _requests(root, stride=2, horizon=32):
-    from molmomotion_sim.dataset import MotionDataset
+    from molmomotion_ros.motion_data import MotionDataset
 
     data = MotionDataset(root)
     for i in range(len(data)):

@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from molmomotion_sim import dataset as ds
-from molmomotion_sim.dataset import (
+from molmomotion_ros.geometry import points_along_poses, quat_to_matrix
+from molmomotion_ros.motion_data import (
+    SCHEMA_VERSION,
     DatasetError,
     MotionDataset,
-    generate_dataset,
     load_manifest,
     read_shard,
-    sample_query_pixels,
     write_shard,
 )
+from molmomotion_sim.dataset import generate_dataset
+from molmomotion_sim.recording import MOTION_TOL_M, motion_end_index, sample_query_pixels
 from molmomotion_sim.tasks import TASKS
 
 FAMILIES = sorted(TASKS)
@@ -87,7 +88,7 @@ def test_camera_frame_and_pixels_agree(episodes):
 def test_futures_start_at_the_query_points_and_follow_the_object(episodes):
     for ep in episodes:
         # Index 0 is t0 = trace sample 0: the object's pose then × the local offsets = the query points.
-        at_t0 = ds.points_along_poses(ep["target_pose"][:1].astype(float), ep["points_local_m"])[:, 0]
+        at_t0 = points_along_poses(ep["target_pose"][:1].astype(float), ep["points_local_m"])[:, 0]
         np.testing.assert_allclose(at_t0, ep["points_world_m"], atol=1e-3)
         np.testing.assert_allclose(ep["future_dense_world_m"][:, 0], ep["points_world_m"], atol=1e-3)
         np.testing.assert_allclose(ep["future_dense_cam_m"][:, 0], ep["points_cam_m"], atol=1e-3)
@@ -95,7 +96,7 @@ def test_futures_start_at_the_query_points_and_follow_the_object(episodes):
         assert ep["trace_time_s"][0] == 0.0
         np.testing.assert_allclose(np.diff(ep["trace_time_s"]), 1 / 15, atol=1e-5)
         # Dense step k is trace sample k (15 fps); strided step k is sample k * stride.
-        track = ds.points_along_poses(ep["target_pose"].astype(float), ep["points_local_m"])  # (P, T, 3)
+        track = points_along_poses(ep["target_pose"].astype(float), ep["points_local_m"])  # (P, T, 3)
         T, stride = len(ep["trace_time_s"]), int(ep["future_stride"])
         k = min(HORIZON, T - 1)
         np.testing.assert_allclose(ep["future_dense_world_m"][:, k], track[:, k], atol=1e-5)
@@ -104,7 +105,7 @@ def test_futures_start_at_the_query_points_and_follow_the_object(episodes):
         end = int(ep["motion_end_index"])
         assert HORIZON * stride >= end and (stride == 1 or HORIZON * (stride - 1) < end)
         last = ep["future_strided_world_m"][:, -1]
-        assert np.linalg.norm(last - track[:, -1], axis=-1).max() <= ds.MOTION_TOL_M + 1e-6
+        assert np.linalg.norm(last - track[:, -1], axis=-1).max() <= MOTION_TOL_M + 1e-6
 
 
 def test_successful_episodes_carry_the_target_to_its_goal(episodes):
@@ -115,7 +116,7 @@ def test_successful_episodes_carry_the_target_to_its_goal(episodes):
         assert moved > 0.03, ep["meta"]["instruction"]
         assert ep["meta"]["actions"] and len(ep["meta"]["actions"]) == ep["meta"]["steps"]
         pose = ep["target_pose"][-1].astype(float)
-        center = pose[:3] + ds.quat_to_matrix(pose[3:]) @ ep["target_local_center_m"]
+        center = pose[:3] + quat_to_matrix(pose[3:]) @ ep["target_local_center_m"]
         assert np.linalg.norm(center - ep["goal_center_world_m"]) < 0.08  # the families' success tolerances
 
 
@@ -123,10 +124,10 @@ def test_motion_end_and_rotations():
     track = np.zeros((2, 10, 3))
     track[:, 3:6, 0] = [[0.01, 0.02, 0.0305]] * 2  # moves until sample 5, then settles 0.5 mm from the end
     track[:, 6:, 0] = 0.03
-    assert ds.motion_end_index(track) == 5
-    assert ds.motion_end_index(np.zeros((2, 4, 3))) == 0
+    assert motion_end_index(track) == 5
+    assert motion_end_index(np.zeros((2, 4, 3))) == 0
     quarter_turn_z = np.array([0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)])
-    np.testing.assert_allclose(ds.quat_to_matrix(quarter_turn_z) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(quat_to_matrix(quarter_turn_z) @ [1, 0, 0], [0, 1, 0], atol=1e-12)
 
 
 # --- shards, manifest, loader -------------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_generated_shards_round_trip(generated, episodes):
 def test_manifest(generated):
     manifest, root = generated
     assert load_manifest(root) == json.loads((root / "manifest.json").read_text()) == manifest
-    assert manifest["schema_version"] == ds.SCHEMA_VERSION and manifest["split"] == "train"
+    assert manifest["schema_version"] == SCHEMA_VERSION and manifest["split"] == "train"
     assert manifest["episodes"] == len(FAMILIES) and not manifest["skipped"]
     assert manifest["counts"] == {f: {"episodes": 1, "successes": manifest["counts"][f]["successes"]} for f in FAMILIES}
     assert manifest["seeds"] == {f: [0] for f in FAMILIES}
@@ -187,7 +188,9 @@ def test_manifest(generated):
 @pytest.mark.parametrize("future", ["dense", "strided"])
 def test_loader_yields_tensors_in_the_documented_layout(generated, future):
     data = MotionDataset(generated[1], future=future, only_success=False)
-    assert isinstance(data, torch.utils.data.Dataset) and len(data) == len(FAMILIES)
+    assert len(data) == len(FAMILIES)
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))  # a map-style dataset to torch
+    assert batch["points_2d"].shape == (2, POINTS, 2)
     item = data[0]
     h, w = data.config["camera"]["height"], data.config["camera"]["width"]
     shapes = {
@@ -289,7 +292,7 @@ def test_unwritable_or_foreign_output_directories_are_refused(tmp_path, generate
 def test_loading_a_missing_or_incompatible_dataset_fails_clearly(tmp_path, generated):
     with pytest.raises(DatasetError, match="no manifest.json"):
         load_manifest(tmp_path)
-    manifest = dict(generated[0], schema_version=ds.SCHEMA_VERSION + 1)
+    manifest = dict(generated[0], schema_version=SCHEMA_VERSION + 1)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="schema version"):
         MotionDataset(tmp_path)

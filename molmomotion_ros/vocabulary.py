@@ -1,6 +1,7 @@
 """The task vocabulary (colours, objects, containers, relations, directions, phrasings).
 
-One file, ``config/vocabulary.yaml``, is the source of truth for the harness and the speech grammar.
+One file, ``config/vocabulary.yaml``, is the source of truth for the harness, the speech grammar and the
+nodes (a core module, so that speech and grounding need no simulator).
 """
 
 from __future__ import annotations
