@@ -13,7 +13,7 @@ forecaster trained them on motion with the grounding loss kept; base never train
   "post_trunk": the encoder's layers after its CNN trunk (``POST_TRUNK``: token and text projections,
           fusion blocks, feature decoder, grounding head, attention pool) train with the head; the
           trunk (``TRUNK``), identical in fm.pt and base.pt, stays frozen, so its outputs can be
-          computed once per frame (:func:`encoder_trunk`) and training runs :func:`encoder_post_trunk`.
+          computed once per frame (:func:`encoder_trunk`) and training runs :meth:`VisionLanguageEncoder.post_trunk`.
           This is where A and B differ, and what MolmoMotion's "steps to reach" measures: how fast a
           pretrained backbone adapts.
 Checkpoints store the config and every weight (the fine-tuned encoder's included) and rebuild the
@@ -33,15 +33,16 @@ from torch import nn
 
 from molmomotion_ros.forecasting.checkpoint import code_revision, load_checkpoint
 from molmomotion_ros.forecasting.models import (
+    POST_TRUNK_LAYERS,
     EncoderConfig,
     Encoding,
+    TrunkOutput,
     VisionLanguageEncoder,
-    _coordinate_grid,
     make_image_input,
     sample_points,
 )
 from molmomotion_ros.forecasting.predictor import shipped_checkpoint
-from molmomotion_sim.world import TABLE_TOP_Z_M
+from molmomotion_ros.robot import TABLE_TOP_Z_M
 
 from .observation import (
     CHUNK_STEPS,
@@ -68,7 +69,7 @@ VARIANTS: dict[str, dict] = {
 ENCODER_SOURCES = ("fm", "base", "scratch")
 FINETUNE_MODES = ("none", "post_trunk")
 TRUNK = ("stem", "down1", "down2")  # the CNN trunk: bit-identical in fm.pt and base.pt
-POST_TRUNK = ("to_tokens", "text_proj", "fusion", "up", "grounding", "pool_query", "pool")
+POST_TRUNK = POST_TRUNK_LAYERS
 
 
 @dataclass
@@ -121,47 +122,10 @@ def build_encoder(source: str, seed: int = 0) -> VisionLanguageEncoder:
     return model.encoder.eval()
 
 
-@dataclass
-class TrunkOutput:
-    """What the frozen CNN trunk hands the post-trunk layers, per frame."""
-
-    s1: torch.Tensor  # (B, w1, h/2, w/2) = (B, 48, 30, 40)
-    s2: torch.Tensor  # (B, w2, h/4, w/4) = (B, 96, 15, 20)
-    xyz_half: torch.Tensor  # (B, 3, h/2, w/2) camera-frame xyz at half resolution, divided by depth validity
-    xyz_cam: torch.Tensor  # (B, 3, h, w) camera-frame xyz at full resolution, 0 or NaN = no return (the footprint)
-
-
 @torch.no_grad()
 def encoder_trunk(encoder: VisionLanguageEncoder, image: torch.Tensor, xyz: torch.Tensor) -> TrunkOutput:
-    """The first half of ``VisionLanguageEncoder.forward``: stem, down1, down2 (+ the half-resolution xyz the
-    grounding expectation uses). ``image`` and ``xyz`` from ``make_image_input``."""
-    s1 = encoder.down1(encoder.stem(image))
-    s2 = encoder.down2(s1)
-    xyz_half = F.avg_pool2d(xyz, 2) / F.avg_pool2d(image[:, 6:7], 2).clamp_min(1e-3)
-    return TrunkOutput(s1, s2, xyz_half, xyz)
-
-
-def encoder_post_trunk(encoder: VisionLanguageEncoder, trunk: TrunkOutput, text_tokens, text_mask) -> Encoding:
-    """The second half of ``VisionLanguageEncoder.forward`` (the layers in ``POST_TRUNK``), the same operations
-    in the same order, so ``encoder_post_trunk(encoder_trunk(...))`` equals ``encoder(...)`` exactly."""
-    s1, s2 = trunk.s1, trunk.s2
-    b, _, h4, w4 = s2.shape
-    grid = _coordinate_grid(h4, w4, s2.device).expand(b, -1, -1, -1)
-    tokens = encoder.to_tokens(torch.cat([s2, grid], 1)).flatten(2).transpose(1, 2)  # (B, h4*w4, C)
-    text = encoder.text_proj(text_tokens)
-    pad = ~text_mask
-    for block in encoder.fusion:
-        tokens = block(tokens, text, pad)
-    fused = tokens.transpose(1, 2).reshape(b, -1, h4, w4)
-    up = F.interpolate(fused, size=s1.shape[-2:], mode="bilinear", align_corners=False)
-    features = encoder.up(torch.cat([up, s1], 1))  # (B, C, h/2, w/2)
-    logits = encoder.grounding(features)  # (B, 2, h/2, w/2)
-    weights = torch.softmax(logits.flatten(2), -1).view_as(logits)
-    expected = torch.einsum("bkhw,bchw->bkc", weights, trunk.xyz_half)
-    text_weights = text_mask.float().unsqueeze(-1)
-    text_feature = (text * text_weights).sum(1) / text_weights.sum(1).clamp_min(1.0)
-    pooled = encoder.pool(encoder.pool_query.expand(b, -1, -1), tokens, tokens, need_weights=False)[0][:, 0]
-    return Encoding(features, logits, expected[:, 0], expected[:, 1], pooled, text_feature)
+    """The frozen trunk's output (no gradients): computed once per frame and cached by training."""
+    return encoder.trunk(image, xyz)
 
 
 def target_footprint(xyz_cam_m: torch.Tensor, T_world_cam: torch.Tensor, target_world_m: torch.Tensor) -> torch.Tensor:
@@ -309,7 +273,7 @@ class GoalConditionedPolicy(nn.Module):
 
     def encode_from_trunk(self, trunk: TrunkOutput, text_tokens, text_mask, T_world_cam, ee_uv_model) -> torch.Tensor:
         """:meth:`encode` from cached trunk outputs, differentiable in the post-trunk layers (training)."""
-        return policy_encoding(encoder_post_trunk(self.encoder, trunk, text_tokens, text_mask), T_world_cam,
+        return policy_encoding(self.encoder.post_trunk(trunk, text_tokens, text_mask), T_world_cam,
                                ee_uv_model, trunk.xyz_cam)
 
     def forward(self, encoding, proprio, encoding_t0, **forecast) -> ActionChunk:

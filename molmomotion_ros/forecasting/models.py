@@ -109,6 +109,16 @@ class Encoding:
     text_feature: torch.Tensor  # (B, C)
 
 
+@dataclass
+class TrunkOutput:
+    """What the encoder's CNN trunk hands the layers after it, per frame."""
+
+    s1: torch.Tensor  # (B, w1, h/2, w/2) = (B, 48, 30, 40)
+    s2: torch.Tensor  # (B, w2, h/4, w/4) = (B, 96, 15, 20)
+    xyz_half: torch.Tensor  # (B, 3, h/2, w/2) camera-frame xyz at half resolution, divided by depth validity
+    xyz_cam: torch.Tensor  # (B, 3, h, w) camera-frame xyz at full resolution, 0 or NaN = no return
+
+
 class VisionLanguageEncoder(nn.Module):
     """RGB-D CNN from scratch + frozen MiniLM tokens, fused by cross-attention; grounding heads."""
 
@@ -132,9 +142,19 @@ class VisionLanguageEncoder(nn.Module):
     def forward(self, image, xyz, text_tokens, text_mask) -> Encoding:
         """image (B, 7, h, w) from :func:`make_image_input`; xyz (B, 3, h, w) camera frame (m, 0 = none);
         text_tokens (B, L, 384); text_mask (B, L) True = real token."""
-        s0 = self.stem(image)
-        s1 = self.down1(s0)  # (B, w1, h/2, w/2)
+        return self.post_trunk(self.trunk(image, xyz), text_tokens, text_mask)
+
+    def trunk(self, image, xyz) -> TrunkOutput:
+        """The CNN trunk (stem, down1, down2), which sees no text: a policy that freezes it computes it once
+        per frame and trains :meth:`post_trunk` (the layers in ``POST_TRUNK_LAYERS``)."""
+        s1 = self.down1(self.stem(image))  # (B, w1, h/2, w/2)
         s2 = self.down2(s1)  # (B, w2, h/4, w/4)
+        xyz_half = F.avg_pool2d(xyz, 2) / F.avg_pool2d(image[:, 6:7], 2).clamp_min(1e-3)  # per valid pixel
+        return TrunkOutput(s1, s2, xyz_half, xyz)
+
+    def post_trunk(self, trunk: TrunkOutput, text_tokens, text_mask) -> Encoding:
+        """Text fusion, upsampling, grounding and pooling on the trunk's output."""
+        s1, s2 = trunk.s1, trunk.s2
         b, _, h4, w4 = s2.shape
         grid = _coordinate_grid(h4, w4, s2.device).expand(b, -1, -1, -1)
         tokens = self.to_tokens(torch.cat([s2, grid], 1)).flatten(2).transpose(1, 2)  # (B, h4*w4, C)
@@ -146,14 +166,16 @@ class VisionLanguageEncoder(nn.Module):
         up = F.interpolate(fused, size=s1.shape[-2:], mode="bilinear", align_corners=False)
         features = self.up(torch.cat([up, s1], 1))  # (B, C, h/2, w/2)
         logits = self.grounding(features)  # (B, 2, h/2, w/2)
-        xyz_half = F.avg_pool2d(xyz, 2)  # (B, 3, h/2, w/2)
-        valid_half = F.avg_pool2d(image[:, 6:7], 2)
         weights = torch.softmax(logits.flatten(2), -1).view_as(logits)  # (B, 2, h/2, w/2)
-        expected = torch.einsum("bkhw,bchw->bkc", weights, xyz_half / valid_half.clamp_min(1e-3))
+        expected = torch.einsum("bkhw,bchw->bkc", weights, trunk.xyz_half)
         text_weights = text_mask.float().unsqueeze(-1)
         text_feature = (text * text_weights).sum(1) / text_weights.sum(1).clamp_min(1.0)
         pooled = self.pool(self.pool_query.expand(b, -1, -1), tokens, tokens, need_weights=False)[0][:, 0]
         return Encoding(features, logits, expected[:, 0], expected[:, 1], pooled, text_feature)
+
+
+# The encoder's layers after the trunk, by attribute name: what a policy that freezes the trunk may train.
+POST_TRUNK_LAYERS = ("to_tokens", "text_proj", "fusion", "up", "grounding", "pool_query", "pool")
 
 
 def _coordinate_grid(h: int, w: int, device) -> torch.Tensor:

@@ -94,14 +94,14 @@ def _frames(n=3, seed=0):
 
 @pytest.mark.parametrize("source", ["fm", "base"])
 def test_trunk_split_gives_exactly_the_encoders_output(source):
-    from molmomotion_policies.model import encoder_post_trunk, encoder_trunk, make_image_input
+    from molmomotion_policies.model import encoder_trunk, make_image_input
 
     rgb, xyz, tokens, mask, T, uv = _frames()
     policy = GoalConditionedPolicy(PolicyConfig.for_variant("A" if source == "fm" else "B", finetune="post_trunk"))
     image, xyz_clean = make_image_input(rgb, xyz)
     with torch.no_grad():
         whole = policy.encoder(image, xyz_clean, tokens, mask)
-        split = encoder_post_trunk(policy.encoder, encoder_trunk(policy.encoder, image, xyz_clean), tokens, mask)
+        split = policy.encoder.post_trunk(encoder_trunk(policy.encoder, image, xyz_clean), tokens, mask)
         via_trunk = policy.encode_from_trunk(encoder_trunk(policy.encoder, image, xyz_clean), tokens, mask, T, uv)
     for key in whole.__dataclass_fields__:
         assert torch.equal(getattr(whole, key), getattr(split, key)), key
@@ -173,7 +173,7 @@ def test_geometry_skip_starts_as_the_plain_head_and_round_trips(tmp_path):
 
 def _box_points(half_x: float, half_y: float, yaw: float, centre=(0.5, 0.1), height: float = 0.04) -> torch.Tensor:
     """A box's top face and the table around it as a (1, 3, 1, N) 'image' of world points (camera = world)."""
-    from molmomotion_sim.world import TABLE_TOP_Z_M
+    from molmomotion_ros.robot import TABLE_TOP_Z_M
 
     u, v = torch.meshgrid(torch.linspace(-half_x, half_x, 13), torch.linspace(-half_y, half_y, 9), indexing="ij")
     c, s = torch.cos(torch.tensor(yaw)), torch.sin(torch.tensor(yaw))
