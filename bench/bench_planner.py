@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from molmomotion_ros.planning.collision import PyBulletSceneChecker
-from molmomotion_ros.planning.kinematics import HOME_JOINTS_RAD, PandaKinematics
+from molmomotion_ros.planning.kinematics import PandaKinematics
 from molmomotion_ros.planning.planner import MotionPlanner, PlannerConfig, PlanStatus
-from molmomotion_sim.world import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
+from molmomotion_ros.robot import HOME_JOINTS_RAD, TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
 
 SUCCESS_BAR = 0.99
 MEDIAN_TIME_BAR_S = 0.100

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molmomotion_sim.world import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
+from molmomotion_ros.robot import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
 
 from .model import GoalConditionedPolicy
 from .observation import (

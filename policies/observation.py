@@ -13,8 +13,9 @@ import numpy as np
 
 from molmomotion_ros.camera import PinholeCamera
 from molmomotion_ros.forecasting.preprocess import depth_to_xyz_cam, pixels_to_model, resize_inputs
-from molmomotion_sim.dataset import quat_to_matrix
-from molmomotion_sim.world import GRIPPER_OPEN_M, PHYSICS_HZ, TRACE_HZ
+from molmomotion_ros.geometry import quat_to_matrix
+from molmomotion_ros.robot import GRIPPER_OPEN_M
+from molmomotion_sim.world import PHYSICS_HZ, TRACE_HZ
 
 MODEL_WIDTH, MODEL_HEIGHT = 80, 60  # the encoder's input size (EncoderConfig)
 CHUNK_STEPS = 8  # action chunk: 8 samples at 15 fps = 0.53 s

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ARM_JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
-FINGER_JOINT_NAMES = ("panda_finger_joint1", "panda_finger_joint2")
+from molmomotion_ros.robot import ARM_JOINT_NAMES
 
 
 class TrajectoryError(ValueError):

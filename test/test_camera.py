@@ -5,7 +5,8 @@ import pytest
 
 from molmomotion_ros.camera import CameraConfigError, PinholeCamera, look_at
 from molmomotion_ros.paths import config_path
-from molmomotion_sim.world import TABLE_TOP_Z_M, World
+from molmomotion_ros.robot import TABLE_TOP_Z_M
+from molmomotion_sim.world import World
 
 
 @pytest.fixture(scope="module")

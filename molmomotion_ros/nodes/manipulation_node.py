@@ -61,14 +61,15 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from .. import conversions
 from ..conversions.joints import msg_to_joint_positions, timed_trajectory_to_msg, trajectory_msg
 from ..forecasting.types import ForecastInputError
+from ..geometry import FitError
 from ..node_specs.manipulation import MANIPULATION_NODE
-from ..planning.geometry import FitError
 from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError
-from ..planning.skills import GRIPPER_OPEN_M, SkillError
+from ..planning.skills import SkillError
+from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, GRIPPER_OPEN_M
 from .params import ParameterValueError, declare_parameters
 
-ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
-FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
+ARM_JOINTS = ARM_JOINT_NAMES
+FINGER_JOINTS = FINGER_JOINT_NAMES
 _NS = 1_000_000_000
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

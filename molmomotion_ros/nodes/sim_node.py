@@ -40,11 +40,11 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from molmomotion_sim.control import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, JointTrajectoryFollower, TrajectoryError
+from molmomotion_sim.control import JointTrajectoryFollower, TrajectoryError
 from molmomotion_sim.seeds import SeedRangeError, split_of
 from molmomotion_sim.suites import SuiteError, load_suite
 from molmomotion_sim.tasks import TASKS, SceneError, Task
-from molmomotion_sim.world import ARM_JOINTS, FINGER_JOINTS, GRIPPER_OPEN_M, PHYSICS_HZ, World
+from molmomotion_sim.world import ARM_JOINTS, FINGER_JOINTS, PHYSICS_HZ, World
 
 from ..conversions.diagnostics import diagnostic_array
 from ..conversions.errors import ConversionError
@@ -53,6 +53,7 @@ from ..conversions.joints import joint_state_msg, msg_to_trajectory, time_msg
 from ..conversions.poses import pose_stamped
 from ..node_specs.sim import SIM_NODE
 from ..planning.limits import JointLimits
+from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, GRIPPER_OPEN_M
 from .params import ParameterValueError, declare_parameters
 
 JOINT_NAMES = ARM_JOINT_NAMES + FINGER_JOINT_NAMES

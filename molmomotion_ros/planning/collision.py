@@ -22,7 +22,8 @@ from pybullet_utils import bullet_client
 
 from molmomotion_ros.stdio import native_stdout_silenced
 
-from .kinematics import DEFAULT_BASE_POSITION_M, FINGER_OPENING_M, HOME_JOINTS_RAD, panda_urdf_path
+from ..robot import GRIPPER_OPEN_M, HOME_JOINTS_RAD, ROBOT_BASE_M
+from .kinematics import panda_urdf_path
 from .limits import JointLimits
 
 ARM_JOINTS = tuple(range(7))
@@ -74,7 +75,7 @@ class PyBulletSceneChecker:
     (``self_pairs``). Contacts with ``panda_link0`` (bolted to the table) are ignored.
     """
 
-    def __init__(self, world=None, limits: JointLimits | None = None, base_position_m=DEFAULT_BASE_POSITION_M,
+    def __init__(self, world=None, limits: JointLimits | None = None, base_position_m=ROBOT_BASE_M,
                  scene_margin_m: float = 0.005, self_margin_m: float = 0.002, with_table: bool = True):
         self.limits = limits or JointLimits.from_yaml()
         self._lower = self.limits.position_lower_rad - 1e-9
@@ -92,7 +93,7 @@ class PyBulletSceneChecker:
         for j in range(self.client.getNumJoints(self.robot_id)):
             self._link_names[j] = self.client.getJointInfo(self.robot_id, j)[12].decode()
         for joint in FINGER_JOINTS:
-            self.client.resetJointState(self.robot_id, joint, FINGER_OPENING_M)
+            self.client.resetJointState(self.robot_id, joint, GRIPPER_OPEN_M)
         self._q_set: np.ndarray | None = None
         # The hot path calls PyBullet directly: bullet_client's attribute lookup costs as much as a query.
         cid = self.client._client

@@ -17,13 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..robot import GRIPPER_OPEN_M, HOME_JOINTS_RAD, ROBOT_BASE_M
 from .limits import JointLimits
 
-# The harness's robot base (molmomotion_sim.world.ROBOT_BASE_M) and home joints; a test keeps them equal.
-DEFAULT_BASE_POSITION_M = (0.0, 0.0, 0.626)
-HOME_JOINTS_RAD = (0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.785)
 EE_FRAME = "panda_grasptarget"
-FINGER_OPENING_M = 0.04  # per finger: the gripper held open
 
 
 class IKError(ValueError):
@@ -68,7 +65,7 @@ class PandaKinematics:
         if not self.model.existFrame(ee_frame):
             raise ValueError(f"{self.urdf_path} has no frame {ee_frame!r}")
         self.frame_id = self.model.getFrameId(ee_frame)
-        self.base_pose = translation(DEFAULT_BASE_POSITION_M) if base_pose is None else np.asarray(base_pose, float)
+        self.base_pose = translation(ROBOT_BASE_M) if base_pose is None else np.asarray(base_pose, float)
         self._base_inv = np.linalg.inv(self.base_pose)
         self.limits = limits or JointLimits.from_yaml()
         self.lower_rad = self.limits.position_lower_rad
@@ -76,7 +73,7 @@ class PandaKinematics:
         self.home_rad = np.clip(np.asarray(HOME_JOINTS_RAD), self.lower_rad, self.upper_rad)
         self.seed = seed
         self._q_full = np.zeros(self.model.nq)  # 7 arm joints + 2 finger joints
-        self._q_full[7:] = FINGER_OPENING_M
+        self._q_full[7:] = GRIPPER_OPEN_M  # held open
 
     def full_configuration(self, q7: np.ndarray) -> np.ndarray:
         """The model's configuration (nq,): the 7 arm joints and the fingers held open."""

@@ -27,6 +27,7 @@ import yaml
 
 from molmomotion_ros.paths import config_path
 
+from ..robot import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
 from .collision import CollisionChecker, PyBulletSceneChecker, joint_limit_reason
 from .kinematics import PandaKinematics
 from .limits import JointLimits
@@ -69,9 +70,10 @@ class WorkspaceBounds:
         return "x [{:.2f}, {:.2f}] y [{:.2f}, {:.2f}] z [{:.2f}, {:.2f}] m".format(*self.x_m, *self.y_m, *self.z_m)
 
 
-# The harness's object workspace (molmomotion_sim.world.WORKSPACE_X_M / _Y_M) grown by 10 cm, from the
-# table top (z = 0.626 m) to 60 cm above it.
-DEFAULT_WORKSPACE = WorkspaceBounds((0.22, 0.82), (-0.38, 0.38), (0.626, 1.226))
+# The cell's object workspace (config/robot.yaml) grown by 10 cm, from the table top to 60 cm above it.
+DEFAULT_WORKSPACE = WorkspaceBounds((WORKSPACE_X_M[0] - 0.1, WORKSPACE_X_M[1] + 0.1),
+                                    (WORKSPACE_Y_M[0] - 0.1, WORKSPACE_Y_M[1] + 0.1),
+                                    (TABLE_TOP_Z_M, TABLE_TOP_Z_M + 0.6))
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..robot import GRIPPER_OPEN_M, HOME_JOINTS_RAD
 from .planner import MotionPlanner, PlanResult
 from .timing import TimedTrajectory
 
-HOME_RAD = np.array([0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.785])  # the harness's and the Panda's ready pose
 APPROACH_HEIGHT_M = 0.10  # above grasp and release points
 GRASP_DEPTH_M = 0.022  # the finger pads close this far below the object's top
 MIN_GRASP_HEIGHT_M = 0.012  # above the table
@@ -35,7 +35,6 @@ MIN_MOTION_M = 0.02  # a forecast that moves the object less than this asks for 
 PUSHER_HEIGHT_M = 0.015  # grasp-target height above the table while pushing
 PUSHER_GAP_M = 0.035  # start this far behind the object's near face
 PUSH_FINGER_OPENING_M = 0.005  # per finger while pushing
-GRIPPER_OPEN_M = 0.04  # per finger
 # May touch the scene in contact segments (descend, carry, lower, push), as MoveIt's allowed collision
 # matrix lets the gripper touch the object it grasps; the arm's other links stay checked.
 CONTACT_LINKS = ("panda_leftfinger", "panda_rightfinger", "panda_hand")
@@ -114,7 +113,7 @@ class Skill:
 def skill_from_forecast(target: PerceivedTarget, points_t0_m: np.ndarray, tracks_m: np.ndarray,
                         motions: np.ndarray, table_z_m: float) -> Skill:
     """Grasp and goal from the forecast: ``tracks_m`` (P, F, 3) of the t0 points (P, 3), and the
-    per-step rigid motions (F, 4, 4) fitted to them (``planning.geometry.object_motion_from_tracks``)."""
+    per-step rigid motions (F, 4, 4) fitted to them (``molmomotion_ros.geometry.object_motion_from_tracks``)."""
     start = np.nanmean(points_t0_m, 0)
     centroids = np.nanmean(tracks_m, 0)  # (F, 3)
     displacement = centroids[-1] - start
@@ -282,5 +281,5 @@ class SkillPlanner:
             q = add("retreat", cartesian("retreat", q, above(back, APPROACH_HEIGHT_M)[None],
                                          self.contact_scaling).plan)
             steps.append(MotionStep("open gripper", gripper_opening_m=GRIPPER_OPEN_M))
-        add("home", self.planner.plan_to_joints(q, HOME_RAD, velocity_scaling=self.free_scaling))
+        add("home", self.planner.plan_to_joints(q, np.asarray(HOME_JOINTS_RAD), velocity_scaling=self.free_scaling))
         return plan

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from molmomotion_ros.robot import TABLE_TOP_Z_M
+
 from ..actions import PickPlace
-from ..world import TABLE_TOP_Z_M, SceneObject
+from ..world import SceneObject
 from .base import Outcome, SceneBuilder, Task
 
 CONTAINER_BASE_M = 0.006  # thickness of a container's floor (see World._build_container)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from molmomotion_ros.robot import TABLE_TOP_Z_M
+
 from ..actions import PickPlace
-from ..world import TABLE_TOP_Z_M, SceneObject
+from ..world import SceneObject
 from .base import Outcome, SceneBuilder, SceneError, Task, in_workspace
 
 GOAL_OFFSET_M = 0.11  # centre-to-centre distance the oracle aims for along the relation

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from molmomotion_ros.robot import TABLE_TOP_Z_M
+
 from ..actions import Push as PushAction
-from ..world import TABLE_TOP_Z_M
 from .base import Outcome, SceneBuilder, SceneError, Task, in_workspace
 
 PUSH_DISTANCE_M = 0.10  # the instruction's implied travel

@@ -14,8 +14,6 @@ from molmomotion_ros.planning.collision import (
     joint_limit_reason,
 )
 from molmomotion_ros.planning.kinematics import (
-    DEFAULT_BASE_POSITION_M,
-    HOME_JOINTS_RAD,
     IKError,
     PandaKinematics,
     pose_error,
@@ -30,6 +28,14 @@ from molmomotion_ros.planning.planner import (
     PlannerUnavailableError,
     PlanStatus,
     WorkspaceBounds,
+)
+from molmomotion_ros.robot import (
+    GRIPPER_OPEN_M,
+    HOME_JOINTS_RAD,
+    ROBOT_BASE_M,
+    TABLE_TOP_Z_M,
+    WORKSPACE_X_M,
+    WORKSPACE_Y_M,
 )
 from molmomotion_sim import world as harness
 
@@ -75,18 +81,16 @@ def assert_path_valid(checker, path, step_rad=0.005):
 
 
 # --- kinematics -------------------------------------------------------------------------------
-def test_constants_match_the_harness():
-    assert DEFAULT_BASE_POSITION_M == harness.ROBOT_BASE_M
-    assert HOME_JOINTS_RAD == harness.HOME_JOINTS_RAD
-    assert DEFAULT_WORKSPACE.x_m[0] <= harness.WORKSPACE_X_M[0] and harness.WORKSPACE_X_M[1] <= DEFAULT_WORKSPACE.x_m[1]
-    assert DEFAULT_WORKSPACE.y_m[0] <= harness.WORKSPACE_Y_M[0] and harness.WORKSPACE_Y_M[1] <= DEFAULT_WORKSPACE.y_m[1]
-    assert DEFAULT_WORKSPACE.z_m[0] == harness.TABLE_TOP_Z_M
+def test_the_planning_workspace_holds_the_cells():
+    assert DEFAULT_WORKSPACE.x_m[0] <= WORKSPACE_X_M[0] and WORKSPACE_X_M[1] <= DEFAULT_WORKSPACE.x_m[1]
+    assert DEFAULT_WORKSPACE.y_m[0] <= WORKSPACE_Y_M[0] and WORKSPACE_Y_M[1] <= DEFAULT_WORKSPACE.y_m[1]
+    assert DEFAULT_WORKSPACE.z_m[0] == TABLE_TOP_Z_M
 
 
 def test_fk_matches_pybullet(kinematics):
     client = pybullet.connect(pybullet.DIRECT)
     try:
-        robot = pybullet.loadURDF(str(kinematics.urdf_path), harness.ROBOT_BASE_M, useFixedBase=True,
+        robot = pybullet.loadURDF(str(kinematics.urdf_path), ROBOT_BASE_M, useFixedBase=True,
                                   physicsClientId=client)
         rng = np.random.default_rng(3)
         for _ in range(5):
@@ -94,7 +98,7 @@ def test_fk_matches_pybullet(kinematics):
             for joint, value in enumerate(q):
                 pybullet.resetJointState(robot, joint, value, physicsClientId=client)
             for joint in harness.FINGER_JOINTS:
-                pybullet.resetJointState(robot, joint, harness.GRIPPER_OPEN_M, physicsClientId=client)
+                pybullet.resetJointState(robot, joint, GRIPPER_OPEN_M, physicsClientId=client)
             state = pybullet.getLinkState(robot, harness.EE_LINK, computeForwardKinematics=True,
                                           physicsClientId=client)
             T = kinematics.fk(q)
@@ -138,7 +142,7 @@ def test_home_is_valid_and_limits_are_reported(checker):
 
 
 def test_checker_finds_table_box_and_self_collisions(checker, kinematics):
-    low = kinematics.ik(top_down([0.5, 0.0, harness.TABLE_TOP_Z_M + 0.002]), seeds=[HOME])
+    low = kinematics.ik(top_down([0.5, 0.0, TABLE_TOP_Z_M + 0.002]), seeds=[HOME])
     assert "collides with table" in checker.reason(low)
     box = checker.add_box(kinematics.fk(HOME)[:3, 3], [0.06, 0.06, 0.06], name="crate")  # wider than the open hand
     assert "collides with crate" in checker.reason(HOME)
@@ -186,7 +190,7 @@ def test_checker_mirrors_a_harness_world(kinematics):
 
 
 def test_a_carried_object_is_checked(checker, kinematics):
-    q = kinematics.ik(top_down([0.5, 0.0, harness.TABLE_TOP_Z_M + 0.06]), seeds=[HOME])
+    q = kinematics.ik(top_down([0.5, 0.0, TABLE_TOP_Z_M + 0.06]), seeds=[HOME])
     assert checker.is_valid(q)
     T_ee_object = np.eye(4)
     T_ee_object[2, 3] = 0.04  # a 6 cm box held 4 cm beyond the grasp target (z points down, out of the hand)
@@ -210,7 +214,7 @@ def test_point_cloud_checker(kinematics):
     try:
         assert isinstance(checker, CollisionChecker)
         assert checker.is_valid(HOME)
-        assert "table plane" in checker.reason(kinematics.ik(top_down([0.5, 0.0, harness.TABLE_TOP_Z_M]), seeds=[HOME]))
+        assert "table plane" in checker.reason(kinematics.ik(top_down([0.5, 0.0, TABLE_TOP_Z_M]), seeds=[HOME]))
         palm = kinematics.fk(HOME)[:3, 3] + [0.0, 0.0, 0.07]
         points = box_cloud(palm, [0.04, 0.04, 0.04])
         assert checker.set_points(points) > 0
@@ -232,7 +236,7 @@ def test_plans_around_a_perceived_obstacle(kinematics):
     checker = PointCloudChecker(kinematics)
     try:
         blocking = kinematics.fk(np.array([0.0, 0.3, 0.0, -2.0, 0.0, 2.3, 0.785]))[:3, 3]
-        checker.set_points(box_cloud([blocking[0], 0.0, harness.TABLE_TOP_Z_M + 0.2], [0.03, 0.03, 0.2]))
+        checker.set_points(box_cloud([blocking[0], 0.0, TABLE_TOP_Z_M + 0.2], [0.03, 0.03, 0.2]))
         planner = MotionPlanner(PlannerConfig(planning_time_s=1.0), checker=checker, kinematics=kinematics)
         assert checker.is_valid(Q_LEFT) and checker.is_valid(Q_RIGHT)
         assert not planner.segment_valid(Q_LEFT, Q_RIGHT)
@@ -246,7 +250,7 @@ def test_plans_around_a_perceived_obstacle(kinematics):
 # --- planning ---------------------------------------------------------------------------------
 def test_plans_around_an_obstacle(planner, checker, kinematics):
     blocking = kinematics.fk(np.array([0.0, 0.3, 0.0, -2.0, 0.0, 2.3, 0.785]))[:3, 3]
-    checker.add_box([blocking[0], 0.0, harness.TABLE_TOP_Z_M + 0.2], [0.05, 0.05, 0.2], name="post")
+    checker.add_box([blocking[0], 0.0, TABLE_TOP_Z_M + 0.2], [0.05, 0.05, 0.2], name="post")
     assert checker.is_valid(Q_LEFT) and checker.is_valid(Q_RIGHT)
     assert not planner.segment_valid(Q_LEFT, Q_RIGHT)
     result = planner.plan_to_joints(Q_LEFT, Q_RIGHT)
@@ -339,7 +343,7 @@ def reachable_goal(kinematics, checker, rng) -> np.ndarray:
     while True:
         q = kinematics.random_configuration(rng)
         T = kinematics.fk(q)
-        if (DEFAULT_WORKSPACE.contains(T[:3, 3]) and T[2, 3] > harness.TABLE_TOP_Z_M + 0.02
+        if (DEFAULT_WORKSPACE.contains(T[:3, 3]) and T[2, 3] > TABLE_TOP_Z_M + 0.02
                 and checker.is_valid(q)):
             return T
 

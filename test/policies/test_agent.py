@@ -5,9 +5,10 @@ import pytest
 
 from molmomotion_policies.agent import AgentConfig, PolicyAgent, make_policy_agent
 from molmomotion_policies.observation import PolicyError
+from molmomotion_ros.robot import TABLE_TOP_Z_M
 from molmomotion_sim.episode import run_episode
 from molmomotion_sim.tasks import TASKS
-from molmomotion_sim.world import TABLE_TOP_Z_M, World
+from molmomotion_sim.world import World
 
 
 @pytest.mark.parametrize("variant", ["A", "C"])

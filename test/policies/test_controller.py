@@ -13,7 +13,8 @@ from molmomotion_policies.controller import (
 )
 from molmomotion_policies.observation import PolicyError
 from molmomotion_ros.planning.kinematics import PandaKinematics
-from molmomotion_sim.world import HOME_JOINTS_RAD, World
+from molmomotion_ros.robot import HOME_JOINTS_RAD
+from molmomotion_sim.world import World
 
 
 @pytest.fixture(scope="module")

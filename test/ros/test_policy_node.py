@@ -170,7 +170,8 @@ def test_the_episode_starts_from_a_frame_received_after_the_instruction(ros_env,
     is the camera and the clock: a frame stamped ahead of /clock, then the instruction, then newer frames."""
     from molmomotion_ros.conversions import camera_info_msg, depth_to_msg, pose_stamped, rgb_to_msg
     from molmomotion_ros.conversions.joints import joint_state_msg, time_msg
-    from molmomotion_sim.world import HOME_JOINTS_RAD, World
+    from molmomotion_ros.robot import HOME_JOINTS_RAD
+    from molmomotion_sim.world import World
 
     world = World()  # the empty table: the "scene before the reset"
     observation = world.render(world.camera)
