@@ -6,9 +6,10 @@ on the world of the task it was reset with, seeing only what a camera-and-encode
 (rendered RGB-D frames, the grasp-target pose from forward kinematics, gripper width), and returns
 an empty MotionSequence; the harness then settles the scene and judges success as for any agent.
 
-Each chunk step is one 15 fps sample: the grasp target's set-point (current pose + predicted offset,
-clamped to the workspace, the table and a per-sample step limit) goes through the world's IK to the
-arm's position controllers for 16 physics steps, as the oracle's demonstrations were recorded.
+The loop is :func:`molmomotion_policies.runner.run_policy_loop`, the one the ROS policy node runs: each
+chunk step is one 15 fps sample, the grasp target's set-point (current pose + predicted offset, clamped
+to the workspace, the table and a per-sample step limit) goes through the planner's IK to the arm's
+position controllers, held for 16 physics steps, as the oracle's demonstrations were recorded.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from molmomotion_ros.planning.kinematics import PandaKinematics
 from molmomotion_sim.actions import MotionSequence
 from molmomotion_sim.world import Observation, World
 
-from .controller import AgentConfig, ArmState, PolicyController, pack_forecast, shipped_policy
+from .controller import AgentConfig, PolicyController, pack_forecast, shipped_policy
 from .observation import PHYSICS_STEPS_PER_SAMPLE, PolicyError
+from .runner import Frame, run_policy_loop
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class PolicyAgent:
             from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 
             self._pipeline = ForecastPipeline("fm", device="cpu", num_samples=8, seed=seed)
+        self._kinematics = PandaKinematics()
         self._task = None
         self._ran = False
         self.last_failure = ""
@@ -71,21 +76,11 @@ class PolicyAgent:
 
     def run(self, world: World, observation: Observation | None, instruction: str) -> str:
         """The closed loop on ``world``; returns why it stopped (empty when the policy went idle after a release)."""
-        controller = self.controller
         first = observation or world.render()
-        controller.reset(instruction, self._forecast(first, instruction))
-        closed = False
-        while not controller.finished:
-            obs = first if controller.samples_used == 0 else world.render()
-            state = ArmState(world.ee_pose()[:3], world.ee_yaw(), world.gripper_width_m())
-            chunk = controller.next_chunk(obs.rgb, obs.depth_m, obs.camera, state)
-            for setpoint, yaw, grip in zip(chunk.setpoints_m, chunk.yaw_rad, chunk.gripper_closed, strict=True):
-                world.hold_arm(world.solve_ik(setpoint, float(yaw)))
-                if bool(grip) != closed:
-                    closed = bool(grip)
-                    world.command_gripper(closed)
-                world.step(PHYSICS_STEPS_PER_SAMPLE)
-        return controller.reason
+        self.controller.reset(instruction, self._forecast(first, instruction))
+        robot = _HarnessRobot(world)
+        report = run_policy_loop(self.controller, robot, self._kinematics, robot.frame(first))
+        return report.reason
 
     def _safe_setpoint(self, previous_m, wanted_m):
         return self.controller.safe_setpoint(previous_m, wanted_m)
@@ -96,6 +91,32 @@ class PolicyAgent:
         from .demos import forecast_at_t0
 
         return pack_forecast(*forecast_at_t0(self._pipeline, observation, instruction))
+
+
+class _HarnessRobot:
+    """A :class:`~molmomotion_policies.runner.PolicyRobot` over a harness world: set-points go to the arm's
+    position controllers and the world is stepped 16 physics steps per 15 fps sample."""
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def frame(self, observation: Observation) -> Frame:
+        return Frame(observation.rgb, observation.depth_m, observation.camera)
+
+    def joints(self) -> tuple[np.ndarray, np.ndarray]:
+        q = self.world.joint_positions()
+        return q[:7], q[7:9]
+
+    def command_gripper(self, closed: bool) -> None:
+        self.world.command_gripper(closed)
+
+    def follow(self, joint_targets_rad: np.ndarray) -> None:
+        for q in joint_targets_rad:
+            self.world.hold_arm(q)
+            self.world.step(PHYSICS_STEPS_PER_SAMPLE)
+
+    def observe(self) -> Frame:
+        return self.frame(self.world.render())
 
 
 def make_policy_agent(checkpoint: str | Path | None = None, **config) -> PolicyAgent:
