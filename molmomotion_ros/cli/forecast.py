@@ -20,7 +20,6 @@ from .common import (
     quiet_model_loading,
 )
 
-NEURAL_BACKENDS = ("fm", "ar")  # backends that take --checkpoint, --device and --seed
 DEPTH_PNG_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16-bit (or 32-bit integer) millimetre PNGs
 
 
@@ -97,8 +96,6 @@ def _forecast(args: argparse.Namespace) -> int:
     instruction = " ".join(args.instruction.split())
     if not instruction:
         raise UsageError("--instruction is empty")
-    if args.checkpoint is not None and args.model not in NEURAL_BACKENDS:
-        raise UsageError(f"--checkpoint applies to the {' and '.join(NEURAL_BACKENDS)} models, not {args.model!r}")
     camera = PinholeCamera.from_yaml(args.camera or config_path("camera.yaml"))
     rgb = _read_rgb(args.rgb)
     depth_m = _read_depth(args.depth)
@@ -114,47 +111,37 @@ def _forecast(args: argparse.Namespace) -> int:
     out = args.out.with_suffix("") if args.out.suffix in (".json", ".png") else args.out
     if out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give a path without suffix, e.g. {str(out / 'forecast')!r}")
-    check_writable(out.parent, what="output folder")
 
     quiet_model_loading()
-    import numpy as np
-
-    from molmomotion_ros.forecasting import make_forecaster
+    # The forecaster node's own pipeline, so this command forecasts exactly what the node would publish.
+    from molmomotion_ros.forecasting.pipeline import NEURAL_BACKENDS, ForecastPipeline
     from molmomotion_ros.forecasting.visualize import save_overlay
 
-    start = time.perf_counter()
-    query = {"source": "user", "score": None}
-    if args.points is not None:
-        points_2d = np.asarray(args.points, dtype=np.float32)  # (P, 2)
-        u = np.clip(np.round(points_2d[:, 0]).astype(int), 0, w - 1)
-        v = np.clip(np.round(points_2d[:, 1]).astype(int), 0, h - 1)
-        points_cam = camera.deproject(points_2d, depth_m[v, u]).astype(np.float32)  # (P, 3), NaN without depth
-    else:
-        from molmomotion_ros.forecasting.checkpoint import CheckpointError
-        from molmomotion_ros.forecasting.grounding import select_query_points
-        from molmomotion_ros.forecasting.predictor import GroundingModel
+    if args.checkpoint is not None and args.model not in NEURAL_BACKENDS:
+        raise UsageError(f"--checkpoint applies to the {' and '.join(NEURAL_BACKENDS)} models, not {args.model!r}")
+    check_writable(out.parent, what="output folder")
 
-        try:
-            grounding = GroundingModel(args.grounding_checkpoint, device=args.device)
-        except CheckpointError as err:
-            if args.grounding_checkpoint is not None:
-                raise
-            raise UsageError(f"{err} (choosing query points needs the base checkpoint: give --points or "
-                             "--grounding-checkpoint)") from None
-        chosen = select_query_points(rgb, depth_m, camera.K, instruction, method=args.grounding,
-                                     num_points=args.num_points, grounding=grounding, seed=args.seed)
-        points_2d, points_cam = chosen.points_2d, chosen.points_cam_m
-        query = {"source": chosen.method, "score": round(chosen.score, 6)}
-    kwargs = {}
-    if args.model in NEURAL_BACKENDS:
-        kwargs = {"device": args.device, "seed": args.seed}
-        if args.checkpoint is not None:
-            kwargs["checkpoint"] = args.checkpoint
-    forecaster = make_forecaster(args.model, **kwargs)
-    forecast = forecaster.predict(rgb[None], depth_m[None], camera.K, camera.T_world_cam, points_2d,
-                                  points_cam[None], instruction, horizon=args.horizon, num_samples=args.samples)
+    start = time.perf_counter()
+    grounding = _load_grounding_model(args) if args.points is None else None
+    # grounding_encoder "base": query points come from the base checkpoint (--grounding-checkpoint), as documented.
+    pipeline = ForecastPipeline(backend=args.model, device=args.device, horizon=args.horizon,
+                                grounding=args.grounding, num_points=args.num_points, seed=args.seed,
+                                checkpoint=args.checkpoint, grounding_encoder="base")
+    # The node publishes one hypothesis for ar and the baselines; this command forecasts --samples for every backend.
+    pipeline.num_samples = args.samples
+    if grounding is not None:
+        # ForecastPipeline loads only the shipped base.pt itself: hand it the one --grounding-checkpoint names.
+        pipeline._grounding_model = grounding
+    result = pipeline.run(rgb, depth_m, camera, instruction, points_2d=args.points)
     wall_time_s = time.perf_counter() - start
 
+    forecast, points_2d = result.forecast, result.points_2d
+    if result.query is None:
+        query = {"source": "user", "score": None}
+        points_cam = camera.world_to_cam(result.points_world_t0_m)
+    else:
+        query = {"source": result.query.method, "score": round(result.query.score, 6)}
+        points_cam = result.query.points_cam_m
     document = {
         "instruction": instruction,
         "backend": forecast.backend,
@@ -184,6 +171,20 @@ def _forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_grounding_model(args: argparse.Namespace):
+    """The base encoder that chooses the query points; a missing shipped checkpoint is a usage error with a hint."""
+    from molmomotion_ros.forecasting.checkpoint import CheckpointError
+    from molmomotion_ros.forecasting.predictor import GroundingModel
+
+    try:
+        return GroundingModel(args.grounding_checkpoint, device=args.device)
+    except CheckpointError as err:
+        if args.grounding_checkpoint is not None:
+            raise
+        raise UsageError(f"{err} (choosing query points needs the base checkpoint: give --points or "
+                         "--grounding-checkpoint)") from None
+
+
 def _read_rgb(path: Path):
     import numpy as np
 
@@ -194,6 +195,7 @@ def _read_rgb(path: Path):
 
 
 def _read_depth(path: Path):
+    """float32 metres as stored; the pipeline turns the no-returns (0, NaN, <= 0) into NaN (grounding.clean_depth)."""
     import numpy as np
 
     if path.suffix.lower() == ".npy":
@@ -206,13 +208,11 @@ def _read_depth(path: Path):
         if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
             raise UsageError(f"--depth {str(path)!r} must be a 2-D float array of metres, got {depth.shape} "
                              f"{depth.dtype}")
-        depth = depth.astype(np.float32)
-    else:
-        image = _open_image(path, "--depth")
-        if image.mode not in DEPTH_PNG_MODES:
-            raise UsageError(f"--depth {str(path)!r} must be a 16-bit PNG of millimetres, got mode {image.mode}")
-        depth = np.array(image, dtype=np.float32) / 1000.0
-    return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+        return depth.astype(np.float32)
+    image = _open_image(path, "--depth")
+    if image.mode not in DEPTH_PNG_MODES:
+        raise UsageError(f"--depth {str(path)!r} must be a 16-bit PNG of millimetres, got mode {image.mode}")
+    return np.array(image, dtype=np.float32) / 1000.0
 
 
 def _open_image(path: Path, flag: str):
