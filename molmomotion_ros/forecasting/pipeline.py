@@ -57,14 +57,15 @@ class ForecastPipeline:
 
     ``backend`` is any registered forecaster (fm, ar, stationary, constant-velocity, molmomotion4b);
     ``grounding`` chooses the query-point method (encoder | open3d); ``grounding_encoder`` whose
-    heat-maps it reads: ``forecaster`` (a neural backend's own grounding head, trained with it, so one
-    encoder pass serves grounding and forecast; other backends fall back to base) or ``base``. On 200
+    heat-maps it reads (unless ``grounding_model`` hands it one): ``forecaster`` (a neural backend's own
+    grounding head, trained with it, so one encoder pass serves grounding and forecast; other backends
+    fall back to base) or ``base``. On 200
     test episodes both put >= 6 of 8 points on the target in 98.5% (bench/bench_grounding.py).
     """
 
     def __init__(self, backend: str = "fm", device: str = "auto", num_samples: int = 8, horizon: int = 32,
                  grounding: str = "encoder", num_points: int = 8, seed: int = 0, checkpoint=None,
-                 grounding_encoder: str = "forecaster", fm_steps: int = PIPELINE_FM_STEPS):
+                 grounding_encoder: str = "forecaster", fm_steps: int = PIPELINE_FM_STEPS, grounding_model=None):
         if grounding_encoder not in GROUNDING_ENCODERS:
             raise ValueError(f"unknown grounding_encoder {grounding_encoder!r}; "
                              f"choose {' or '.join(GROUNDING_ENCODERS)}")
@@ -84,7 +85,7 @@ class ForecastPipeline:
         self.num_points = num_points
         self.seed = seed
         self.grounding_encoder = grounding_encoder if backend in NEURAL_BACKENDS else "base"
-        self._grounding_model = None
+        self._grounding_model = grounding_model  # a GroundingModel of the caller's (e.g. another checkpoint's)
 
     @property
     def grounding_model(self):

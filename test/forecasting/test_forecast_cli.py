@@ -115,6 +115,28 @@ def test_forecast_with_points_writes_json_and_overlay(frame, tmp_path):
     assert str(out.with_suffix(".json")) in result.stdout
 
 
+def test_forecast_is_what_the_node_pipeline_forecasts(frame, tmp_path):
+    """The command runs ForecastPipeline (the forecaster node's), not a copy of it that could drift."""
+    from molmomotion_ros.camera import PinholeCamera
+    from molmomotion_ros.forecasting.pipeline import ForecastPipeline
+
+    out = tmp_path / "fm"
+    result = run_cli("forecast", *_inputs(frame), "--points", frame["points"], "--model", "fm", "--samples", "2",
+                     "--horizon", "4", "--device", "cpu", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.with_suffix(".json").read_text())
+
+    root = frame["root"]
+    rgb = np.array(Image.open(root / "rgb.png").convert("RGB"))
+    depth_m = np.array(Image.open(root / "depth.png"), dtype=np.float32) / 1000.0
+    points = [[float(c) for c in p.split(",")] for p in frame["points"].split(";")]
+    pipeline = ForecastPipeline(backend="fm", device="cpu", num_samples=2, horizon=4)
+    expected = pipeline.run(rgb, depth_m, PinholeCamera.from_yaml(root / "camera.yaml"), frame["instruction"],
+                            points_2d=points).forecast
+    np.testing.assert_allclose(doc["points_world_m"], expected.points_world_m, atol=2e-6)  # the JSON rounds to µm
+    np.testing.assert_allclose(doc["scores"], expected.scores, atol=2e-6)
+
+
 @pytest.mark.parametrize("method", ["encoder", "open3d"])
 def test_forecast_chooses_points_by_grounding(frame, random_base, tmp_path, method):
     out = tmp_path / "forecast"

@@ -1,0 +1,102 @@
+"""What every ``molmomotion`` command shares: exit statuses, the one-line usage error, argument types, output checks.
+
+Light on purpose (argparse, yaml): every command module imports it while ``--help`` is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+PROG = "molmomotion"
+USAGE_ERROR = 2  # bad input, like argparse
+RUNTIME_ERROR = 1  # the installation lacks something
+
+
+class UsageError(Exception):
+    """A bad input the user can fix; reported as one line with exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors under the program's own name (subcommands included)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+# --- argument types ----------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def name_list(text: str, what: str = "names") -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}")
+    return names
+
+
+def family_list(text: str) -> list[str]:
+    return name_list(text, "family names")
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as YAML (``3`` → 3, ``[a, b]`` → a list); unparsable YAML stays a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key, value
+
+
+# --- shared by the command handlers ------------------------------------------------------------
+def quiet_model_loading() -> None:
+    """No Hugging Face progress bars while the frozen sentence encoder loads (read when transformers is imported)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and a temporary file in it, or raise UsageError."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"cannot write to {what} {str(folder)!r}: it is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UsageError(f"cannot write to {what} {str(folder)!r}: {reason}") from None

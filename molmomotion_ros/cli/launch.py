@@ -1,0 +1,94 @@
+"""``molmomotion launch``: start a ROS 2 graph of the package as processes (the pip route to ``ros2 launch``).
+
+Building its parser reads the graph table (molmomotion_ros.graph, no rclpy); the launcher loads in the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .common import UsageError, family_list, key_value, positive_int
+
+
+def add_parser(commands) -> None:
+    """Add ``launch`` to the ``molmomotion`` subcommands."""
+    from molmomotion_ros.graph import GRAPHS
+
+    launch = commands.add_parser(
+        "launch", help="start a ROS 2 graph of the package (the pip route to `ros2 launch`)",
+        description="Start the nodes of a graph as separate processes with the same parameter files and "
+        "overrides as launch/<graph>.launch.py. sim_eval and sim_eval_policy run their episode runner and "
+        "stop the nodes when it is done; the other graphs run until Ctrl-C. Graphs: "
+        + "; ".join(f"{g.name}: {g.description}" for g in GRAPHS.values()) + ".",
+    )
+    launch.add_argument("graph", choices=sorted(GRAPHS), help="which graph")
+    launch.add_argument("--set", dest="overrides", action="append", default=[], type=key_value,
+                        metavar="NODE.PARAM=VALUE", help="override a node parameter (YAML value); repeatable")
+    launch.add_argument("--suite", help="sim_eval: suite to run (episode_runner.suite)")
+    launch.add_argument("--episodes", type=positive_int, metavar="N",
+                        help="sim_eval: episodes per family (episode_runner.episodes_per_family)")
+    launch.add_argument("--families", type=family_list, metavar="A,B", help="sim_eval: families to run")
+    launch.add_argument("--backend", help="forecaster backend (forecaster_node.backend): fm, ar, stationary, ...")
+    launch.add_argument("--policy", metavar="NAME|PATH", help="sim_eval_policy: the policy checkpoint "
+                        "(manipulation_node.policy_checkpoint): shipped A, B or C, or a path")
+    launch.add_argument("--out", type=Path, metavar="PATH", help="sim_eval: results JSON (episode_runner.out)")
+    launch.add_argument("--log-dir", type=Path, metavar="DIR",
+                        help="node logs (default: results/logs/<graph>-<time>/)")
+    launch.add_argument("--isolated", action="store_true",
+                        help="use a random ROS_DOMAIN_ID and localhost-only discovery (no other graph hears it)")
+    launch.add_argument("--no-progress", action="store_true", help="sim_eval: hide the progress bar")
+    launch.set_defaults(handler=_launch)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    import random
+
+    from molmomotion_ros.graph import all_nodes, graph
+    from molmomotion_ros.launcher import launch
+
+    spec = graph(args.graph)
+    overrides: dict[str, dict] = {}
+    nodes = all_nodes()
+    for key, value in args.overrides:
+        node, sep, param = key.partition(".")
+        if not sep or node not in nodes:
+            raise UsageError(f"--set {key}: expected NODE.PARAM with NODE one of {', '.join(sorted(nodes))}")
+        if param != "use_sim_time":
+            try:
+                problem = nodes[node].spec(param).problem(value)
+            except KeyError as err:
+                raise UsageError(str(err).strip("'\"")) from None
+            if problem:
+                raise UsageError(f"--set {key}: {problem}")
+        overrides.setdefault(node, {})[param] = value
+    runner = {"suite": args.suite, "episodes_per_family": args.episodes,
+              "families": ",".join(args.families) if args.families else None,
+              "out": str(args.out) if args.out else None, "progress": False if args.no_progress else None}
+    runner = {k: v for k, v in runner.items() if v is not None}
+    if runner:
+        if spec.runner is None:
+            raise UsageError(f"--suite/--episodes/--families/--out apply to sim_eval, not {args.graph}")
+        overrides.setdefault(spec.runner, {}).update(runner)
+    if args.backend:
+        if "forecaster_node" not in spec.nodes:
+            raise UsageError(f"graph {args.graph} has no forecaster_node for --backend")
+        problem = nodes["forecaster_node"].spec("backend").problem(args.backend)
+        if problem:
+            raise UsageError(problem)
+        overrides.setdefault("forecaster_node", {})["backend"] = args.backend
+    if args.policy:
+        if overrides.get("manipulation_node", {}).get("agent", spec.overrides.get("manipulation_node", {}).get(
+                "agent")) != "policy":
+            raise UsageError(f"--policy needs a graph whose manipulation_node runs agent=policy (sim_eval_policy), "
+                             f"not {args.graph}")
+        overrides.setdefault("manipulation_node", {})["policy_checkpoint"] = args.policy
+    env = dict(os.environ)
+    if args.isolated:
+        env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    try:
+        return launch(args.graph, overrides, args.log_dir, env)
+    except KeyError as err:
+        raise UsageError(str(err).strip("'\"")) from None

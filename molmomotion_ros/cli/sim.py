@@ -1,0 +1,173 @@
+"""The PyBullet harness commands: ``sim-eval`` (an agent on a task suite) and ``generate-data`` (oracle datasets).
+
+PyBullet and the harness modules load inside the handlers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .common import (
+    PROG,
+    RUNTIME_ERROR,
+    UsageError,
+    check_writable,
+    family_list,
+    key_value,
+    non_negative_int,
+    positive_int,
+)
+
+HISTORY_RANGE = (1, 3)  # past frames a dataset sample may carry
+
+
+def add_parsers(commands) -> None:
+    """Add ``sim-eval`` and ``generate-data`` to the ``molmomotion`` subcommands."""
+    sim_eval = commands.add_parser(
+        "sim-eval", help="evaluate an agent on a task suite in the PyBullet harness",
+        description="Run every episode of a suite with an agent in parallel workers; print a success table "
+        "and write per-episode JSON.",
+    )
+    sim_eval.add_argument("--agent", default="oracle", help="agent name from molmomotion_sim.agents.AGENTS "
+                          "(default: oracle)")
+    sim_eval.add_argument("--agent-arg", dest="agent_args", action="append", type=key_value, default=[],
+                          metavar="KEY=VALUE", help="keyword argument for the agent's constructor (YAML value); "
+                          "repeatable")
+    sim_eval.add_argument("--suite", default="main", help="suite YAML file, or the name of a shipped suite in "
+                          "config/suites (main, smoke, ood; default: main)")
+    sim_eval.add_argument("--episodes", type=positive_int, metavar="N",
+                          help="episodes per family, overriding the suite's counts")
+    sim_eval.add_argument("--families", type=family_list, metavar="A,B",
+                          help="comma-separated families of the suite to run (default: all of them)")
+    sim_eval.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
+                          help="parallel worker processes, one PyBullet world each "
+                          "(default: %(default)s, the CPU count)")
+    sim_eval.add_argument("--out", type=Path, metavar="PATH",
+                          help="results JSON (default: results/eval-<suite>-<agent>.json)")
+    sim_eval.add_argument("--contact-sheet", type=non_negative_int, default=0, metavar="N",
+                          help="also save a PNG (next to --out) with the first and last frames of N episodes")
+    sim_eval.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sim_eval.set_defaults(handler=_sim_eval)
+
+    generate = commands.add_parser(
+        "generate-data", help="record oracle demonstrations as a motion-forecasting dataset",
+        description="Run the oracle on a seed split and cut its 15 fps traces into forecasting samples.",
+    )
+    generate.add_argument("--split", default="train", help="seed split: train, validation, test or ood "
+                          "(default: train)")
+    generate.add_argument("--episodes", type=positive_int, default=100, metavar="N",
+                          help="episodes per family (default: %(default)s)")
+    generate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder for the dataset")
+    generate.add_argument("--families", type=family_list, metavar="A,B",
+                          help="comma-separated task families (default: all registered)")
+    generate.add_argument("--history", type=int, default=1, metavar="H",
+                          help=f"past frames per sample, {HISTORY_RANGE[0]}..{HISTORY_RANGE[1]} (default: %(default)s)")
+    generate.add_argument("--horizon", type=positive_int, default=32, metavar="F",
+                          help="future frames forecast per sample, at 15 fps (default: %(default)s)")
+    generate.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
+                          help="parallel worker processes (default: %(default)s, the CPU count)")
+    generate.add_argument("--options-suite", metavar="SUITE",
+                          help="draw scenes with this suite's task options (default: ood for the ood split, main "
+                          "otherwise, so training targets never use the ood suite's held-out combinations); "
+                          "'none' for the TaskOptions defaults")
+    generate.add_argument("--overwrite", action="store_true",
+                          help="replace a dataset with another configuration in --out")
+    generate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    generate.set_defaults(handler=_generate_data)
+
+
+# --- sim-eval ----------------------------------------------------------------------------------
+def _sim_eval(args: argparse.Namespace) -> int:
+    from molmomotion_sim import evaluation
+    from molmomotion_sim.agents import AGENTS
+    from molmomotion_sim.suites import load_suite
+
+    if args.agent not in AGENTS:
+        raise UsageError(f"unknown agent {args.agent!r}; choose from {', '.join(sorted(AGENTS))}")
+    suite = load_suite(args.suite)
+    if args.families is not None or args.episodes is not None:
+        suite = suite.select(families=args.families, episodes_per_family=args.episodes)
+    out = args.out or Path("results") / f"eval-{suite.name}-{args.agent}.json"
+    check_writable(out.parent, what="output folder")
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a folder; give a file path")
+
+    agent_kwargs = dict(args.agent_args)
+    start = time.perf_counter()
+    results = evaluation.evaluate(suite, args.agent, agent_kwargs, workers=args.workers,
+                                  progress=not args.no_progress)
+    wall_time_s = time.perf_counter() - start
+    meta = {
+        "agent": args.agent,
+        "agent_kwargs": agent_kwargs,
+        "model_id": ",".join(sorted({r.model_id for r in results if r.model_id})),
+        "suite": suite.name,
+        "suite_file": suite.source,
+        "split": suite.split,
+        "workers": args.workers,
+        "episodes": len(results),
+        "wall_time_s": round(wall_time_s, 3),
+    }
+    evaluation.write_results(out, results, meta)
+    print(evaluation.format_table(evaluation.summarize(results)))
+    print(f"{len(results)} episodes in {wall_time_s:.1f} s; results: {out}")
+    if args.contact_sheet:
+        sheet = out.with_suffix(".png")
+        episodes = evaluation.spread_over_families(suite.episodes(), args.contact_sheet)
+        evaluation.contact_sheet(sheet, episodes, args.agent, agent_kwargs)
+        print(f"contact sheet: {sheet}")
+    return 0
+
+
+# --- generate-data -----------------------------------------------------------------------------
+def _generate_data(args: argparse.Namespace) -> int:
+    from molmomotion_sim.seeds import SPLITS, split_seeds
+    from molmomotion_sim.tasks import TASKS
+
+    if args.split not in SPLITS:
+        raise UsageError(f"unknown split {args.split!r}; choose from {', '.join(SPLITS)}")
+    split_seeds(args.split, args.episodes)  # SeedRangeError if the split is too small
+    families = args.families or sorted(TASKS)
+    for family in families:
+        if family not in TASKS:
+            raise UsageError(f"unknown family {family!r}; choose from {', '.join(sorted(TASKS))}")
+    lo, hi = HISTORY_RANGE
+    if not lo <= args.history <= hi:
+        raise UsageError(f"--history must be in {lo}..{hi}, got {args.history}")
+    options = _suite_task_options(args.options_suite or ("ood" if args.split == "ood" else "main"), families)
+    check_writable(args.out, what="output folder")
+    try:
+        from molmomotion_sim.dataset import generate_dataset
+    except ImportError as err:
+        print(f"{PROG}: error: dataset generation is unavailable: {err}", file=sys.stderr)
+        return RUNTIME_ERROR
+
+    manifest = generate_dataset(
+        split=args.split, episodes_per_family=args.episodes, out_dir=args.out, families=families,
+        history=args.history, horizon=args.horizon, workers=args.workers, progress=not args.no_progress,
+        options=options, overwrite=args.overwrite,
+    )
+    for key, value in manifest.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            print(f"{key}: {value}")
+    print(f"dataset: {args.out}")
+    return 0
+
+
+def _suite_task_options(suite_name: str, families: list[str]):
+    """The one TaskOptions a suite gives ``families`` (None for 'none'); a UsageError if they differ."""
+    if suite_name == "none":
+        return None
+    from molmomotion_sim.suites import load_suite
+
+    suite = load_suite(suite_name)
+    by_family = {f.family: f.options for f in suite.families}
+    chosen = {by_family[f] for f in families if f in by_family}
+    if len(chosen) != 1:
+        raise UsageError(f"suite {suite.name!r} does not give one set of task options to {', '.join(families)}; "
+                         "choose another --options-suite")
+    return chosen.pop()

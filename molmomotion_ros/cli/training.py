@@ -1,0 +1,126 @@
+"""The forecaster model commands on generated datasets: ``train`` (fit base/fm/ar) and ``eval-forecast`` (score them).
+
+torch and the models load inside the handlers only, after the cheap input checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .common import (
+    PROG,
+    RUNTIME_ERROR,
+    UsageError,
+    check_writable,
+    name_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    quiet_model_loading,
+)
+
+
+def add_parsers(commands) -> None:
+    """Add ``train`` and ``eval-forecast`` to the ``molmomotion`` subcommands."""
+    train = commands.add_parser(
+        "train", help="train the base grounding encoder or an fm/ar forecaster on a generated dataset",
+        description="Train a model on a dataset from `molmomotion generate-data`; resumable from <out>.state.",
+    )
+    train.add_argument("--model", choices=("base", "fm", "ar"), required=True,
+                       help="base: the grounding encoder; fm / ar: a trajectory head (start them from --init base.pt)")
+    train.add_argument("--data", type=Path, required=True, metavar="DIR", help="training dataset folder")
+    train.add_argument("--val", type=Path, metavar="DIR", help="validation dataset folder (loss every --val-every)")
+    train.add_argument("--steps", type=positive_int, required=True, metavar="N", help="optimiser steps")
+    train.add_argument("--batch-size", type=positive_int, default=32, metavar="B",
+                       help="episodes per step (default: %(default)s)")
+    train.add_argument("--lr", type=positive_float, default=1e-3, metavar="LR",
+                       help="peak learning rate of the cosine schedule (default: %(default)s)")
+    train.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                       help="seed of initialisation, data order and noise (default: %(default)s)")
+    train.add_argument("--init", type=Path, metavar="PT", help="checkpoint whose encoder starts the model")
+    train.add_argument("--out", type=Path, metavar="PT",
+                       help="checkpoint to write (default: molmomotion_ros/checkpoints/<model>.pt)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where to train (default: %(default)s: cuda when available)")
+    train.add_argument("--val-every", type=positive_int, default=500, metavar="N",
+                       help="steps between validation losses and resumable snapshots (default: %(default)s)")
+    train.add_argument("--stride", type=positive_int, default=2, metavar="S",
+                       help="frames of the 15 fps track between forecast steps (default: %(default)s)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "eval-forecast", help="score forecasters on a generated split (ADE, FDE, PWT, rigidity)",
+        description="Run every backend on a generated dataset's episodes; print a table, write JSON and overlays.",
+    )
+    evaluate.add_argument("--models", type=name_list, default=["fm", "ar", "stationary", "constant-velocity"],
+                          metavar="A,B", help="comma-separated forecaster backends "
+                          "(default: fm,ar,stationary,constant-velocity)")
+    evaluate.add_argument("--split", choices=("validation", "test", "ood"), default="test",
+                          help="which split's dataset to score (default: %(default)s)")
+    evaluate.add_argument("--data", type=Path, metavar="DIR", help="dataset folder (default: data/<split>)")
+    evaluate.add_argument("--episodes", type=positive_int, metavar="N",
+                          help="episodes per family (default: all of them)")
+    evaluate.add_argument("--samples", type=positive_int, default=8, metavar="K",
+                          help="hypotheses per forecast for the best-of-K metrics (default: %(default)s)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/forecast-<split>)")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    evaluate.set_defaults(handler=_eval_forecast)
+
+
+# --- train -------------------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    for flag, folder in (("--data", args.data), ("--val", args.val)):
+        if folder is not None and not folder.is_dir():
+            raise UsageError(f"{flag}: no dataset folder {str(folder)!r} (make one with molmomotion generate-data)")
+    if args.init is not None and not args.init.is_file():
+        raise UsageError(f"--init: no checkpoint {str(args.init)!r}")
+    if args.out is not None and args.out.is_dir():
+        raise UsageError(f"--out {str(args.out)!r} is a folder; give a checkpoint file path")
+
+    quiet_model_loading()
+    from molmomotion_ros.forecasting.predictor import resolve_device, shipped_checkpoint
+    from molmomotion_ros.forecasting.training import train
+
+    resolve_device(args.device)  # BackendUnavailableError for cuda without a GPU
+    out = args.out or shipped_checkpoint(args.model)
+    check_writable(out.parent, what="checkpoint folder")
+    start = time.perf_counter()
+    final = train(args.model, args.data, out, args.steps, val_dir=args.val, init=args.init,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, val_every=args.val_every,
+                  device=args.device, progress=not args.no_progress, stride=args.stride)
+    summary = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in final.items())
+    print(f"{args.model}: {args.steps} steps in {time.perf_counter() - start:.0f} s; {summary}")
+    print(f"checkpoint: {out}")
+    return 0
+
+
+# --- eval-forecast -----------------------------------------------------------------------------
+def _eval_forecast(args: argparse.Namespace) -> int:
+    data_dir = args.data or Path("data") / args.split
+    if not data_dir.is_dir():
+        raise UsageError(f"no dataset folder {str(data_dir)!r}; make one with `molmomotion generate-data --split "
+                         f"{args.split} --out {data_dir}` or give --data")
+    out = args.out or Path("results") / f"forecast-{args.split}"
+    check_writable(out, what="output folder")
+
+    quiet_model_loading()
+    from molmomotion_ros.forecasting import baselines, interface, predictor  # noqa: F401  (they register backends)
+
+    unknown = [name for name in args.models if name not in interface.BACKENDS]
+    if unknown:
+        raise UsageError(f"unknown forecaster {unknown[0]!r}; choose from {', '.join(sorted(interface.BACKENDS))}")
+    try:
+        from molmomotion_ros.forecasting.evaluation import evaluate_forecasters
+    except ImportError as err:
+        print(f"{PROG}: error: forecast evaluation is unavailable: {err}", file=sys.stderr)
+        return RUNTIME_ERROR
+
+    evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
+                         progress=not args.no_progress)
+    print(f"results: {out}")
+    return 0
