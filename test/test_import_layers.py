@@ -213,3 +213,15 @@ def test_a_cycle_between_subpackages_fails(tmp_path):
     tree["core/forecasting/grounding.py"] = "import numpy\n"
     problems = violations(_write(tmp_path, tree))
     assert problems == ["import cycle between subpackages: molmomotion_ros.forecasting ⇄ molmomotion_ros.planning"]
+
+
+def test_the_architecture_doc_names_only_files_that_exist():
+    """docs/architecture.md's file names (the data path, the one-home table) follow the code."""
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    names = set(re.findall(r"[\w/]+\.(?:py|yaml)\b", text))
+    assert len(names) > 20
+    missing = [n for n in sorted(names)
+               if not any((base / n).exists() for base in (ROOT, ROOT / "molmomotion_ros", ROOT / "config"))]
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
