@@ -121,10 +121,10 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   "speech_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),
-    GraphSpec("sim_eval_policy", "simulated arm + forecaster + a learned closed-loop policy in the manipulation "
-              "node (shipped A by default; a forecast-conditioned policy reads the forecast of its first frame), "
+    GraphSpec("sim_eval_policy", "simulated arm + forecaster + a learned closed-loop policy in the policy node "
+              "(shipped A by default; a forecast-conditioned policy reads the forecast of its first frame), "
               "driven episode by episode by the episode runner",
-              ("sim_node", "forecaster_node", "manipulation_node"),
+              ("sim_node", "forecaster_node", "policy_node"),
               overrides={
                   # Real time and a 15 Hz camera: the policy observes a new frame after each chunk of 4
                   # samples (267 ms), as in the harness, and needs ~60 ms to decide. The forecaster
@@ -132,7 +132,7 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   "sim_node": {"real_time_factor": 1.0, "camera_rate_hz": 15.0, "clock_rate_hz": 100.0,
                                "reset_on_start": False},
                   "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0},
-                  "manipulation_node": {**_SIM_TIME, "agent": "policy"},
+                  "policy_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),
     GraphSpec("real_arm", "forecaster + manipulation with MoveIt's moveit_py on a real Panda",

@@ -2,9 +2,9 @@
 
 For each episode it sets sim_node's ``suite``/``family``/``seed`` parameters (the standard
 set_parameters service), calls ``/sim_node/reset`` (std_srvs/Trigger; sim_node then publishes the
-instruction, the forecaster forecasts, the manipulation node plans and moves), waits on
-``manipulation/status`` for the outcome of a forecast made after the reset, lets the scene settle for
-``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
+instruction, the forecaster forecasts, manipulation_node plans and moves or policy_node runs its
+policy), waits on ``manipulation/status`` for the outcome of a forecast made after the reset, lets
+the scene settle for ``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
 executed attempt that did not succeed is retried (the instruction is published again, so a new
 forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could not be
 planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
@@ -86,10 +86,11 @@ class EpisodeRunnerNode(Node):
                              (self._success, "/sim_node/success")):
             if not client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
                 raise GraphNotReady(f"{name} did not appear within {SERVICE_WAIT_S:.0f} s; is sim_node running?")
-        # The manipulation node publishes its (latched) status once it is ready: the first episode's
+        # The node that moves the arm publishes its (latched) status once it is ready: the first episode's
         # instruction must not reach it while it is still loading its models.
         if not self._wait(lambda: self._status is not None, SERVICE_WAIT_S):
-            raise GraphNotReady(f"no manipulation/status within {SERVICE_WAIT_S:.0f} s; is manipulation_node running?")
+            raise GraphNotReady(f"no manipulation/status within {SERVICE_WAIT_S:.0f} s; is manipulation_node (or "
+                                "policy_node) running?")
 
     def _call(self, client, request, timeout_s: float = 60.0):
         future = client.call_async(request)

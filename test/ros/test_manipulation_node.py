@@ -119,7 +119,7 @@ def test_forecast_to_motion_stop_and_bad_forecasts(ros_env, tmp_path):
 def test_a_frame_whose_camera_info_was_lost_gives_way_to_the_nearest_complete_one():
     """Sensor-data QoS may drop a camera_info while its depth image arrives: the nearest complete frame within
     max_frame_offset_s serves (a fixed camera's info does not change), and only none at all is a failure."""
-    from molmomotion_ros.nodes.manipulation_node import frames_near
+    from molmomotion_ros.nodes.arm_interface import frames_near
 
     ms = 1_000_000
     depth = [(t * ms, f"depth@{t}") for t in (0, 100, 200, 300)]

@@ -1,4 +1,4 @@
-"""manipulation_node with ``agent: policy`` against sim_node, both real processes: the shipped policy A
+"""policy_node against sim_node, both real processes: the shipped policy A
 starts on the instruction and drives the arm closed-loop from the camera frames, ~/stop halts it, a new
 instruction starts a new episode, and a missing checkpoint stops the node at start with a reason.
 The same policy through the whole graph (episode runner) is in test_sim_eval_graph.py."""
@@ -25,8 +25,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_env):
     result = subprocess.run(
-        [sys.executable, "-m", "molmomotion_ros.nodes.manipulation_node", "--ros-args", "--params-file",
-         str(ROOT / "config/manipulation_node.yaml"), "-p", "agent:=policy", "-p", "policy_checkpoint:=Z"],
+        [sys.executable, "-m", "molmomotion_ros.nodes.policy_node", "--ros-args", "--params-file",
+         str(ROOT / "config/policy_node.yaml"), "-p", "policy_checkpoint:=Z"],
         env=ros_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no policy checkpoint 'Z'" in result.stderr + result.stdout
@@ -37,9 +37,9 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
-    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
-                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true",
-                       "-p", "agent:=policy", "-p", "policy_checkpoint:=A",
+    manip = start_node("molmomotion_ros.nodes.policy_node", "--params-file",
+                       str(ROOT / "config/policy_node.yaml"), "-p", "use_sim_time:=true",
+                       "-p", "policy_checkpoint:=A",
                        env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
     node = rclpy.create_node("policy_test")
@@ -48,7 +48,7 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
     instruction = node.create_publisher(String, "instruction", LATCHED)
-    stop_client = node.create_client(Trigger, "manipulation_node/stop")
+    stop_client = node.create_client(Trigger, "policy_node/stop")
 
     def spin():
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -105,8 +105,8 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
-    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
-                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
+    manip = start_node("molmomotion_ros.nodes.policy_node", "--params-file",
+                       str(ROOT / "config/policy_node.yaml"), "-p", "use_sim_time:=true",
                        "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=3.0",
                        env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
@@ -116,7 +116,7 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
     node.create_subscription(Image, "camera/color/image_raw", colors.append, qos_profile_sensor_data)
     instruction = node.create_publisher(String, "instruction", LATCHED)
     forecast = node.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", LATCHED)
-    stop_client = node.create_client(Trigger, "manipulation_node/stop")
+    stop_client = node.create_client(Trigger, "policy_node/stop")
 
     def spin():
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -176,8 +176,8 @@ def test_the_episode_starts_from_a_frame_received_after_the_instruction(ros_env,
     observation = world.render(world.camera)
     world.close()
     camera = observation.camera
-    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
-                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
+    manip = start_node("molmomotion_ros.nodes.policy_node", "--params-file",
+                       str(ROOT / "config/policy_node.yaml"), "-p", "use_sim_time:=true",
                        "-p", "policy_checkpoint:=A", env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
     node = rclpy.create_node("camera_and_clock")
@@ -211,7 +211,7 @@ def test_the_episode_starts_from_a_frame_received_after_the_instruction(ros_env,
     try:
         pose.publish(pose_stamped(camera.T_world_cam, time_msg(10.0), "world"))
         wait_until(lambda: statuses and instruction.get_subscription_count() > 0, 120, lambda: (
-            publish(10.0, None), rclpy.spin_once(node, timeout_sec=0.05)), "the manipulation node")
+            publish(10.0, None), rclpy.spin_once(node, timeout_sec=0.05)), "the policy node")
         # The clock says 10.0 s; a frame stamped 10.05 s (rendered just before a reset, say) is held.
         for _ in range(10):
             publish(10.0, 10.05)
