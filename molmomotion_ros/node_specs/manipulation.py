@@ -1,8 +1,8 @@
 """manipulation_node: forecast + depth frame + joint states → planned arm motions (the forecast-driven planner)."""
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
-MANIPULATION_NODE = register(NodeSpec(
+MANIPULATION_NODE = NodeSpec(
     name="manipulation_node",
     executable="manipulation_node",
     module="molmomotion_ros.nodes.manipulation_node",
@@ -27,4 +27,4 @@ MANIPULATION_NODE = register(NodeSpec(
                   "this close is used (the scene holds still while the node is idle)", range=(0.0, 5.0)),
         ParamSpec("world_frame", "world", "frame the forecast, camera pose and planning use (REP-103)"),
     ),
-))
+)

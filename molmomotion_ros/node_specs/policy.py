@@ -1,8 +1,8 @@
 """policy_node: instruction + camera frames + joint states → a learned closed-loop policy's arm motions."""
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
-POLICY_NODE = register(NodeSpec(
+POLICY_NODE = NodeSpec(
     name="policy_node",
     executable="policy_node",
     module="molmomotion_ros.nodes.policy_node",
@@ -22,4 +22,4 @@ POLICY_NODE = register(NodeSpec(
         ParamSpec("max_frame_offset_s", 0.5, "s; a forecast-conditioned policy takes a forecast made at most this "
                   "long before the instruction reached the node", range=(0.0, 5.0)),
     ),
-))
+)
