@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -38,28 +37,17 @@ from trajectory_msgs.msg import JointTrajectory
 
 from .. import conversions
 from ..conversions.joints import msg_to_joint_positions
+from ..streams import NS, Frame, FrameStore, stamp_ns
 
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
 STATUS_TOPIC = "manipulation/status"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-NS = 1_000_000_000
 POLL_S = 0.005  # how often waits look at the clock, the joints and ~/stop
-
-
-def stamp_ns(stamp) -> int:
-    return int(stamp.sec) * NS + int(stamp.nanosec)
 
 
 class Stopped(Exception):
     """~/stop was called (or the node is closing) while the node moved the arm."""
-
-
-def frames_near(depth_frames, infos: dict, t_ns: int, tolerance_ns: int) -> tuple[list, list]:
-    """Depth frames (stamp_ns, image) within ``tolerance_ns`` of ``t_ns``, nearest first, and those of them
-    whose camera_info (``infos``: stamp_ns → msg) arrived, as (stamp_ns, image, info)."""
-    near = sorted((e for e in depth_frames if abs(e[0] - t_ns) <= tolerance_ns), key=lambda e: abs(e[0] - t_ns))
-    return near, [(t, image, infos[t]) for t, image in near if infos.get(t) is not None]
 
 
 class StatusReporter:
@@ -155,16 +143,14 @@ class ArmCommands:
 
 
 class ArmObservations:
-    """Joint states, the camera pose and the camera frames of the last ``buffer_s`` (by stamp)."""
+    """Joint states, the camera pose and the camera frames of the last ``buffer_s`` of stamps (a
+    :class:`~molmomotion_ros.streams.FrameStore`: depth is the primary part, or colour when subscribed; the
+    parts of a frame carry the same stamp)."""
 
     def __init__(self, node: Node, buffer_s: float, report: Callable[[str, str, str], None], color: bool = False):
-        self._node = node
         self._report = report  # (level, stage, message) → /diagnostics
-        self.buffer_s = buffer_s
         self._lock = threading.Lock()
-        self._depth = deque()  # (stamp_ns, depth_m) of the last buffer_s
-        self._color = deque()  # (stamp_ns, rgb) likewise, when subscribed
-        self._info: dict[int, CameraInfo] = {}
+        self.frames = FrameStore(("color", "depth", "info") if color else ("depth", "info"), window_s=buffer_s)
         self._camera_pose: PoseStamped | None = None
         self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
         node.create_subscription(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data)
@@ -174,6 +160,9 @@ class ArmObservations:
         if color:
             node.create_subscription(Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data)
 
+    def set_buffer_s(self, seconds: float) -> None:
+        self.frames.set_window(seconds)
+
     # --- callbacks: convert and store -----------------------------------------------------------------
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -181,7 +170,7 @@ class ArmObservations:
         except conversions.ConversionError as err:
             self._report("WARN", "camera/depth/image_raw", f"depth frame refused: {err}")
             return
-        self._hold(self._depth, stamp_ns(msg.header.stamp), depth)
+        self.frames.add("depth", stamp_ns(msg.header.stamp), depth)
 
     def _on_color(self, msg: Image) -> None:
         try:
@@ -189,14 +178,10 @@ class ArmObservations:
         except conversions.ConversionError as err:
             self._report("WARN", "camera/color/image_raw", f"colour frame refused: {err}")
             return
-        self._hold(self._color, stamp_ns(msg.header.stamp), rgb)
+        self.frames.add("color", stamp_ns(msg.header.stamp), rgb)
 
     def _on_info(self, msg: CameraInfo) -> None:
-        with self._lock:
-            self._info[stamp_ns(msg.header.stamp)] = msg
-            if len(self._info) > 600:
-                for key in sorted(self._info)[:300]:
-                    del self._info[key]
+        self.frames.add("info", stamp_ns(msg.header.stamp), msg)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._lock:
@@ -212,13 +197,6 @@ class ArmObservations:
         with self._lock:
             self._joints = (arm, fingers)
 
-    def _hold(self, frames: deque, t_ns: int, image: np.ndarray) -> None:
-        """Keep (stamp, image) for buffer_s of stamps."""
-        with self._lock:
-            frames.append((t_ns, image))
-            while frames and frames[0][0] < t_ns - self.buffer_s * NS:
-                frames.popleft()
-
     # --- what the node reads ----------------------------------------------------------------------------
     def joints(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(arm (7,), fingers (2,)) positions in rad and m, or None before the first joint_states."""
@@ -229,23 +207,18 @@ class ArmObservations:
         with self._lock:
             return self._camera_pose
 
-    def newest_color_ns(self) -> int:
-        with self._lock:
-            return max((t for t, _ in self._color), default=-1)
+    def held(self) -> str:
+        """The frames held, in words."""
+        n, oldest_ns, newest_ns = self.frames.held()
+        return f"{n} frames held, {oldest_ns / NS:.3f}–{newest_ns / NS:.3f} s" if n else "no frames received yet"
 
-    def depth_near(self, t_ns: int, tolerance_ns: int) -> tuple[list, list, str]:
-        """Depth frames within ``tolerance_ns`` of ``t_ns`` (nearest first), those with their camera_info as
-        (stamp_ns, depth_m, info), and a sentence on the frames held."""
-        with self._lock:
-            near, complete = frames_near(self._depth, self._info, t_ns, tolerance_ns)
-            held = (f"{len(self._depth)} frames held, {self._depth[0][0] / NS:.3f}–{self._depth[-1][0] / NS:.3f} s"
-                    if self._depth else "no frames received yet")
-        return near, complete, held
-
-    def frames_from(self, t_ns: int) -> list[tuple[int, np.ndarray, np.ndarray, CameraInfo]]:
-        """(stamp_ns, rgb, depth_m, info) of the frames stamped at/after ``t_ns`` whose colour, depth and
-        camera_info all arrived, oldest first."""
-        with self._lock:
-            depth = dict(self._depth)
-            return [(t, rgb, depth[t], self._info[t]) for t, rgb in self._color
-                    if t >= t_ns and t in depth and self._info.get(t) is not None]
+    def camera(self, frame: Frame):
+        """The frame's :class:`~molmomotion_ros.camera.PinholeCamera` (its camera_info, the camera pose now),
+        or a sentence saying why there is none."""
+        pose = self.camera_pose()
+        if pose is None:
+            return "no camera pose received on camera/pose"
+        try:
+            return conversions.camera_info_to_camera(frame["info"], conversions.pose_to_matrix(pose.pose))
+        except conversions.ConversionError as err:
+            return f"camera refused: {err}"

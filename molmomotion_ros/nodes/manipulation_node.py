@@ -39,17 +39,8 @@ from ..node_specs.manipulation import MANIPULATION_NODE
 from ..planning.geometry import FitError
 from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError
 from ..planning.skills import SkillError
-from .arm_interface import (
-    ARM_JOINTS,
-    LATCHED,
-    NS,
-    POLL_S,
-    ArmCommands,
-    ArmObservations,
-    StatusReporter,
-    Stopped,
-    stamp_ns,
-)
+from ..streams import NS, LatestMailbox, seconds_to_ns, stamp_ns
+from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
 from .params import ParameterValueError, declare_parameters
 
 FRAME_WAIT_S = 1.0  # wall s a forecast waits for its depth frame (the small forecast may overtake it in transit)
@@ -64,10 +55,7 @@ class ManipulationNode(Node):
         super().__init__(MANIPULATION_NODE.name)
         self._params = declare_parameters(self, MANIPULATION_NODE, on_change=self._on_param)
         self._manipulator = self._load_planner()
-        self._lock = threading.Lock()
-        self._pending: MultiDOFJointTrajectory | None = None
-        self._wake = threading.Event()
-        self._closing = False
+        self._mailbox = LatestMailbox()  # the next forecast to carry out
 
         self._report = StatusReporter(self, f"planner ({self._params['planner_backend']})")
         self._arm = ArmCommands(self, on_stop=self._drop_pending)
@@ -97,27 +85,18 @@ class ManipulationNode(Node):
             skills.free_scaling = self._params["free_velocity_scaling"]
             skills.contact_scaling = self._params["contact_velocity_scaling"]
         elif name == "frame_buffer_s":
-            self._observed.buffer_s = value
+            self._observed.set_buffer_s(value)
 
     def _on_forecast(self, msg: MultiDOFJointTrajectory) -> None:
-        with self._lock:
-            self._pending = msg
         self._arm.resume()
-        self._wake.set()
+        self._mailbox.put(msg)
 
     def _drop_pending(self) -> None:
-        with self._lock:
-            self._pending = None
+        self._mailbox.discard()
 
     # --- worker: plan and execute one forecast at a time ------------------------------------------
     def _work(self) -> None:
-        while not self._closing:
-            self._wake.wait(0.2)
-            self._wake.clear()
-            with self._lock:
-                msg, self._pending = self._pending, None
-            if msg is None:
-                continue
+        while (msg := self._mailbox.take()) is not None:
             try:
                 self._handle(msg)
             except Stopped:
@@ -173,23 +152,24 @@ class ManipulationNode(Node):
         """(depth_m, camera, q_arm) at the forecast's stamp, or a sentence saying what is missing."""
         # The frame the forecast was made from; else the nearest complete one (sensor-data QoS may drop a
         # depth image or its camera_info, and the scene holds still while this node is idle).
-        near, complete, held = self._observed.depth_near(t_ns, int(self._params["max_frame_offset_s"] * NS))
-        pose, joints = self._observed.camera_pose(), self._observed.joints()
+        offset_s = self._params["max_frame_offset_s"]
+        near = self._observed.frames.near(t_ns, seconds_to_ns(offset_s))
+        complete = [frame for frame in near if frame.complete]
         if not near:
-            return (f"no depth frame within {self._params['max_frame_offset_s']} s of the forecast's stamp "
-                    f"{t_ns / NS:.3f} s ({held})")
+            return (f"no depth frame within {offset_s} s of the forecast's stamp {t_ns / NS:.3f} s "
+                    f"({self._observed.held()})")
         if not complete:
-            return (f"no camera_info with the stamp of any of the {len(near)} depth frames within "
-                    f"{self._params['max_frame_offset_s']} s of the forecast's stamp {t_ns / NS:.3f} s")
-        _, depth, info = complete[0]
-        if pose is None:
+            return (f"no camera_info with the stamp of any of the {len(near)} depth frames within {offset_s} s of "
+                    f"the forecast's stamp {t_ns / NS:.3f} s")
+        frame = complete[0]
+        depth, joints = frame["depth"], self._observed.joints()
+        if self._observed.camera_pose() is None:
             return "no camera pose received on camera/pose"
         if joints is None:
             return "no joint_states received"
-        try:
-            camera = conversions.camera_info_to_camera(info, conversions.pose_to_matrix(pose.pose))
-        except conversions.ConversionError as err:
-            return f"camera refused: {err}"
+        camera = self._observed.camera(frame)
+        if isinstance(camera, str):
+            return camera
         if camera.width != depth.shape[1] or camera.height != depth.shape[0]:
             return (f"camera_info is {camera.width}x{camera.height} but the depth frame is "
                     f"{depth.shape[1]}x{depth.shape[0]}")
@@ -220,9 +200,8 @@ class ManipulationNode(Node):
         self._report.status("failed", stamp=stamp, reason=reason, **extra)
 
     def close(self) -> None:
-        self._closing = True
         self._arm.close()
-        self._wake.set()
+        self._mailbox.close()
         self._worker.join(timeout=2.0)
 
 

@@ -44,17 +44,8 @@ from .. import conversions
 from ..conversions.joints import trajectory_msg
 from ..node_specs.policy import POLICY_NODE
 from ..planning.skills import GRIPPER_OPEN_M
-from .arm_interface import (
-    ARM_JOINTS,
-    LATCHED,
-    NS,
-    POLL_S,
-    ArmCommands,
-    ArmObservations,
-    StatusReporter,
-    Stopped,
-    stamp_ns,
-)
+from ..streams import NS, LatestMailbox, stamp_ns
+from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
 from .params import ParameterValueError, declare_parameters
 
 SAMPLE_S = 1.0 / 15.0  # the policies' action rate (15 fps, as the demonstrations)
@@ -74,11 +65,10 @@ class PolicyNode(Node):
         self._params = declare_parameters(self, POLICY_NODE, on_change=self._on_param)
         self._policy, label = self._load_policy()
         self._lock = threading.Lock()
-        self._instruction: tuple[str, int, int] | None = None  # pending (text, node-clock ns on arrival, newest)
+        # The next instruction: (text, node-clock ns on arrival, the newest colour stamp held then).
+        self._mailbox = LatestMailbox()
         self._forecast_msg: MultiDOFJointTrajectory | None = None  # latest, for a forecast-conditioned policy
-        self._wake = threading.Event()
         self._preempt = threading.Event()
-        self._closing = False
         self._episode_stamp = None  # the stamp of the running episode's first frame
         self._used_forecast_ns = -1  # forecast-conditioned: the stamp of the last forecast used
         self._episode_running = False
@@ -117,7 +107,7 @@ class PolicyNode(Node):
     def _on_param(self, name: str, value) -> None:
         self._params[name] = value
         if name == "frame_buffer_s":
-            self._observed.buffer_s = value
+            self._observed.set_buffer_s(value)
 
     def _on_instruction(self, msg: String) -> None:
         text = " ".join(msg.data.split())
@@ -127,34 +117,27 @@ class PolicyNode(Node):
             return
         # The episode starts from a frame received after this: one already held may show the scene before a
         # reset, and the node's clock (from /clock) can lag the frames' stamps.
-        newest_ns = self._observed.newest_color_ns()
+        newest_ns = self._observed.frames.newest_ns("color")
         with self._lock:
-            self._instruction = (text, self.get_clock().now().nanoseconds, newest_ns)
             self._instructions_seen += 1
         self.get_logger().info(f"instruction: {text!r}" + (" (replaces the running episode)"
                                                            if self._episode_running else ""))
         self._arm.resume()
         self._preempt.set()  # a running episode ends; the worker takes this one next
-        self._wake.set()
+        self._mailbox.put((text, self.get_clock().now().nanoseconds, -1 if newest_ns is None else newest_ns))
 
     def _on_forecast(self, msg: MultiDOFJointTrajectory) -> None:
         with self._lock:
             self._forecast_msg = msg  # read by a forecast-conditioned policy at the episode's start
 
     def _drop_pending(self) -> None:
-        with self._lock:
-            self._instruction = None
+        self._mailbox.discard()
 
     # --- worker: one closed-loop episode per instruction -------------------------------------------
     def _work(self) -> None:
-        while not self._closing:
-            self._wake.wait(0.2)
-            self._wake.clear()
-            with self._lock:
-                request, self._instruction = self._instruction, None
-            if request is not None:
-                self._preempt.clear()
-                self._run_episode(*request)
+        while (request := self._mailbox.take()) is not None:
+            self._preempt.clear()
+            self._run_episode(*request)
 
     def _run_episode(self, instruction: str, received_ns: int, held_ns: int) -> None:
         # Until the first frame is chosen the episode is known by the instruction's arrival (node clock), so
@@ -261,15 +244,13 @@ class PolicyNode(Node):
     def _frame(self, t_ns: int):
         """(rgb, depth_m, camera, stamp) of the first frame stamped at/after ``t_ns`` whose colour, depth and
         camera_info all arrived, or None."""
-        frames = self._observed.frames_from(t_ns)
-        pose, joints = self._observed.camera_pose(), self._observed.joints()
-        if pose is None or joints is None:
+        if self._observed.camera_pose() is None or self._observed.joints() is None:
             return None
-        for _, rgb, depth, info in frames:
-            try:
-                camera = conversions.camera_info_to_camera(info, conversions.pose_to_matrix(pose.pose))
-            except conversions.ConversionError as err:
-                self._report.diag("WARN", "camera/color/camera_info", f"camera refused: {err}")
+        for frame in self._observed.frames.complete_since(t_ns):
+            rgb, depth, info = frame["color"], frame["depth"], frame["info"]
+            camera = self._observed.camera(frame)
+            if isinstance(camera, str):
+                self._report.diag("WARN", "camera/color/camera_info", camera)
                 continue
             if rgb.shape[:2] != depth.shape or (camera.height, camera.width) != depth.shape:
                 self._report.diag("WARN", "camera", f"colour {rgb.shape[:2]}, depth {depth.shape} and camera_info "
@@ -301,9 +282,8 @@ class PolicyNode(Node):
         self._report.status("failed", stamp=self._episode_stamp, reason=reason, retryable=False, **extra)
 
     def close(self) -> None:
-        self._closing = True
         self._arm.close()
-        self._wake.set()
+        self._mailbox.close()
         self._worker.join(timeout=2.0)
 
 
