@@ -16,16 +16,12 @@ success table on stdout.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -38,14 +34,15 @@ from molmomotion_sim.suites import load_suite
 from molmomotion_sim.tasks import TASKS
 
 from ..node_specs.episode_runner import EPISODE_RUNNER
-from .params import ParameterValueError, declare_parameters
+from .params import declare_parameters
+from .runtime import StartupError, run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SERVICE_WAIT_S = 60.0  # the graph's nodes load models at start
 
 
-class GraphNotReady(RuntimeError):
-    """A service of the graph did not appear."""
+class GraphNotReady(StartupError):
+    """A service of the graph (or the status of the node that moves the arm) did not appear."""
 
 
 def _string_param(name: str, value: str) -> Parameter:
@@ -195,36 +192,7 @@ def run(node: EpisodeRunnerNode) -> int:
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    logger = get_logger("episode_runner")
-    node, status = None, 0
-    executor = spinner = None
-    try:
-        node = EpisodeRunnerNode()
-        executor = SingleThreadedExecutor()  # callbacks only store; see manipulation_node.main for why not multi
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        status = run(node)
-    except (ParameterValueError, GraphNotReady) as err:
-        logger.error(str(err))
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        status = 130
-    finally:
-        if executor is not None:
-            # Out of the executor first: a callback (e.g. /clock at 100 Hz) taken while destroy_node runs
-            # fails with "cannot use Destroyable" and is printed as an unretrieved exception at exit.
-            if node is not None:
-                executor.remove_node(node)
-            executor.shutdown(timeout_sec=5.0)
-        if spinner is not None:
-            spinner.join(timeout=5.0)  # a thread still inside the executor at exit aborts the process
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if status:
-        sys.exit(status)
+    run_node(EPISODE_RUNNER.name, EpisodeRunnerNode, args, work=run)
 
 
 if __name__ == "__main__":

@@ -32,22 +32,16 @@ is refused with one throttled warning and a WARN/ERROR diagnostic, and the next 
 
 from __future__ import annotations
 
-import faulthandler
 import re
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped, PoseStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -63,6 +57,7 @@ from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
 from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
 from .params import ParameterValueError, declare_parameters
+from .runtime import StartupError, run_node
 
 COLOR_TOPIC = "camera/color/image_raw"
 DEPTH_TOPIC = "camera/depth/image_raw"
@@ -72,10 +67,6 @@ LOG_REPEAT_S = 30.0  # a persisting problem is logged again after this long
 DIAG_REPEAT_S = 1.0  # ... and re-published on /diagnostics at most this often
 SYNC_QUEUE = 10  # messages buffered per synchronised stream
 POSE_QUEUE = 50
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with this configuration (message says why and what to change)."""
 
 
 @dataclass(frozen=True)
@@ -471,25 +462,7 @@ def _warm_up(pipeline) -> None:
 
 
 def main(args=None) -> None:
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
-    rclpy.init(args=args)
-    logger = get_logger("forecaster_node")
-    node, status = None, 0
-    try:
-        node = ForecasterNode()
-        rclpy.spin(node)
-    except (ParameterValueError, StartupError) as err:
-        logger.error(str(err))
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if status:
-        sys.exit(status)
+    run_node(FORECASTER_NODE.name, ForecasterNode, args)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,10 @@ callbacks only convert and store. With ``use_sim_time`` the waits follow the sim
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -41,13 +37,10 @@ from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavail
 from ..planning.skills import SkillError
 from ..streams import NS, LatestMailbox, seconds_to_ns, stamp_ns
 from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
-from .params import ParameterValueError, declare_parameters
+from .params import declare_parameters
+from .runtime import StartupError, run_node
 
 FRAME_WAIT_S = 1.0  # wall s a forecast waits for its depth frame (the small forecast may overtake it in transit)
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with this configuration."""
 
 
 class ManipulationNode(Node):
@@ -206,30 +199,7 @@ class ManipulationNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    logger = get_logger("manipulation_node")
-    node, status = None, 0
-    try:
-        node = ManipulationNode()
-        # Single-threaded on purpose: every callback only stores its message (the worker thread plans and
-        # executes). rclpy's MultiThreadedExecutor (Jazzy 7.1) re-submits tasks still queued in its pool on
-        # every spin without waiting; under CPU load that busy loop holds the GIL and delays every callback,
-        # an instruction by tens of seconds (bench/bench_executor_resubmission.py).
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (ParameterValueError, StartupError) as err:
-        logger.error(str(err))
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if status:
-        sys.exit(status)
+    run_node(MANIPULATION_NODE.name, ManipulationNode, args)
 
 
 if __name__ == "__main__":

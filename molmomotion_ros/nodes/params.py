@@ -13,9 +13,10 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from ..node_specs.spec import NodeSpec
+from .runtime import StartupError
 
 
-class ParameterValueError(ValueError):
+class ParameterValueError(StartupError, ValueError):
     """A parameter value that the node's spec refuses (at start-up)."""
 
 

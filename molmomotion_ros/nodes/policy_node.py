@@ -27,14 +27,10 @@ waits follow the simulator's /clock.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.time import Time
 from std_msgs.msg import String
@@ -46,13 +42,10 @@ from ..node_specs.policy import POLICY_NODE
 from ..planning.skills import GRIPPER_OPEN_M
 from ..streams import NS, LatestMailbox, stamp_ns
 from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
-from .params import ParameterValueError, declare_parameters
+from .params import declare_parameters
+from .runtime import StartupError, run_node
 
 SAMPLE_S = 1.0 / 15.0  # the policies' action rate (15 fps, as the demonstrations)
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with this configuration."""
 
 
 class Superseded(Exception):
@@ -288,27 +281,7 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    logger = get_logger("policy_node")
-    node, status = None, 0
-    try:
-        node = PolicyNode()
-        # Single-threaded on purpose (see manipulation_node.main).
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (ParameterValueError, StartupError) as err:
-        logger.error(str(err))
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if status:
-        sys.exit(status)
+    run_node(POLICY_NODE.name, PolicyNode, args)
 
 
 if __name__ == "__main__":
