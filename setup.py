@@ -38,6 +38,7 @@ setup(
             "speech_node = molmomotion_ros.nodes.speech_node:main",
             "sim_node = molmomotion_ros.nodes.sim_node:main",
             "manipulation_node = molmomotion_ros.nodes.manipulation_node:main",
+            "policy_node = molmomotion_ros.nodes.policy_node:main",
             "episode_runner = molmomotion_ros.nodes.episode_runner:main",
         ],
     },

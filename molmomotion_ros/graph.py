@@ -8,86 +8,23 @@ no rclpy, so the CLI and tests can inspect the graph on a machine without ROS.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from .paths import config_path
+from .node_specs import NODES
+from .node_specs.spec import NodeSpec, ParamSpec
+
+__all__ = ["GRAPHS", "NODES", "PACKAGE", "GraphSpec", "NodeSpec", "ParamSpec", "all_nodes", "graph", "node",
+           "parameters_markdown"]
 
 PACKAGE = "molmomotion_ros"
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One declared node parameter: its default, what it means and which values are allowed."""
-
-    name: str
-    default: Any
-    description: str
-    choices: tuple | None = None  # allowed values (strings or numbers)
-    range: tuple[float, float] | None = None  # inclusive numeric bounds
-    read_only: bool = False  # may only be set at start (e.g. the backend that loads a model)
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not acceptable for this parameter, or None when it is."""
-        expected = type(self.default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if expected is list:
-            if not isinstance(value, (list, tuple)):
-                return f"{self.name} must be a list, got {type(value).__name__}"
-        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            return f"{self.name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
-        if self.choices is not None and value not in self.choices:
-            return f"{self.name}={value!r} is not one of {', '.join(map(str, self.choices))}"
-        if self.range is not None and not (self.range[0] <= value <= self.range[1]):
-            return f"{self.name}={value!r} is outside [{self.range[0]}, {self.range[1]}]"
-        return None
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """A node of the package: ROS name, console-script executable, parameter file and parameters."""
-
-    name: str
-    executable: str  # console script installed by setup.py (lib/<package>/<executable> on colcon)
-    module: str  # python module with main()
-    params_file: str  # under config/
-    parameters: tuple[ParamSpec, ...] = field(default_factory=tuple)
-
-    def spec(self, name: str) -> ParamSpec:
-        for p in self.parameters:
-            if p.name == name:
-                return p
-        raise KeyError(f"{self.name} declares no parameter {name!r}")
-
-    @property
-    def params_path(self) -> Path:
-        return config_path(self.params_file)
-
-    def defaults(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.parameters}
-
-
-NODES: dict[str, NodeSpec] = {}
-
-
-def register(node: NodeSpec) -> NodeSpec:
-    NODES[node.name] = node
-    return node
-
-
 def node(name: str) -> NodeSpec:
-    # The node modules register their specs in molmomotion_ros.node_specs (pure Python).
-    from . import node_specs  # noqa: F401
-
     if name not in NODES:
         raise KeyError(f"unknown node {name!r}; the package has {', '.join(sorted(NODES))}")
     return NODES[name]
 
 
 def all_nodes() -> dict[str, NodeSpec]:
-    from . import node_specs  # noqa: F401
-
     return dict(NODES)
 
 
@@ -121,10 +58,10 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   "speech_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),
-    GraphSpec("sim_eval_policy", "simulated arm + forecaster + a learned closed-loop policy in the manipulation "
-              "node (shipped A by default; a forecast-conditioned policy reads the forecast of its first frame), "
+    GraphSpec("sim_eval_policy", "simulated arm + forecaster + a learned closed-loop policy in the policy node "
+              "(shipped A by default; a forecast-conditioned policy reads the forecast of its first frame), "
               "driven episode by episode by the episode runner",
-              ("sim_node", "forecaster_node", "manipulation_node"),
+              ("sim_node", "forecaster_node", "policy_node"),
               overrides={
                   # Real time and a 15 Hz camera: the policy observes a new frame after each chunk of 4
                   # samples (267 ms), as in the harness, and needs ~60 ms to decide. The forecaster
@@ -132,7 +69,7 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   "sim_node": {"real_time_factor": 1.0, "camera_rate_hz": 15.0, "clock_rate_hz": 100.0,
                                "reset_on_start": False},
                   "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0},
-                  "manipulation_node": {**_SIM_TIME, "agent": "policy"},
+                  "policy_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),
     GraphSpec("real_arm", "forecaster + manipulation with MoveIt's moveit_py on a real Panda",
@@ -173,7 +110,4 @@ def parameters_markdown() -> str:
 
 
 if __name__ == "__main__":
-    # Run as a script this file is __main__; the node specs register into the imported module.
-    from molmomotion_ros.graph import parameters_markdown as _markdown
-
-    print(_markdown(), end="")
+    print(parameters_markdown(), end="")

@@ -78,7 +78,7 @@ class PolicyAgent:
         """The closed loop on ``world``; returns why it stopped (empty when the policy went idle after a release)."""
         first = observation or world.render()
         self.controller.reset(instruction, self._forecast(first, instruction))
-        robot = _HarnessRobot(world)
+        robot = HarnessRobot(world)
         report = run_policy_loop(self.controller, robot, self._kinematics, robot.frame(first))
         return report.reason
 
@@ -93,7 +93,7 @@ class PolicyAgent:
         return pack_forecast(*forecast_at_t0(self._pipeline, observation, instruction))
 
 
-class _HarnessRobot:
+class HarnessRobot:
     """A :class:`~molmomotion_policies.runner.PolicyRobot` over a harness world: set-points go to the arm's
     position controllers and the world is stepped 16 physics steps per 15 fps sample."""
 

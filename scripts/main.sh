@@ -2,7 +2,7 @@
 # Set-up + main job: simulated evaluation through the ROS 2 graph (one process per node, an isolated
 # DDS domain), 5 test-seed episodes per task family, twice:
 #   1. sim_eval: sim_node, speech_node, forecaster_node (shipped FM model), manipulation_node (planner)
-#   2. sim_eval_policy: sim_node, forecaster_node, manipulation_node running the shipped closed-loop policy C
+#   2. sim_eval_policy: sim_node, forecaster_node, policy_node running the shipped closed-loop policy C
 #      (encoder initialised from the motion forecaster, the forecast of the first frame as input)
 # then prints both success tables side by side (`molmomotion results`). About 8 minutes on 2 cores.
 #   bash scripts/main.sh                              # the above

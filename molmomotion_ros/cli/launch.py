@@ -32,7 +32,7 @@ def add_parser(commands) -> None:
     launch.add_argument("--families", type=family_list, metavar="A,B", help="sim_eval: families to run")
     launch.add_argument("--backend", help="forecaster backend (forecaster_node.backend): fm, ar, stationary, ...")
     launch.add_argument("--policy", metavar="NAME|PATH", help="sim_eval_policy: the policy checkpoint "
-                        "(manipulation_node.policy_checkpoint): shipped A, B or C, or a path")
+                        "(policy_node.policy_checkpoint): shipped A, B or C, or a path")
     launch.add_argument("--out", type=Path, metavar="PATH", help="sim_eval: results JSON (episode_runner.out)")
     launch.add_argument("--log-dir", type=Path, metavar="DIR",
                         help="node logs (default: results/logs/<graph>-<time>/)")
@@ -79,11 +79,12 @@ def _launch(args: argparse.Namespace) -> int:
             raise UsageError(problem)
         overrides.setdefault("forecaster_node", {})["backend"] = args.backend
     if args.policy:
-        if overrides.get("manipulation_node", {}).get("agent", spec.overrides.get("manipulation_node", {}).get(
-                "agent")) != "policy":
-            raise UsageError(f"--policy needs a graph whose manipulation_node runs agent=policy (sim_eval_policy), "
-                             f"not {args.graph}")
-        overrides.setdefault("manipulation_node", {})["policy_checkpoint"] = args.policy
+        if "policy_node" not in spec.nodes:
+            raise UsageError(f"--policy needs a graph with a policy_node (sim_eval_policy), not {args.graph}")
+        problem = nodes["policy_node"].spec("policy_checkpoint").problem(args.policy)
+        if problem:
+            raise UsageError(problem)
+        overrides.setdefault("policy_node", {})["policy_checkpoint"] = args.policy
     env = dict(os.environ)
     if args.isolated:
         env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))

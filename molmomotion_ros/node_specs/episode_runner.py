@@ -1,8 +1,8 @@
 """episode_runner: drives sim_node episode by episode through the ROS graph and writes the results."""
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
-EPISODE_RUNNER = register(NodeSpec(
+EPISODE_RUNNER = NodeSpec(
     name="episode_runner",
     executable="episode_runner",
     module="molmomotion_ros.nodes.episode_runner",
@@ -19,4 +19,4 @@ EPISODE_RUNNER = register(NodeSpec(
                   range=(0.0, 10.0)),
         ParamSpec("progress", True, "show a progress bar"),
     ),
-))
+)

@@ -4,7 +4,7 @@ Topics (relative names, remappable) and their encodings are documented in
 ``molmomotion_ros/nodes/forecaster_node.py`` and ``molmomotion_ros/conversions/forecasts.py``.
 """
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
 # T_world_camera default: config/camera.yaml's pose (eye [0.85, 0, 1.3] looking at [0.5, 0, 0.626]) as
 # [x, y, z, qx, qy, qz, qw] of the optical frame in the world frame (test/ros/test_forecaster_node.py checks it).
@@ -12,7 +12,7 @@ DEFAULT_T_WORLD_CAMERA = [0.85, 0.0, 1.3, 0.686927, 0.686927, -0.167723, -0.1677
 MODES = ("on_instruction", "continuous")
 EXTRINSICS_SOURCES = ("parameter", "topic", "tf2")
 
-FORECASTER_NODE = register(NodeSpec(
+FORECASTER_NODE = NodeSpec(
     name="forecaster_node",
     executable="forecaster_node",
     module="molmomotion_ros.nodes.forecaster_node",
@@ -59,4 +59,4 @@ FORECASTER_NODE = register(NodeSpec(
                                                            "[x, y, z, qx, qy, qz, qw] (m), when "
                                                            "extrinsics_source = parameter"),
     ),
-))
+)

@@ -1,25 +1,13 @@
-"""manipulation_node: forecast (planner) or instruction + frames (policy) + joint states → arm JointTrajectory."""
+"""manipulation_node: forecast + depth frame + joint states → planned arm motions (the forecast-driven planner)."""
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
-MANIPULATION_NODE = register(NodeSpec(
+MANIPULATION_NODE = NodeSpec(
     name="manipulation_node",
     executable="manipulation_node",
     module="molmomotion_ros.nodes.manipulation_node",
     params_file="manipulation_node.yaml",
     parameters=(
-        ParamSpec("agent", "planner", "what turns an instruction into motion: planner (plans each forecast on "
-                  "forecast/hypotheses) or policy (a learned closed-loop policy of molmomotion_policies, started "
-                  "by each instruction, observing camera frames)", choices=("planner", "policy"), read_only=True),
-        ParamSpec("policy_checkpoint", "A", "agent=policy: a shipped policy (A: encoder from the motion "
-                  "forecaster, B: from the base grounding model, C: A + the forecast as input, which needs "
-                  "forecast/hypotheses) or a checkpoint path", read_only=True),
-        ParamSpec("policy_setpoint_rise_s", 1.0 / 240.0, "agent=policy: s over which each 15 fps set-point is "
-                  "approached (one physics step: the simulated demonstrations' step changes; on a real arm raise "
-                  "it, up to 1/15 s = linear interpolation)", range=(0.001, 0.066)),
-        ParamSpec("frame_timeout_s", 5.0, "agent=policy: wall s to wait for a camera frame newer than the last "
-                  "chunk (or, forecast-conditioned, for the forecast) before the episode fails",
-                  range=(0.1, 120.0)),
         ParamSpec("planner_backend", "ompl", "motion planning backend: OMPL with the perceived point cloud, or "
                   "MoveIt 2's moveit_py on a real arm", choices=("ompl", "moveit_py"), read_only=True),
         ParamSpec("planner_config", "", "planner YAML (empty = the package's config/planner.yaml)", read_only=True),
@@ -39,4 +27,4 @@ MANIPULATION_NODE = register(NodeSpec(
                   "this close is used (the scene holds still while the node is idle)", range=(0.0, 5.0)),
         ParamSpec("world_frame", "world", "frame the forecast, camera pose and planning use (REP-103)"),
     ),
-))
+)

@@ -5,9 +5,9 @@ frame spacing a real camera would. ``suite``/``family``/``seed`` are read when `
 called; family and seed are checked there (not here) so a bad pair is answered with a reason.
 """
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
-SIM_NODE = register(NodeSpec(
+SIM_NODE = NodeSpec(
     name="sim_node",
     executable="sim_node",
     module="molmomotion_ros.nodes.sim_node",
@@ -29,4 +29,4 @@ SIM_NODE = register(NodeSpec(
         ParamSpec("world_frame", "world", "frame of camera/pose (REP-103: the robot base on the table plane)"),
         ParamSpec("diagnostics_period_s", 1.0, "wall-clock period of /diagnostics", range=(0.1, 60.0)),
     ),
-))
+)

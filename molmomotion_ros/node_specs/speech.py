@@ -1,8 +1,8 @@
 """speech_node: 16 kHz mono PCM or WAV → recognised instruction (pocketsphinx + JSGF grammar)."""
 
-from ..graph import NodeSpec, ParamSpec, register
+from .spec import NodeSpec, ParamSpec
 
-SPEECH_NODE = register(NodeSpec(
+SPEECH_NODE = NodeSpec(
     name="speech_node",
     executable="speech_node",
     module="molmomotion_ros.nodes.speech_node",
@@ -23,4 +23,4 @@ SPEECH_NODE = register(NodeSpec(
                   "config/vocabulary.yaml)", read_only=True),
         ParamSpec("diagnostics_period_s", 2.0, "period of the /diagnostics status (s)", range=(0.1, 60.0)),
     ),
-))
+)

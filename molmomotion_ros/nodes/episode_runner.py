@@ -2,9 +2,9 @@
 
 For each episode it sets sim_node's ``suite``/``family``/``seed`` parameters (the standard
 set_parameters service), calls ``/sim_node/reset`` (std_srvs/Trigger; sim_node then publishes the
-instruction, the forecaster forecasts, the manipulation node plans and moves), waits on
-``manipulation/status`` for the outcome of a forecast made after the reset, lets the scene settle for
-``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
+instruction, the forecaster forecasts, manipulation_node plans and moves or policy_node runs its
+policy), waits on ``manipulation/status`` for the outcome of a forecast made after the reset, lets
+the scene settle for ``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
 executed attempt that did not succeed is retried (the instruction is published again, so a new
 forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could not be
 planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
@@ -16,16 +16,12 @@ success table on stdout.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -38,14 +34,15 @@ from molmomotion_sim.suites import load_suite
 from molmomotion_sim.tasks import TASKS
 
 from ..node_specs.episode_runner import EPISODE_RUNNER
-from .params import ParameterValueError, declare_parameters
+from .params import declare_parameters
+from .runtime import StartupError, run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SERVICE_WAIT_S = 60.0  # the graph's nodes load models at start
 
 
-class GraphNotReady(RuntimeError):
-    """A service of the graph did not appear."""
+class GraphNotReady(StartupError):
+    """A service of the graph (or the status of the node that moves the arm) did not appear."""
 
 
 def _string_param(name: str, value: str) -> Parameter:
@@ -86,10 +83,11 @@ class EpisodeRunnerNode(Node):
                              (self._success, "/sim_node/success")):
             if not client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
                 raise GraphNotReady(f"{name} did not appear within {SERVICE_WAIT_S:.0f} s; is sim_node running?")
-        # The manipulation node publishes its (latched) status once it is ready: the first episode's
+        # The node that moves the arm publishes its (latched) status once it is ready: the first episode's
         # instruction must not reach it while it is still loading its models.
         if not self._wait(lambda: self._status is not None, SERVICE_WAIT_S):
-            raise GraphNotReady(f"no manipulation/status within {SERVICE_WAIT_S:.0f} s; is manipulation_node running?")
+            raise GraphNotReady(f"no manipulation/status within {SERVICE_WAIT_S:.0f} s; is manipulation_node (or "
+                                "policy_node) running?")
 
     def _call(self, client, request, timeout_s: float = 60.0):
         future = client.call_async(request)
@@ -194,36 +192,7 @@ def run(node: EpisodeRunnerNode) -> int:
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    logger = get_logger("episode_runner")
-    node, status = None, 0
-    executor = spinner = None
-    try:
-        node = EpisodeRunnerNode()
-        executor = SingleThreadedExecutor()  # callbacks only store; see manipulation_node.main for why not multi
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        status = run(node)
-    except (ParameterValueError, GraphNotReady) as err:
-        logger.error(str(err))
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        status = 130
-    finally:
-        if executor is not None:
-            # Out of the executor first: a callback (e.g. /clock at 100 Hz) taken while destroy_node runs
-            # fails with "cannot use Destroyable" and is printed as an unretrieved exception at exit.
-            if node is not None:
-                executor.remove_node(node)
-            executor.shutdown(timeout_sec=5.0)
-        if spinner is not None:
-            spinner.join(timeout=5.0)  # a thread still inside the executor at exit aborts the process
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if status:
-        sys.exit(status)
+    run_node(EPISODE_RUNNER.name, EpisodeRunnerNode, args, work=run)
 
 
 if __name__ == "__main__":

@@ -25,29 +25,23 @@ Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_fr
   Scores + hypotheses and markers are built only while they have subscribers (~20 ms per forecast).
 
 Inference runs on one worker thread fed by a one-slot mailbox (a newer request replaces one not yet
-started), so callbacks only convert stamps, match and enqueue. Bad input never stops the node: it
+started), so callbacks only convert stamps, match and enqueue (matching and the mailbox:
+:mod:`molmomotion_ros.streams`). Bad input never stops the node: it
 is refused with one throttled warning and a WARN/ERROR diagnostic, and the next good message is served.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import re
-import signal
-import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped, PoseStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -61,7 +55,9 @@ from ..forecasting.grounding import GroundingError
 from ..forecasting.types import BackendUnavailableError, ForecastInputError
 from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
+from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
 from .params import ParameterValueError, declare_parameters
+from .runtime import StartupError, run_node
 
 COLOR_TOPIC = "camera/color/image_raw"
 DEPTH_TOPIC = "camera/depth/image_raw"
@@ -71,111 +67,6 @@ LOG_REPEAT_S = 30.0  # a persisting problem is logged again after this long
 DIAG_REPEAT_S = 1.0  # ... and re-published on /diagnostics at most this often
 SYNC_QUEUE = 10  # messages buffered per synchronised stream
 POSE_QUEUE = 50
-_NS = 1_000_000_000
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with this configuration (message says why and what to change)."""
-
-
-def stamp_ns(stamp) -> int:
-    return int(stamp.sec) * _NS + int(stamp.nanosec)
-
-
-# --- synchronisation and hand-off (pure Python) --------------------------------------------------
-@dataclass(frozen=True)
-class FrameSet:
-    """Colour image, aligned depth and camera_info of one frame (t0 = the colour stamp)."""
-
-    color: Image
-    depth: Image
-    info: CameraInfo
-    stamp_ns: int
-
-
-class StampSynchronizer:
-    """Approximate-time matching of colour, depth and camera_info by header stamp.
-
-    The newest colour image whose nearest depth and camera_info lie within ``tolerance_s`` wins;
-    older colour/depth frames are then dropped. A colour image still unmatched ``expire_s`` after
-    it arrived is dropped and reported (what was missing), so "frames but no camera_info" is seen.
-    """
-
-    def __init__(self, tolerance_s: float, queue_size: int = SYNC_QUEUE, expire_s: float = 0.5):
-        self.tolerance_ns = int(tolerance_s * _NS)
-        self.expire_s = expire_s
-        self._color: deque[tuple[int, float, Image]] = deque(maxlen=queue_size)  # (stamp, arrival, msg)
-        self._depth: deque[tuple[int, Image]] = deque(maxlen=queue_size)
-        self._info: deque[tuple[int, CameraInfo]] = deque(maxlen=queue_size)
-        self._lock = threading.Lock()
-
-    def set_tolerance(self, tolerance_s: float) -> None:
-        self.tolerance_ns = int(tolerance_s * _NS)
-
-    def add(self, kind: str, msg, arrival_s: float) -> FrameSet | None:
-        t = stamp_ns(msg.header.stamp)
-        with self._lock:
-            if kind == "color":
-                self._color.append((t, arrival_s, msg))
-            elif kind == "depth":
-                self._depth.append((t, msg))
-            else:
-                self._info.append((t, msg))
-            return self._match()
-
-    def _nearest(self, buffer, t: int):
-        best = min(buffer, key=lambda entry: abs(entry[0] - t), default=None)
-        return best if best is not None and abs(best[0] - t) <= self.tolerance_ns else None
-
-    def _match(self) -> FrameSet | None:
-        for t, _, color in reversed(self._color):
-            depth, info = self._nearest(self._depth, t), self._nearest(self._info, t)
-            if depth is not None and info is not None:
-                self._color = deque((e for e in self._color if e[0] > t), maxlen=self._color.maxlen)
-                self._depth = deque((e for e in self._depth if e[0] > depth[0]), maxlen=self._depth.maxlen)
-                return FrameSet(color, depth[1], info[1], t)  # camera_info is kept: it rarely changes
-        return None
-
-    def expire(self, now_s: float) -> list[str]:
-        """Drop colour images unmatched for ``expire_s``; return what each lacked."""
-        reasons = []
-        with self._lock:
-            while self._color and now_s - self._color[0][1] > self.expire_s:
-                t, _, _ = self._color.popleft()
-                missing = [name for name, buffer in (("depth image", self._depth), ("camera_info", self._info))
-                           if self._nearest(buffer, t) is None]
-                reasons.append(" and ".join(missing))
-        return reasons
-
-
-class LatestMailbox:
-    """One slot between the callbacks and the worker: a newer item replaces one not yet taken."""
-
-    def __init__(self):
-        self._item = None
-        self._closed = False
-        self._cond = threading.Condition()
-
-    def put(self, item) -> bool:
-        """Store ``item``; True when it superseded an untaken one."""
-        with self._cond:
-            superseded = self._item is not None
-            self._item = item
-            self._cond.notify()
-            return superseded
-
-    def take(self):
-        """Block until an item (returned) or close() (None)."""
-        with self._cond:
-            while self._item is None and not self._closed:
-                self._cond.wait()
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -233,11 +124,11 @@ class ForecasterNode(Node):
         self._in_flight: int | None = None
         self._points_2d: np.ndarray | None = None
         self._last_start = 0.0
-        self._poses: deque[tuple[int, np.ndarray]] = deque(maxlen=POSE_QUEUE)
+        self._poses = StampedBuffer(maxlen=POSE_QUEUE)  # (stamp_ns, T_world_cam)
         self._logged: dict[str, float] = {}
         self._diag_sent: dict[str, float] = {}
         self._last_ok_diag = 0.0
-        self._sync = StampSynchronizer(p["sync_tolerance_s"])
+        self._sync = StampSynchronizer(p["sync_tolerance_s"], queue_size=SYNC_QUEUE)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -390,16 +281,16 @@ class ForecasterNode(Node):
             self._problem("extrinsics_pose", POSE_TOPIC, f"bad camera pose: {err}")
             return
         with self._lock:
-            self._poses.append((stamp_ns(msg.header.stamp), T_world_cam))
+            self._poses.add(stamp_ns(msg.header.stamp), T_world_cam)
 
     def _on_frame_part(self, kind: str, msg) -> None:
-        frames = self._sync.add(kind, msg, time.monotonic())
+        frames = self._sync.add(kind, stamp_ns(msg.header.stamp), msg, time.monotonic())
         if frames is not None:
             self._on_frames(frames)
 
     def _on_frames(self, frames: FrameSet) -> None:
         max_age_s = self._params["max_frame_age_s"]
-        age_s = (self.get_clock().now().nanoseconds - frames.stamp_ns) / _NS
+        age_s = (self.get_clock().now().nanoseconds - frames.stamp_ns) / NS
         if max_age_s > 0 and abs(age_s) > max_age_s:
             self._problem("stale_frame", COLOR_TOPIC, f"frame stamp is {age_s:+.2f} s from the node clock "
                                                       f"(max_frame_age_s = {max_age_s}); frame dropped",
@@ -434,14 +325,12 @@ class ForecasterNode(Node):
         if source == "parameter":
             return self._T_world_cam_param
         if source == "topic":  # a pose holds until the next one: the newest stamped at or before the frame
-            latest_ns = frames.stamp_ns + self._sync.tolerance_ns
-            with self._lock:
-                poses = list(self._poses)
-            if not poses:
+            with self._lock:  # (before the first pose at or before the frame: the oldest pose)
+                pose = self._poses.latest_at(frames.stamp_ns + self._sync.tolerance_ns) or next(iter(self._poses), None)
+            if pose is None:
                 self._problem("extrinsics_missing", POSE_TOPIC, "no camera pose received yet; frame dropped")
                 return None
-            in_effect = [pose for pose in poses if pose[0] <= latest_ns]
-            return max(in_effect, key=lambda e: e[0])[1] if in_effect else min(poses, key=lambda e: e[0])[1]
+            return pose[1]
         try:  # tf2: non-blocking lookup at the frame's stamp
             transform = self._tf_buffer.lookup_transform(self._params["world_frame"], frames.info.header.frame_id,
                                                          Time(nanoseconds=frames.stamp_ns))
@@ -573,25 +462,7 @@ def _warm_up(pipeline) -> None:
 
 
 def main(args=None) -> None:
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
-    rclpy.init(args=args)
-    logger = get_logger("forecaster_node")
-    node, status = None, 0
-    try:
-        node = ForecasterNode()
-        rclpy.spin(node)
-    except (ParameterValueError, StartupError) as err:
-        logger.error(str(err))
-        status = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if status:
-        sys.exit(status)
+    run_node(FORECASTER_NODE.name, ForecasterNode, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Declare a node's parameters from its :class:`~molmomotion_ros.graph.NodeSpec` and validate them.
+"""Declare a node's parameters from its :class:`~molmomotion_ros.node_specs.spec.NodeSpec` and validate them.
 
 Every parameter gets a description, read-only flag and integer/float range in its descriptor (so
 ``ros2 param describe`` shows them), and every value is checked by the spec at start-up and on
@@ -12,10 +12,11 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 
-from ..graph import NodeSpec
+from ..node_specs.spec import NodeSpec
+from .runtime import StartupError
 
 
-class ParameterValueError(ValueError):
+class ParameterValueError(StartupError, ValueError):
     """A parameter value that the node's spec refuses (at start-up)."""
 
 

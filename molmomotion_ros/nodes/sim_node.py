@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -27,11 +26,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -54,7 +50,8 @@ from ..conversions.poses import pose_stamped
 from ..node_specs.sim import SIM_NODE
 from ..planning.limits import JointLimits
 from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, GRIPPER_OPEN_M
-from .params import ParameterValueError, declare_parameters
+from .params import declare_parameters
+from .runtime import run_node
 
 JOINT_NAMES = ARM_JOINT_NAMES + FINGER_JOINT_NAMES
 GRIPPER_CLOSED_BELOW_M = GRIPPER_OPEN_M - 1e-6  # a commanded opening below fully open closes with force
@@ -414,29 +411,14 @@ class SimNode(Node):
         simulation.status.extend(commands.status)
         self._diag_pub.publish(simulation)
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
         self._world.close()
 
 
-def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SimNode()
-    except ParameterValueError as err:
-        get_logger("sim_node").error(str(err))
-        rclpy.try_shutdown()
-        sys.exit(2)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+def main(args=None) -> None:
+    run_node(SIM_NODE.name, SimNode, args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32, Int16MultiArray, String
@@ -50,6 +47,7 @@ from ..speech import (
     UtteranceSegmenter,
 )
 from .params import ParameterValueError, declare_parameters
+from .runtime import run_node
 
 SAMPLES_LABEL = "samples"
 QUEUE_DEPTH = 8  # utterances/files waiting for the decoder; more means the decoder cannot keep up
@@ -205,7 +203,7 @@ class SpeechNode(Node):
                                min_speech_s=p["min_speech_s"], max_utterance_s=p["max_utterance_s"],
                                pre_roll_s=p["pre_roll_s"])
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         """Stop the decoding thread (an utterance being decoded finishes first)."""
         while True:
             try:
@@ -219,23 +217,8 @@ class SpeechNode(Node):
         self._worker.join(timeout=5.0)
 
 
-def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SpeechNode()
-    except ParameterValueError as err:
-        get_logger(SPEECH_NODE.name).error(str(err))
-        rclpy.try_shutdown()
-        sys.exit(2)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+def main(args=None) -> None:
+    run_node(SPEECH_NODE.name, SpeechNode, args)
 
 
 if __name__ == "__main__":

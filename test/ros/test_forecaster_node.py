@@ -369,38 +369,6 @@ def test_bad_start_configuration_exits_2(ros_env, tmp_path, args, message):
     assert message in log_path.read_text()
 
 
-def _stamped(msg_type, stamp_ns: int):
-    msg = msg_type()
-    msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
-    return msg
-
-
-def test_synchroniser_matches_within_tolerance_and_reports_what_is_missing():
-    from molmomotion_ros.nodes.forecaster_node import StampSynchronizer
-
-    sync = StampSynchronizer(tolerance_s=0.01, expire_s=0.5)
-    t = 1_000 * 10**9
-    assert sync.add("info", _stamped(CameraInfo, t), 0.0) is None
-    assert sync.add("depth", _stamped(Image, t + 4_000_000), 0.0) is None  # 4 ms late: within 10 ms
-    frames = sync.add("color", _stamped(Image, t), 0.0)
-    assert frames is not None and frames.stamp_ns == t
-    assert sync.add("color", _stamped(Image, t + 33_000_000), 0.1) is None  # its depth is 20 ms off, no info
-    assert sync.add("depth", _stamped(Image, t + 53_000_000), 0.1) is None
-    assert sync.expire(0.5) == []
-    assert sync.expire(0.7) == ["depth image and camera_info"]
-
-
-def test_mailbox_keeps_only_the_latest_request():
-    from molmomotion_ros.nodes.forecaster_node import LatestMailbox
-
-    mailbox = LatestMailbox()
-    assert not mailbox.put("old")
-    assert mailbox.put("new")  # superseded "old", never started
-    assert mailbox.take() == "new"
-    mailbox.close()
-    assert mailbox.take() is None
-
-
 def test_an_instruction_is_forecast_from_a_frame_newer_than_any_seen_before_it(graph, scene):
     """A frame stamped after the instruction's arrival on the node clock but older than a frame the node had
     already seen (a lagging clock, frames out of order) is not the instruction's frame: the node waits for a

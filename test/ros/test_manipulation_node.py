@@ -114,18 +114,3 @@ def test_forecast_to_motion_stop_and_bad_forecasts(ros_env, tmp_path):
         rclpy.try_shutdown()
         stop(manip)
         stop(sim)
-
-
-def test_a_frame_whose_camera_info_was_lost_gives_way_to_the_nearest_complete_one():
-    """Sensor-data QoS may drop a camera_info while its depth image arrives: the nearest complete frame within
-    max_frame_offset_s serves (a fixed camera's info does not change), and only none at all is a failure."""
-    from molmomotion_ros.nodes.manipulation_node import frames_near
-
-    ms = 1_000_000
-    depth = [(t * ms, f"depth@{t}") for t in (0, 100, 200, 300)]
-    infos = {0: "info@0", 200 * ms: "info@200", 300 * ms: "info@300"}  # the frame at 100 ms lost its info
-    near, complete = frames_near(depth, infos, 110 * ms, 150 * ms)
-    assert [t // ms for t, _ in near] == [100, 200, 0]  # nearest first, within the tolerance
-    assert complete[0] == (200 * ms, "depth@200", "info@200")  # 100 ms lacks its camera_info
-    assert frames_near(depth, {}, 110 * ms, 150 * ms)[1] == []
-    assert frames_near(depth, infos, 900 * ms, 150 * ms) == ([], [])

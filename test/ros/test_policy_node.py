@@ -1,4 +1,4 @@
-"""manipulation_node with ``agent: policy`` against sim_node, both real processes: the shipped policy A
+"""policy_node against sim_node, both real processes: the shipped policy A
 starts on the instruction and drives the arm closed-loop from the camera frames, ~/stop halts it, a new
 instruction starts a new episode, and a missing checkpoint stops the node at start with a reason.
 The same policy through the whole graph (episode runner) is in test_sim_eval_graph.py."""
@@ -25,8 +25,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_env):
     result = subprocess.run(
-        [sys.executable, "-m", "molmomotion_ros.nodes.manipulation_node", "--ros-args", "--params-file",
-         str(ROOT / "config/manipulation_node.yaml"), "-p", "agent:=policy", "-p", "policy_checkpoint:=Z"],
+        [sys.executable, "-m", "molmomotion_ros.nodes.policy_node", "--ros-args", "--params-file",
+         str(ROOT / "config/policy_node.yaml"), "-p", "policy_checkpoint:=Z"],
         env=ros_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no policy checkpoint 'Z'" in result.stderr + result.stdout
@@ -37,9 +37,9 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
-    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
-                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true",
-                       "-p", "agent:=policy", "-p", "policy_checkpoint:=A",
+    manip = start_node("molmomotion_ros.nodes.policy_node", "--params-file",
+                       str(ROOT / "config/policy_node.yaml"), "-p", "use_sim_time:=true",
+                       "-p", "policy_checkpoint:=A",
                        env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
     node = rclpy.create_node("policy_test")
@@ -48,7 +48,7 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
     instruction = node.create_publisher(String, "instruction", LATCHED)
-    stop_client = node.create_client(Trigger, "manipulation_node/stop")
+    stop_client = node.create_client(Trigger, "policy_node/stop")
 
     def spin():
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -66,6 +66,12 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
         first = statuses[-1]
         assert first["agent"].startswith("policy-A") and first["retryable"] is False
         wait_until(lambda: len(trajectories) >= 3, 30, spin, "three chunks")
+        # The graph runs the harness's loop: from the same scene (at rest, arm at home), the first set-points
+        # the node sends are the ones the harness agent commands (the policy's IK; rgb8 and 32FC1 depth
+        # arrive unchanged).
+        sent = np.array([p.positions for p in trajectories[0].points])[1::2]  # zero-order hold: 2 points each
+        harness = _harness_first_set_points("place-in-container", 110_000, "A")
+        assert np.abs(sent - harness[: len(sent)]).max() < 1e-3, np.abs(sent - harness[: len(sent)]).max()
         chunk = trajectories[-1]
         assert chunk.joint_names == [f"panda_joint{i}" for i in range(1, 8)]
         times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in chunk.points]
@@ -98,6 +104,36 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
         stop(sim)
 
 
+def _harness_first_set_points(family: str, seed: int, checkpoint: str) -> np.ndarray:
+    """The joint set-points (n, 7) of the first chunk that the harness agent's loop commands."""
+    from molmomotion_policies.agent import HarnessRobot
+    from molmomotion_policies.controller import PolicyController
+    from molmomotion_policies.runner import run_policy_loop
+    from molmomotion_ros.planning.kinematics import PandaKinematics
+    from molmomotion_sim.suites import load_suite
+    from molmomotion_sim.tasks import TASKS
+    from molmomotion_sim.world import World
+
+    class FirstChunk(Exception):
+        pass
+
+    def stop_after_first(_report, targets):
+        raise FirstChunk(targets)
+
+    options = {f.family: f.options for f in load_suite("main").families}[family]
+    controller, _ = PolicyController.from_checkpoint(checkpoint)
+    with World() as world:
+        task = TASKS[family](world, options)
+        task.reset(seed)
+        controller.reset(task.instruction)
+        robot = HarnessRobot(world)
+        try:
+            run_policy_loop(controller, robot, PandaKinematics(), robot.observe(), on_chunk=stop_after_first)
+        except FirstChunk as first:
+            return first.args[0]
+    raise AssertionError("the policy finished without a chunk")
+
+
 def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_env, tmp_path, tiny_checkpoints):
     """Variant C (tiny, untrained to succeed): without a forecast it acts without one after frame_timeout_s (as
     in training, where a failed forecast was zeroed) and says so; with one, the episode starts from the frame
@@ -105,8 +141,8 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
     sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config/sim_node.yaml"),
                      "-p", "family:=place-in-container", "-p", "seed:=110000", "-p", "camera_rate_hz:=15.0",
                      env=ros_env, log_path=tmp_path / "sim.log")
-    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
-                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
+    manip = start_node("molmomotion_ros.nodes.policy_node", "--params-file",
+                       str(ROOT / "config/policy_node.yaml"), "-p", "use_sim_time:=true",
                        "-p", f"policy_checkpoint:={tiny_checkpoints['C']}", "-p", "frame_timeout_s:=3.0",
                        env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
@@ -116,7 +152,7 @@ def test_forecast_conditioned_policy_starts_from_the_frame_of_its_forecast(ros_e
     node.create_subscription(Image, "camera/color/image_raw", colors.append, qos_profile_sensor_data)
     instruction = node.create_publisher(String, "instruction", LATCHED)
     forecast = node.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", LATCHED)
-    stop_client = node.create_client(Trigger, "manipulation_node/stop")
+    stop_client = node.create_client(Trigger, "policy_node/stop")
 
     def spin():
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -177,8 +213,8 @@ def test_the_episode_starts_from_a_frame_received_after_the_instruction(ros_env,
     observation = world.render(world.camera)
     world.close()
     camera = observation.camera
-    manip = start_node("molmomotion_ros.nodes.manipulation_node", "--params-file",
-                       str(ROOT / "config/manipulation_node.yaml"), "-p", "use_sim_time:=true", "-p", "agent:=policy",
+    manip = start_node("molmomotion_ros.nodes.policy_node", "--params-file",
+                       str(ROOT / "config/policy_node.yaml"), "-p", "use_sim_time:=true",
                        "-p", "policy_checkpoint:=A", env=ros_env, log_path=tmp_path / "manipulation.log")
     rclpy.init()
     node = rclpy.create_node("camera_and_clock")
@@ -212,7 +248,7 @@ def test_the_episode_starts_from_a_frame_received_after_the_instruction(ros_env,
     try:
         pose.publish(pose_stamped(camera.T_world_cam, time_msg(10.0), "world"))
         wait_until(lambda: statuses and instruction.get_subscription_count() > 0, 120, lambda: (
-            publish(10.0, None), rclpy.spin_once(node, timeout_sec=0.05)), "the manipulation node")
+            publish(10.0, None), rclpy.spin_once(node, timeout_sec=0.05)), "the policy node")
         # The clock says 10.0 s; a frame stamped 10.05 s (rendered just before a reset, say) is held.
         for _ in range(10):
             publish(10.0, 10.05)

@@ -1,0 +1,76 @@
+"""Every executable runs its node through nodes.runtime.run_node: real processes show one behaviour for all of
+them. A start-up error (here a parameter outside its range) exits with status 2 and one logged error line,
+no traceback; SIGINT ends a node cleanly (status 0) and interrupts the episode runner's job (status 130)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosutil import start_node, stop, wait_until
+from std_msgs.msg import String
+
+from molmomotion_ros.graph import all_nodes
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _out_of_range(spec):
+    p = next(p for p in spec.parameters if p.range is not None)
+    value = p.range[1] + 1
+    return p.name, (float(value) if isinstance(p.default, float) else int(value))
+
+
+@pytest.mark.parametrize("name", sorted(all_nodes()))
+def test_a_bad_start_parameter_exits_2_with_one_error_line(name, ros_env):
+    spec = all_nodes()[name]
+    param, value = _out_of_range(spec)
+    result = subprocess.run([sys.executable, "-m", spec.module, "--ros-args", "--params-file", str(spec.params_path),
+                             "-p", f"{param}:={value}"], env=ros_env, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and param in errors[0] and f"[{name}]" in errors[0], output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+
+
+@pytest.mark.parametrize("name", ["manipulation_node", "policy_node"])
+def test_sigint_ends_a_node_that_moves_the_arm_cleanly(name, ros_env, tmp_path):
+    spec = all_nodes()[name]
+    process = start_node(spec.module, "--params-file", str(spec.params_path), env=ros_env,
+                         log_path=tmp_path / "node.log")
+    rclpy.init()
+    node = rclpy.create_node("runtime_test")
+    statuses = []
+    node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
+    try:
+        wait_until(lambda: statuses, 120, lambda: rclpy.spin_once(node, timeout_sec=0.05), "the node's idle status")
+        assert statuses[-1]["state"] == "idle"
+        assert stop(process) == 0, (tmp_path / "node.log").read_text()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(process)
+    assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_sigint_interrupts_the_episode_runner_with_status_130(ros_env, tmp_path):
+    """The runner waits for sim_node (which never comes here) in its job; Ctrl-C ends the job unfinished."""
+    spec = all_nodes()["episode_runner"]
+    log_path = tmp_path / "runner.log"
+    process = start_node(spec.module, "--params-file", str(spec.params_path), env=ros_env, log_path=log_path)
+    rclpy.init()
+    node = rclpy.create_node("runtime_test")
+    try:
+        wait_until(lambda: "episode_runner" in node.get_node_names() or process.poll() is not None, 60,
+                   lambda: rclpy.spin_once(node, timeout_sec=0.05), "the runner in the graph")
+        assert process.poll() is None, log_path.read_text()
+        status = stop(process)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(process)
+    assert status == 130, log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
