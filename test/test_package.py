@@ -178,3 +178,30 @@ def test_no_large_files_in_repository():
         if p.is_file() and not p.is_symlink() and p.stat().st_size > MAX_FILE_BYTES
     ]
     assert big == [], "files over 25 MB belong outside git (data/, results/ are ignored): " + ", ".join(big)
+
+
+# ROS packages our code may import (a ROS install provides them; the venv gets them from the wheels).
+ROS_PYTHON_PACKAGES = {"rclpy", "ament_index_python", "launch", "launch_ros", "builtin_interfaces", "rcl_interfaces",
+                       "rosgraph_msgs", "lifecycle_msgs", "std_msgs", "sensor_msgs", "geometry_msgs", "trajectory_msgs",
+                       "visualization_msgs", "std_srvs", "diagnostic_msgs", "control_msgs", "tf2_msgs", "tf2_ros",
+                       "action_msgs", "unique_identifier_msgs"}
+
+
+def _imported_top_level_names() -> set[str]:
+    names = set()
+    for folder in ("molmomotion_ros", "sim", "policies", "launch", "examples"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return names
+
+
+def test_package_xml_declares_exactly_the_ros_packages_the_code_imports():
+    declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().findall("exec_depend")}
+    imported = _imported_top_level_names() & ROS_PYTHON_PACKAGES
+    assert imported - declared == set(), f"imported but not in package.xml: {sorted(imported - declared)}"
+    ros_declared = {d for d in declared if not d.startswith("python3-")}
+    assert ros_declared - imported == set(), f"in package.xml but never imported: {sorted(ros_declared - imported)}"
