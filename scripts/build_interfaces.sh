@@ -43,26 +43,28 @@ PACKAGES=(tf2_msgs control_msgs)
 STATE="$VENV/share/molmomotion_interfaces"
 STAMP="$STATE/stamp"
 MANIFEST="$STATE/manifest.txt"
+DIRS="$STATE/dirs.txt"
 
-# Remove the files of the previous install (paths relative to the venv), then empty folders.
+# Remove the previous install: the files in the manifest (paths relative to the venv), bytecode
+# Python wrote next to our modules since, then the folders the install created, if left empty.
 uninstall() {
     [[ -f "$MANIFEST" ]] || return 0
-    local rel pkgdir dirs=()
+    local rel
     while IFS= read -r rel; do
         [[ -n "$rel" && "$rel" != /* && "$rel" != *..* ]] || continue
         rm -f "$VENV/$rel"
-        dirs+=("$(dirname "$VENV/$rel")")
     done <"$MANIFEST"
-    # Bytecode that Python wrote next to our modules since (not in the manifest).
-    for pkgdir in $(grep -oE '^lib/python[0-9.]+/site-packages/[A-Za-z0-9_]+/' "$MANIFEST" | sort -u); do
-        [[ -d "$VENV/$pkgdir" ]] && find "$VENV/$pkgdir" -depth -type d -name __pycache__ -exec rm -rf {} +
+    for rel in $(grep -oE '^lib/python[0-9.]+/site-packages/[A-Za-z0-9_]+/' "$MANIFEST" | sort -u); do
+        if [[ -d "$VENV/$rel" ]]; then find "$VENV/$rel" -depth -type d -name __pycache__ -exec rm -rf {} +; fi
     done
-    if [[ ${#dirs[@]} -gt 0 ]]; then
-        printf '%s\n' "${dirs[@]}" | sort -u -r | while IFS= read -r d; do
-            while [[ "$d" != "$VENV" && -d "$d" ]] && rmdir "$d" 2>/dev/null; do d="$(dirname "$d")"; done
+    if [[ -f "$DIRS" ]]; then
+        LC_ALL=C sort -r "$DIRS" | while IFS= read -r rel; do
+            [[ -n "$rel" && "$rel" != /* && "$rel" != *..* ]] || continue
+            rmdir "$VENV/$rel" 2>/dev/null || true
         done
     fi
-    rm -f "$MANIFEST" "$STAMP"
+    rm -f "$MANIFEST" "$DIRS" "$STAMP"
+    rmdir "$STATE" 2>/dev/null || true
 }
 
 if [[ $UNINSTALL == 1 ]]; then
@@ -151,10 +153,16 @@ done
 root="$STAGE$VENV"
 [[ -d "$root/lib" ]] || { echo "staging folder $root has no lib/" >>"$LOG"; exit 1; }
 uninstall
-mkdir -p "$STATE"
 (cd "$root" && find . -type f -o -type l) | sed 's#^\./##' | LC_ALL=C sort >"$WORK/manifest.txt"
+# Folders this install creates (not those it shares with the wheels, e.g. lib/ or share/ament_index).
+(cd "$root" && find . -mindepth 1 -type d) | sed 's#^\./##' | LC_ALL=C sort | while IFS= read -r rel; do
+    [[ -e "$VENV/$rel" ]] || echo "$rel"
+done >"$WORK/dirs.txt"
+echo "share/molmomotion_interfaces" >>"$WORK/dirs.txt"
 cp -a "$root/." "$VENV/"
+mkdir -p "$STATE"
 cp "$WORK/manifest.txt" "$MANIFEST"
+cp "$WORK/dirs.txt" "$DIRS"
 
 # The result must import and load its type support from the venv, as rclpy will.
 run env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE -u PYTHONPATH "$PY" -c '
