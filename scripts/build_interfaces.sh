@@ -8,8 +8,8 @@
 #   bash scripts/build_interfaces.sh --uninstall  # remove what it installed from the venv
 #
 # Nothing is built when
-#   - the venv's stamp (share/molmomotion_interfaces/stamp) matches the hash of interfaces/, this
-#     script, the venv's pyvenv.cfg and the generator-related pins of lock.txt (a few ms); or
+#   - the venv's stamp (share/molmomotion_interfaces/stamp) matches the hash of interfaces/ (less its
+#     README), this script, the venv's pyvenv.cfg and the generator-related pins of lock.txt; or
 #   - control_msgs and tf2_msgs are importable, with loadable type support, from outside the venv
 #     (a ROS install, e.g. /opt/ros/jazzy sourced): they are left alone and nothing is installed.
 # Otherwise each package is configured, built (make -j$(nproc)) and installed into a staging folder,
@@ -31,7 +31,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
         --uninstall) UNINSTALL=1 ;;
-        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_interfaces: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -76,7 +76,7 @@ fi
 # ---------------------------------------------------------------- skip when up to date
 stamp_value() {
     {
-        find interfaces -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        find interfaces -type f ! -name README.md -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
         sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
         sha256sum <"$VENV/pyvenv.cfg" | cut -d' ' -f1
         grep -iE '^(ros-|numpy|catkin|empy|lark|setuptools)' "$LOCK" || true
