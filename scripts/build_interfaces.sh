@@ -31,7 +31,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
         --uninstall) UNINSTALL=1 ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build_interfaces: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
