@@ -5,16 +5,20 @@
 #   bash scripts/bootstrap.sh --force    # reinstall the Python deps even if the stamp matches
 #
 # Steps:
-#   1. apt packages (libusb-1.0-0 for open3d-cpu, espeak-ng + sox for the speech tests), skipped
-#      when `dpkg -s` shows them all installed. Uses sudo only when not root.
+#   1. apt packages (libusb-1.0-0 for open3d-cpu, espeak-ng + sox for the speech tests, cmake + g++
+#      + make for step 4), skipped when `dpkg -s` shows them all installed. Uses sudo only when not root.
 #   2. .venv created with $PYTHON (default python3; 3.11 is what lock.txt was resolved for).
 #   3. pip/setuptools, then torch (pinned first, so nothing can pull a CUDA build), then all of
 #      requirements/lock.txt (with itself as constraint), then `pip install --no-deps -e .`.
 #      Skipped when .venv/.bootstrap-stamp matches the hash of lock.txt, setup.py, setup.cfg and
 #      package.xml.
+#   4. ROS interfaces that no wheel ships (control_msgs, tf2_msgs): scripts/build_interfaces.sh
+#      generates them into .venv from interfaces/ (~1 min, once); skipped in milliseconds by its own
+#      stamp, and left alone when a ROS install already provides them.
 # Environment: PYTHON=python3.11 to choose the interpreter; BOOTSTRAP_SKIP_APT=1 to skip step 1
-# (no root); BOOTSTRAP_VERBOSE=1 to show pip/apt output. Output is quiet unless something is
-# installed; on failure, the tail of the log and a one-line error, exit status 1.
+# (no root); BOOTSTRAP_SKIP_INTERFACES=1 to skip step 4; BOOTSTRAP_VERBOSE=1 to show pip/apt/build
+# output. Output is quiet unless something is installed; on failure, the tail of the log and a
+# one-line error, exit status 1. --force also rebuilds the interfaces.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,12 +28,13 @@ VENV="$ROOT/.venv"
 LOCK="requirements/lock.txt"
 STAMP="$VENV/.bootstrap-stamp"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(libusb-1.0-0 espeak-ng sox)
+# cmake, g++, make: scripts/build_interfaces.sh compiles control_msgs/tf2_msgs (step 4).
+APT_PACKAGES=(libusb-1.0-0 espeak-ng sox cmake g++ make)
 FORCE=0
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bootstrap: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -157,4 +162,14 @@ if [[ $FORCE == 1 || "$want" != "$have" ]]; then
     STEP="writing $STAMP"
     echo "$want" >"$STAMP"
     say "done in $((SECONDS - t0)) s ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null || echo 'torch ?'))"
+fi
+
+# ---------------------------------------------------------------- 4. ROS interfaces no wheel ships
+if [[ "${BOOTSTRAP_SKIP_INTERFACES:-0}" != 1 ]]; then
+    STEP="generating control_msgs and tf2_msgs (scripts/build_interfaces.sh)"
+    if [[ $FORCE == 1 ]]; then
+        VENV="$VENV" bash "$ROOT/scripts/build_interfaces.sh" --force
+    else
+        VENV="$VENV" bash "$ROOT/scripts/build_interfaces.sh"
+    fi
 fi
