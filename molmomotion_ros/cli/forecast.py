@@ -67,7 +67,8 @@ def add_parser(commands) -> None:
                           help="forecaster backend: fm, ar, stationary, constant-velocity or molmomotion4b "
                           "(default: %(default)s)")
     forecast.add_argument("--checkpoint", type=Path, metavar="PT",
-                          help="fm/ar weights (default: the shipped molmomotion_ros/checkpoints/<model>.pt)")
+                          help="fm/ar weights (default: the shipped molmomotion_ros/checkpoints/<model>.pt), or "
+                          "molmomotion4b's weights folder")
     forecast.add_argument("--samples", type=positive_int, default=8, metavar="K",
                           help="hypotheses to forecast (default: %(default)s)")
     forecast.add_argument("--horizon", type=positive_int, default=32, metavar="F",
@@ -117,8 +118,9 @@ def _forecast(args: argparse.Namespace) -> int:
     from molmomotion_ros.forecasting.pipeline import NEURAL_BACKENDS, ForecastPipeline
     from molmomotion_ros.forecasting.visualize import save_overlay
 
-    if args.checkpoint is not None and args.model not in NEURAL_BACKENDS:
-        raise UsageError(f"--checkpoint applies to the {' and '.join(NEURAL_BACKENDS)} models, not {args.model!r}")
+    if args.checkpoint is not None and args.model not in (*NEURAL_BACKENDS, "molmomotion4b"):
+        raise UsageError(f"--checkpoint applies to the {', '.join(NEURAL_BACKENDS)} and molmomotion4b models, "
+                         f"not {args.model!r}")
     check_writable(out.parent, what="output folder")
 
     start = time.perf_counter()

@@ -76,6 +76,8 @@ class ForecastPipeline:
                 kwargs["steps"] = fm_steps
             if checkpoint:
                 kwargs["checkpoint"] = checkpoint
+        elif backend == "molmomotion4b":  # checkpoint = the release's weights folder
+            kwargs = {"weights_dir": checkpoint, **({} if device == "auto" else {"device": device})}
         self.forecaster = make_forecaster(backend, **kwargs)
         self.backend = backend
         self.device = device

@@ -156,10 +156,14 @@ def ar_backend(**kwargs) -> NeuralBackend:
     return NeuralBackend(head="ar", **kwargs)
 
 
-def molmomotion4b_backend(**kwargs):
-    from .molmomotion4b import MolmoMotion4BForecaster
+def molmomotion4b_backend(weights_dir=None, **kwargs):
+    from .molmomotion4b import WEIGHTS_HINT, MolmoMotion4BForecaster
 
-    return MolmoMotion4BBackend(MolmoMotion4BForecaster(**kwargs))
+    if not weights_dir:
+        raise BackendUnavailableError("MolmoMotion-4B needs the folder of its weights (forecaster_node: the "
+                                      f"checkpoint parameter; molmomotion forecast: --checkpoint); get them with: "
+                                      f"{WEIGHTS_HINT}")
+    return MolmoMotion4BBackend(MolmoMotion4BForecaster(weights_dir, **kwargs))
 
 
 class MolmoMotion4BBackend(ForecasterBackend):

@@ -324,3 +324,19 @@ def test_bad_constructor_arguments():
         mm4b.MolmoMotion4BForecaster("/nonexistent", dtype="int8")
     with pytest.raises(ValueError, match="history 1 or 3"):
         mm4b.MolmoMotion4BForecaster("/nonexistent", history=2)
+
+
+def test_the_backend_without_a_weights_folder_says_where_to_get_them():
+    from molmomotion_ros.forecasting import make_forecaster
+    from molmomotion_ros.forecasting.pipeline import ForecastPipeline
+
+    for build in (lambda: make_forecaster("molmomotion4b"), lambda: ForecastPipeline("molmomotion4b")):
+        with pytest.raises(BackendUnavailableError, match="needs the folder of its weights.*hf download"):
+            build()
+
+
+def test_the_pipeline_hands_the_checkpoint_to_the_backend_as_its_weights_folder(tmp_path):
+    from molmomotion_ros.forecasting.pipeline import ForecastPipeline
+
+    with pytest.raises(BackendUnavailableError, match=f"weights dir {tmp_path / 'w'} does not exist"):
+        ForecastPipeline("molmomotion4b", checkpoint=tmp_path / "w")
