@@ -21,7 +21,8 @@ FORECASTER_NODE = NodeSpec(
         ParamSpec("backend", "fm", "forecaster backend", choices=("fm", "ar", "stationary", "constant-velocity",
                                                                    "molmomotion4b"), read_only=True),
         ParamSpec("device", "auto", "torch device for the model", choices=("auto", "cpu", "cuda"), read_only=True),
-        ParamSpec("checkpoint", "", "fm/ar checkpoint path (empty = the shipped one), or molmomotion4b's weights folder", read_only=True),
+        ParamSpec("checkpoint", "", "fm/ar checkpoint path (empty = the shipped one), or molmomotion4b's weights "
+                  "folder", read_only=True),
         ParamSpec("torch_threads", 0, "torch CPU threads for inference; 0 = torch's default", range=(0, 64),
                   read_only=True),
         ParamSpec("num_hypotheses", 8, "K, forecast samples per request (fm); ar and baselines give 1",
