@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosutil import change_state, configure_problem, lifecycle_state, set_parameters, start_node, stop, wait_until
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from molmomotion_ros.graph import all_nodes
 
@@ -113,4 +114,47 @@ def test_sigint_interrupts_the_episode_runner_with_status_130(ros_env, tmp_path)
         rclpy.try_shutdown()
         stop(process)
     assert status == 130, log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("name", ["manipulation_node", "policy_node"])
+def test_deactivating_a_node_that_moves_the_arm_sends_the_hold_and_unsubscribes(name, ros_env, tmp_path):
+    """Deactivate stops the arm as ~/stop does (an empty JointTrajectory: the controller holds the current
+    position), drops the subscriptions and ~/stop; activate brings them back with the "idle" status."""
+    spec = all_nodes()[name]
+    log_path = tmp_path / "node.log"
+    process = start_node(spec.module, "--params-file", str(spec.params_path), env=ros_env, log_path=log_path)
+    rclpy.init()
+    node = rclpy.create_node("runtime_test")
+    statuses, commands = [], []
+    node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
+    node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", commands.append, 10)
+    forecasts = node.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", LATCHED)
+
+    def spin():
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+    try:
+        wait_until(lambda: statuses and forecasts.get_subscription_count() > 0
+                   and node.count_publishers("arm_controller/joint_trajectory") > 0, 120, spin, "the active node")
+        assert statuses[-1]["state"] == "idle" and lifecycle_state(node, name, spin) == "active"
+        wait_until(lambda: f"/{name}/stop" in dict(node.get_service_names_and_types()), 10, spin, "~/stop")
+        assert change_state(node, name, "deactivate", spin)
+        wait_until(lambda: commands, 10, spin, "the hold")
+        hold = commands[-1]
+        assert list(hold.points) == [] and hold.joint_names == [f"panda_joint{i}" for i in range(1, 8)]
+        assert lifecycle_state(node, name, spin) == "inactive"
+        wait_until(lambda: forecasts.get_subscription_count() == 0, 10, spin, "the subscriptions dropped")
+        assert f"/{name}/stop" not in dict(node.get_service_names_and_types())
+
+        count = len(statuses)
+        assert change_state(node, name, "activate", spin)
+        wait_until(lambda: len(statuses) > count and forecasts.get_subscription_count() > 0, 10, spin,
+                   "the idle status again")
+        assert statuses[-1]["state"] == "idle"
+        assert stop(process) == 0, log_path.read_text()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(process)
     assert "Traceback" not in log_path.read_text()
