@@ -39,6 +39,16 @@ class GraphSpec:
     overrides: dict = field(default_factory=dict)  # node → {parameter: value} applied after the file
     runner: str | None = None  # a node that drives the graph and exits when done (sim_eval's episodes)
 
+    def __post_init__(self):
+        if self.runner is not None:  # the runner waits until the graph's managed nodes are active
+            runner = {"managed_nodes": ",".join(self.managed_nodes), **self.overrides.get(self.runner, {})}
+            object.__setattr__(self, "overrides", {**self.overrides, self.runner: runner})
+
+    @property
+    def managed_nodes(self) -> tuple[str, ...]:
+        """The graph's lifecycle nodes (brought to 'active' by a lifecycle manager or by themselves)."""
+        return tuple(name for name in self.nodes if NODES[name].managed)
+
 
 _SIM_TIME = {"use_sim_time": True}
 GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
