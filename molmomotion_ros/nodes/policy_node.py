@@ -234,6 +234,8 @@ class PolicyNode(ManagedNode):
         if forecast is not None:
             report["forecast_used"] = bool(forecast["forecast_valid"][0])
         used = {None: "", True: ", with its forecast", False: ", without a forecast"}[report.get("forecast_used")]
+        if report.get("forecast_used"):  # how far from the instruction's arrival it was made (the slack it needed)
+            used += f" (made {(start_ns - received_ns) / NS:+.3f} s from the instruction's arrival)"
         self.get_logger().info(f"episode: {instruction!r} from the frame at {stamp_ns(frame[3]) / NS:.3f} s{used}")
         self._report.status("executing", stamp=self._episode_stamp, retryable=False, chunks=0, samples=0,
                             ik_failures=0, **report)
