@@ -39,6 +39,16 @@ class GraphSpec:
     overrides: dict = field(default_factory=dict)  # node → {parameter: value} applied after the file
     runner: str | None = None  # a node that drives the graph and exits when done (sim_eval's episodes)
 
+    def __post_init__(self):
+        if self.runner is not None:  # the runner waits until the graph's managed nodes are active
+            runner = {"managed_nodes": ",".join(self.managed_nodes), **self.overrides.get(self.runner, {})}
+            object.__setattr__(self, "overrides", {**self.overrides, self.runner: runner})
+
+    @property
+    def managed_nodes(self) -> tuple[str, ...]:
+        """The graph's lifecycle nodes (brought to 'active' by a lifecycle manager or by themselves)."""
+        return tuple(name for name in self.nodes if NODES[name].managed)
+
 
 _SIM_TIME = {"use_sim_time": True}
 GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
@@ -88,16 +98,19 @@ def parameters_markdown() -> str:
     """Every node's parameters as Markdown tables (docs/ros_parameters.md is this, checked by a test)."""
     lines = ["# Node parameters", "",
              "Generated from `molmomotion_ros/node_specs/` by `python -m molmomotion_ros.graph > "
-             "docs/ros_parameters.md`; each node's defaults file is `config/<node>.yaml`. Read-only parameters can "
-             "only be set at start; every value is checked (type, choices, range) at start and at runtime.", ""]
+             "docs/ros_parameters.md`; each node's defaults file is `config/<node>.yaml`. Every value is checked "
+             "(type, choices, range) at start (a managed node: at configure) and at runtime. Read-only parameters of "
+             "a plain node can only be set at start; a managed (lifecycle) node reads them at configure, so they "
+             "can be set while it is unconfigured (then configure again).", ""]
     for name, node in sorted(all_nodes().items()):
-        lines += [f"## {name}", "", f"`ros2 run {PACKAGE} {node.executable}` · params file "
+        kind = "managed (lifecycle) node" if node.managed else "plain node"
+        lines += [f"## {name}", "", f"`ros2 run {PACKAGE} {node.executable}` · {kind} · params file "
                   f"`config/{node.params_file}` · module `{node.module}`", "",
                   "| parameter | default | allowed | description |", "|---|---|---|---|"]
         for p in node.parameters:
             allowed = (" \\| ".join(map(str, p.choices)) if p.choices else
                        f"[{p.range[0]:g}, {p.range[1]:g}]" if p.range else type(p.default).__name__)
-            ro = " (read-only)" if p.read_only else ""
+            ro = (" (read at configure)" if node.managed else " (read-only)") if p.read_only else ""
             default = f"`{p.default!r}`" if p.default != "" else '`""`'
             lines.append(f"| `{p.name}` | {default} | {allowed} | {p.description}{ro} |")
         lines.append("")

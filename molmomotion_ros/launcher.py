@@ -5,6 +5,12 @@ runs (both read :data:`molmomotion_ros.graph.GRAPHS`): each node with its parame
 config/ and the graph's overrides, each process with this interpreter (the ROS wheels re-execute
 Python and need the same venv in the children). A graph with a runner (sim_eval) ends when the
 runner ends; the others run until Ctrl-C. Node output goes to one log file per node.
+
+Managed (lifecycle) nodes start with ``autostart:=false``; a lifecycle manager process
+(:mod:`molmomotion_ros.nodes.lifecycle_manager`, its output on this terminal) configures them all at
+once and activates them, as the launch files' lifecycle events do. A node that fails to configure is
+named with its reason, the graph is stopped and ``launch`` returns 2; a node that exits stops the graph too.
+The runner starts with the nodes and waits until they report 'active' before its first episode.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from pathlib import Path
 from .graph import GraphSpec, all_nodes, graph
 
 STOP_TIMEOUT_S = 10.0
+BRING_UP_TIMEOUT_S = 300.0  # every managed node configured (models loaded) and active
+EXIT_START_FAILED = 2  # a node failed to configure or exited: the graph could not start
+LIFECYCLE_MANAGER = "molmomotion_ros.nodes.lifecycle_manager"
 
 
 def ros_value(value) -> str:
@@ -40,8 +49,9 @@ class Process:
     command: tuple[str, ...]
 
 
-def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None) -> list[Process]:
-    """The command of every node of ``spec`` (and of its runner, last)."""
+def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None, managed: bool = True) -> list[Process]:
+    """The command of every node of ``spec`` (and of its runner, last). ``managed``: a lifecycle manager brings
+    the managed nodes up (they start with ``autostart:=false``; a ``--set node.autostart=true`` still wins)."""
     nodes = all_nodes()
     merged: dict[str, dict] = {name: dict(values) for name, values in spec.overrides.items()}
     for name, values in (overrides or {}).items():
@@ -54,6 +64,8 @@ def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None) -> 
     for name in spec.nodes + ((spec.runner,) if spec.runner else ()):
         node = nodes[name]
         cmd = [sys.executable, "-m", node.module, "--ros-args", "--params-file", str(node.params_path)]
+        if managed and node.managed:
+            cmd += ["-p", "autostart:=false"]
         for key, value in merged.get(name, {}).items():
             if key != "use_sim_time":
                 node.spec(key)  # KeyError for a parameter the node does not declare
@@ -62,11 +74,22 @@ def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None) -> 
     return out
 
 
+def lifecycle_manager_command(spec: GraphSpec) -> Process | None:
+    """The process that configures and activates the graph's managed nodes (None: the graph has none)."""
+    if not spec.managed_nodes:
+        return None
+    return Process("lifecycle_manager", (sys.executable, "-m", LIFECYCLE_MANAGER, "--ros-args",
+                                         "-p", f"node_names:={ros_value(list(spec.managed_nodes))}",
+                                         "-p", f"timeout_s:={BRING_UP_TIMEOUT_S}"))
+
+
 def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: Path | None = None,
            env: dict | None = None) -> int:
-    """Start the graph; return the runner's exit status (0 after Ctrl-C for a graph without runner)."""
+    """Start the graph; return the runner's exit status (0 after Ctrl-C for a graph without runner), 2 when a
+    managed node failed to configure, or a node's exit status when it exits (the graph is stopped then)."""
     spec = graph(graph_name)
     processes = node_commands(spec, overrides)
+    manager = lifecycle_manager_command(spec)
     log_dir = Path(log_dir or Path("results") / "logs" / f"{graph_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(env or os.environ)
@@ -79,6 +102,7 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["PYTHONUNBUFFERED"] = "1"
     started: list[tuple[Process, subprocess.Popen]] = []
+    helpers: list[subprocess.Popen] = []  # the lifecycle manager and the runner: output on this terminal
     status = 0
     print(f"launching {graph_name} (ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}); logs in {log_dir}/", flush=True)
     try:
@@ -89,28 +113,50 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
             started.append((proc, subprocess.Popen(proc.command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                    start_new_session=True)))
             print(f"  started {proc.name} (pid {started[-1][1].pid})", flush=True)
+        bring_up = subprocess.Popen(manager.command, env=env) if manager else None
+        runner = None
         if spec.runner:
-            runner = next(p for p in processes if p.name == spec.runner)
-            status = subprocess.call(runner.command, env=env)
-        else:
-            while all(p.poll() is None for _, p in started):
-                time.sleep(0.5)
-            for proc, p in started:
-                if p.returncode is not None:
-                    print(f"{proc.name} exited with status {p.returncode}; see {log_dir / (proc.name + '.log')}",
-                          file=sys.stderr)
-                    status = p.returncode or 1
+            runner = subprocess.Popen(next(p for p in processes if p.name == spec.runner).command, env=env)
+        helpers = [p for p in (bring_up, runner) if p is not None]
+        status = _supervise(graph_name, started, bring_up, runner, log_dir)
     except KeyboardInterrupt:
         status = 0 if not spec.runner else 130
     finally:
-        for _, p in started:
-            if p.poll() is None:
+        children = [p for p in helpers if p.poll() is None] + [p for _, p in started if p.poll() is None]
+        for p in children:
+            if p in helpers:
+                p.send_signal(signal.SIGINT)
+            else:
                 os.killpg(p.pid, signal.SIGINT)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for _proc, p in started:
+        for p in children:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                if p in helpers:
+                    p.kill()
+                else:
+                    os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     return status
+
+
+def _supervise(graph_name: str, started: list[tuple[Process, subprocess.Popen]], bring_up: subprocess.Popen | None,
+               runner: subprocess.Popen | None, log_dir: Path) -> int:
+    """Wait until the runner ends (its status), the bring-up fails (2), a node exits (its status, or 1), or
+    Ctrl-C."""
+    while True:
+        if bring_up is not None and bring_up.poll() is not None:
+            if bring_up.returncode != 0:
+                print(f"stopping {graph_name}: its managed nodes did not all become active (above; node logs in "
+                      f"{log_dir}/)", file=sys.stderr, flush=True)
+                return EXIT_START_FAILED
+            bring_up = None
+        for proc, p in started:
+            if p.poll() is not None:
+                print(f"stopping {graph_name}: {proc.name} exited with status {p.returncode}; see "
+                      f"{log_dir / (proc.name + '.log')}", file=sys.stderr, flush=True)
+                return p.returncode or 1
+        if runner is not None and runner.poll() is not None:
+            return runner.returncode
+        time.sleep(0.2)

@@ -18,5 +18,11 @@ EPISODE_RUNNER = NodeSpec(
         ParamSpec("settle_s", 1.0, "simulated seconds to wait after a motion before judging success",
                   range=(0.0, 10.0)),
         ParamSpec("progress", True, "show a progress bar"),
+        ParamSpec("managed_nodes", "forecaster_node,manipulation_node", "comma-separated managed nodes that must "
+                  "report 'active' (lifecycle GetState) before the first episode (each graph sets its own)",
+                  read_only=True),
+        ParamSpec("startup_timeout_s", 180.0, "wall-clock seconds to wait for sim_node's services and the managed "
+                  "nodes' 'active' state (they load their models while configuring)", range=(1.0, 3600.0),
+                  read_only=True),
     ),
 )

@@ -4,7 +4,7 @@ Topics (relative names, remappable) and their encodings are documented in
 ``molmomotion_ros/nodes/forecaster_node.py`` and ``molmomotion_ros/conversions/forecasts.py``.
 """
 
-from .spec import NodeSpec, ParamSpec
+from .spec import AUTOSTART, NodeSpec, ParamSpec
 
 # T_world_camera default: config/camera.yaml's pose (eye [0.85, 0, 1.3] looking at [0.5, 0, 0.626]) as
 # [x, y, z, qx, qy, qz, qw] of the optical frame in the world frame (test/ros/test_forecaster_node.py checks it).
@@ -59,5 +59,7 @@ FORECASTER_NODE = NodeSpec(
         ParamSpec("T_world_camera", DEFAULT_T_WORLD_CAMERA, "camera optical frame pose in world_frame, "
                                                            "[x, y, z, qx, qy, qz, qw] (m), when "
                                                            "extrinsics_source = parameter"),
+        AUTOSTART,
     ),
+    managed=True,
 )

@@ -1,6 +1,6 @@
 """manipulation_node: forecast + depth frame + joint states → planned arm motions (the forecast-driven planner)."""
 
-from .spec import NodeSpec, ParamSpec
+from .spec import AUTOSTART, NodeSpec, ParamSpec
 
 MANIPULATION_NODE = NodeSpec(
     name="manipulation_node",
@@ -26,5 +26,7 @@ MANIPULATION_NODE = NodeSpec(
         ParamSpec("max_frame_offset_s", 0.5, "s; without a depth frame at the forecast's stamp, the nearest one "
                   "this close is used (the scene holds still while the node is idle)", range=(0.0, 5.0)),
         ParamSpec("world_frame", "world", "frame the forecast, camera pose and planning use (REP-103)"),
+        AUTOSTART,
     ),
+    managed=True,
 )

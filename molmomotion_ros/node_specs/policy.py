@@ -1,6 +1,6 @@
 """policy_node: instruction + camera frames + joint states → a learned closed-loop policy's arm motions."""
 
-from .spec import NodeSpec, ParamSpec
+from .spec import AUTOSTART, NodeSpec, ParamSpec
 
 POLICY_NODE = NodeSpec(
     name="policy_node",
@@ -16,10 +16,12 @@ POLICY_NODE = NodeSpec(
                   "= linear interpolation)", range=(0.001, 0.066)),
         ParamSpec("frame_timeout_s", 5.0, "wall s to wait for a camera frame newer than the last chunk (or, "
                   "forecast-conditioned, for the forecast) before the episode fails", range=(0.1, 120.0)),
-        ParamSpec("frame_buffer_s", 10.0, "s of colour and depth frames kept; also how long before the first "
-                  "instruction its forecast may have been made (the forecaster, up sooner, may answer a latched "
-                  "instruction before this node hears it)", range=(0.5, 60.0)),
+        ParamSpec("frame_buffer_s", 10.0, "s of colour and depth frames kept; also how long before an instruction "
+                  "published before this node became active its forecast may have been made (a forecaster active "
+                  "sooner may answer a latched instruction before this node hears it)", range=(0.5, 60.0)),
         ParamSpec("max_frame_offset_s", 0.5, "s; a forecast-conditioned policy takes a forecast made at most this "
                   "long before the instruction reached the node", range=(0.0, 5.0)),
+        AUTOSTART,
     ),
+    managed=True,
 )

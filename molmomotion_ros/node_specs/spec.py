@@ -19,7 +19,8 @@ class ParamSpec:
     description: str
     choices: tuple | None = None  # allowed values (strings or numbers)
     range: tuple[float, float] | None = None  # inclusive numeric bounds
-    read_only: bool = False  # may only be set at start (e.g. the backend that loads a model)
+    read_only: bool = False  # may only be set at start (e.g. the backend that loads a model); in a managed node:
+    # read at configure, so it may be set while the node is unconfigured (then configure again)
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not acceptable for this parameter, or None when it is."""
@@ -38,6 +39,12 @@ class ParamSpec:
         return None
 
 
+# Every managed node's: as nav2's lifecycle_manager ``autostart``, but on the node, so that a node started alone
+# (ros2 run, a test, a launch file without lifecycle events) comes up by itself.
+AUTOSTART = ParamSpec("autostart", True, "configure and activate at start; false: stay unconfigured until a "
+                      "lifecycle manager (molmomotion launch, a launch file) asks on ~/change_state", read_only=True)
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """A node of the package: ROS name, console-script executable, parameter file and parameters."""
@@ -47,6 +54,13 @@ class NodeSpec:
     module: str  # python module with main()
     params_file: str  # under config/
     parameters: tuple[ParamSpec, ...] = field(default_factory=tuple)
+    # A managed (lifecycle) node: configure loads its model or robot connection, activate starts its topics.
+    # Its parameters include AUTOSTART.
+    managed: bool = False
+
+    def __post_init__(self):
+        if self.managed != any(p.name == AUTOSTART.name for p in self.parameters):
+            raise ValueError(f"{self.name}: a managed node declares {AUTOSTART.name!r}, a plain node does not")
 
     def spec(self, name: str) -> ParamSpec:
         for p in self.parameters:

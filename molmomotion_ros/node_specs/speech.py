@@ -1,6 +1,6 @@
 """speech_node: 16 kHz mono PCM or WAV → recognised instruction (pocketsphinx + JSGF grammar)."""
 
-from .spec import NodeSpec, ParamSpec
+from .spec import AUTOSTART, NodeSpec, ParamSpec
 
 SPEECH_NODE = NodeSpec(
     name="speech_node",
@@ -18,9 +18,12 @@ SPEECH_NODE = NodeSpec(
         ParamSpec("pre_roll_s", 0.3, "audio kept before an utterance's onset (s)", range=(0.0, 2.0)),
         ParamSpec("min_confidence", 0.25, "smallest word posterior of a recognised instruction [0, 1]",
                   range=(0.0, 1.0)),
-        ParamSpec("wav_path", "", "a WAV file to recognise, at start and whenever it is set (empty = none)"),
+        ParamSpec("wav_path", "", "a WAV file to recognise, at activation and whenever it is set while active "
+                  "(empty = none)"),
         ParamSpec("vocabulary_file", "", "vocabulary YAML of the grammar (empty = the package's "
                   "config/vocabulary.yaml)", read_only=True),
         ParamSpec("diagnostics_period_s", 2.0, "period of the /diagnostics status (s)", range=(0.1, 60.0)),
+        AUTOSTART,
     ),
+    managed=True,
 )

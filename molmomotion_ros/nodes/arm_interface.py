@@ -6,8 +6,9 @@
   it to your controller's topic) and ``gripper/command`` (std_msgs/Float64, per-finger opening in metres,
   0 = close with force); serves ``~/stop`` (std_srvs/Trigger): an empty JointTrajectory is sent at once
   (a joint_trajectory_controller holds the current position) and no command can follow it until the
-  node takes a new request. Another controller interface (a FollowJointTrajectory action client) is
-  another implementation of the same methods.
+  node takes a new request. Deactivating the node stops the arm the same way. The publishers are lifecycle
+  publishers: an inactive node commands nothing. Another controller interface (a FollowJointTrajectory
+  action client) is another implementation of the same methods.
 * :class:`ArmObservations`: what the node holds of the arm and its camera, from ``joint_states``
   (sensor_msgs/JointState), ``camera/pose`` (geometry_msgs/PoseStamped, the optical frame in the world
   frame, reliable + transient-local) and, sensor-data QoS, ``camera/depth/image_raw`` (32FC1 m or 16UC1
@@ -16,6 +17,9 @@
 * :class:`StatusReporter`: ``manipulation/status`` (std_msgs/String, JSON, reliable + transient-local:
   ``{"state": idle | planning | executing | done | failed | stopped, "reason", "forecast_stamp",
   "agent", ...}`` on every change, read by the episode runner) and ``/diagnostics``.
+
+The node (a :class:`~.lifecycle.ManagedNode`) builds StatusReporter and ArmCommands at configure (their
+publishers) and ArmObservations and ``~/stop`` at activate (subscriptions and service, destroyed at deactivate).
 """
 
 from __future__ import annotations
@@ -26,9 +30,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
@@ -39,6 +41,7 @@ from .. import conversions
 from ..conversions.joints import msg_to_joint_positions
 from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES
 from ..streams import NS, Frame, FrameStore, stamp_ns
+from .lifecycle import ManagedNode
 
 ARM_JOINTS = ARM_JOINT_NAMES  # the default robot (config/robot.yaml)
 FINGER_JOINTS = FINGER_JOINT_NAMES
@@ -54,11 +57,10 @@ class Stopped(Exception):
 class StatusReporter:
     """The JSON status on ``manipulation/status`` and problems on ``/diagnostics``."""
 
-    def __init__(self, node: Node, agent: str):
+    def __init__(self, node: ManagedNode, agent: str):
         self._node = node
         self.agent = agent  # the status's "agent": who moves the arm (the episode runner records it)
-        self._pub_status = node.create_publisher(String, STATUS_TOPIC, LATCHED)
-        self._pub_diag = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pub_status = node.create_lifecycle_publisher(String, STATUS_TOPIC, LATCHED)
 
     def status(self, state: str, stamp=None, reason: str = "", **extra) -> None:
         doc = {"state": state, "reason": reason, "agent": self.agent,
@@ -66,26 +68,29 @@ class StatusReporter:
         self._pub_status.publish(String(data=json.dumps(doc)))
 
     def diag(self, level: str, stage: str, message: str) -> None:
-        self._pub_diag.publish(conversions.diagnostic_array(self._node.get_name(), stage, level, message,
-                                                            self._node.get_clock().now().to_msg()))
+        self._node.diag(stage, level, message)
 
 
 class ArmCommands:
     """Arm and gripper commands on topics, and ``~/stop``.
 
-    Every command and ~/stop's hold go out under one lock, each command after a stop check: a command the
+    Every command and a stop's hold go out under one lock, each command after a stop check: a command the
     node's worker built just before a stop can never follow (and so undo) the stop's hold. ``on_stop`` is
-    called after the hold (the node drops its pending work there).
+    called after ~/stop's hold (the node drops its pending work there).
     """
 
-    def __init__(self, node: Node, on_stop: Callable[[], None] | None = None):
+    def __init__(self, node: ManagedNode, on_stop: Callable[[], None] | None = None):
         self._node = node
         self._on_stop_hook = on_stop
-        self._pub_trajectory = node.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", 10)
-        self._pub_gripper = node.create_publisher(Float64, "gripper/command", 10)
+        self._pub_trajectory = node.create_lifecycle_publisher(JointTrajectory, "arm_controller/joint_trajectory", 10)
+        self._pub_gripper = node.create_lifecycle_publisher(Float64, "gripper/command", 10)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        node.create_service(Trigger, "~/stop", self._on_stop)
+        self.stop_reason = ""
+
+    def stop_service(self):
+        """``~/stop`` (created at activate, destroyed at deactivate)."""
+        return self._node.create_service(Trigger, "~/stop", self._on_stop)
 
     @property
     def stopped(self) -> bool:
@@ -112,18 +117,17 @@ class ArmCommands:
             self.check()
             publisher.publish(msg)
 
-    def stop(self) -> None:
-        """Hold the arm where it is now; no command goes out until :meth:`resume`."""
+    def stop(self, reason: str) -> None:
+        """Hold the arm where it is now (unless the process is already shutting down); no command goes out
+        until :meth:`resume`, and every wait ends with Stopped (``reason`` goes into the status)."""
         with self._lock:
+            self.stop_reason = reason
             self._stopped.set()
-            self._pub_trajectory.publish(JointTrajectory(joint_names=list(ARM_JOINTS)))  # empty: hold position
-
-    def close(self) -> None:
-        """The node is closing: no further command, and every wait ends (with Stopped)."""
-        self._stopped.set()
+            if self._node.context.ok():
+                self._pub_trajectory.publish(JointTrajectory(joint_names=list(ARM_JOINTS)))  # empty: hold position
 
     def _on_stop(self, request, response):
-        self.stop()
+        self.stop("stopped by ~/stop")
         if self._on_stop_hook is not None:
             self._on_stop_hook()
         response.success, response.message = True, "stopped: the controller holds the current position"
@@ -148,18 +152,21 @@ class ArmObservations:
     :class:`~molmomotion_ros.streams.FrameStore`: depth is the primary part, or colour when subscribed; the
     parts of a frame carry the same stamp)."""
 
-    def __init__(self, node: Node, buffer_s: float, report: Callable[[str, str, str], None], color: bool = False):
+    def __init__(self, node: ManagedNode, buffer_s: float, report: Callable[[str, str, str], None],
+                 color: bool = False):
         self._report = report  # (level, stage, message) → /diagnostics
         self._lock = threading.Lock()
         self.frames = FrameStore(("color", "depth", "info") if color else ("depth", "info"), window_s=buffer_s)
         self._camera_pose: PoseStamped | None = None
         self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
-        node.create_subscription(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data)
-        node.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data)
-        node.create_subscription(PoseStamped, "camera/pose", self._on_pose, LATCHED)
-        node.create_subscription(JointState, "joint_states", self._on_joints, 10)
+        subscriptions = [(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data),
+                         (CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data),
+                         (PoseStamped, "camera/pose", self._on_pose, LATCHED),
+                         (JointState, "joint_states", self._on_joints, 10)]
         if color:
-            node.create_subscription(Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data)
+            subscriptions.append((Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data))
+        for msg_type, topic, callback, qos in subscriptions:  # the node destroys them at deactivate
+            node.while_active(node.create_subscription(msg_type, topic, callback, qos))
 
     def set_buffer_s(self, seconds: float) -> None:
         self.frames.set_window(seconds)

@@ -1,16 +1,17 @@
 """episode_runner: runs a suite's episodes through the ROS graph and writes the harness's results JSON.
 
-For each episode it sets sim_node's ``suite``/``family``/``seed`` parameters (the standard
-set_parameters service), calls ``/sim_node/reset`` (std_srvs/Trigger; sim_node then publishes the
-instruction, the forecaster forecasts, manipulation_node plans and moves or policy_node runs its
-policy), waits on ``manipulation/status`` for the outcome of a forecast made after the reset, lets
-the scene settle for ``settle_s`` of simulated time and asks ``/sim_node/success``. Like the in-process harness, an
-executed attempt that did not succeed is retried (the instruction is published again, so a new
-forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could not be
-planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
-closed-loop episode, one attempt as in the harness). Results:
-:func:`molmomotion_sim.evaluation.write_results` (same JSON as ``molmomotion sim-eval``) and the same
-success table on stdout.
+Before the first episode it waits for sim_node's services and until every managed node of its graph
+(``managed_nodes``) reports 'active' on its lifecycle ``~/get_state``: the models are loaded and the nodes
+subscribed, so the first instruction reaches them. For each episode it sets sim_node's
+``suite``/``family``/``seed`` parameters (the standard set_parameters service), calls ``/sim_node/reset``
+(std_srvs/Trigger; sim_node then publishes the instruction, the forecaster forecasts, manipulation_node plans
+and moves or policy_node runs its policy), waits on ``manipulation/status`` for the outcome of a forecast made
+after the reset, lets the scene settle for ``settle_s`` of simulated time and asks ``/sim_node/success``. Like
+the in-process harness, an executed attempt that did not succeed is retried (the instruction is published
+again, so a new forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could
+not be planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
+closed-loop episode, one attempt as in the harness). Results: :func:`molmomotion_sim.evaluation.write_results`
+(same JSON as ``molmomotion sim-eval``) and the same success table on stdout.
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ from molmomotion_sim.suites import load_suite
 from molmomotion_sim.tasks import TASKS
 
 from ..node_specs.episode_runner import EPISODE_RUNNER
+from .lifecycle_manager import wait_until_active
 from .params import declare_parameters
 from .runtime import StartupError, run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-SERVICE_WAIT_S = 60.0  # the graph's nodes load models at start
 
 
 class GraphNotReady(StartupError):
-    """A service of the graph (or the status of the node that moves the arm) did not appear."""
+    """A service of sim_node did not appear, or a managed node did not become active."""
 
 
 def _string_param(name: str, value: str) -> Parameter:
@@ -54,6 +55,8 @@ def _int_param(name: str, value: int) -> Parameter:
 
 
 class EpisodeRunnerNode(Node):
+    """A plain node: it loads nothing and drives no hardware; it is a job that ends (run_node's ``work``)."""
+
     def __init__(self) -> None:
         super().__init__("episode_runner")
         self.params = declare_parameters(self, EPISODE_RUNNER)
@@ -79,15 +82,21 @@ class EpisodeRunnerNode(Node):
 
     # --- service calls (the executor spins in another thread) -------------------------------------
     def wait_for_graph(self) -> None:
+        """sim_node's services, then every managed node 'active' (sim_node is a plain node: its services are
+        there once it runs). The first episode's instruction must not reach a node still loading its model."""
+        timeout_s = self.params["startup_timeout_s"]
+        end = time.monotonic() + timeout_s
         for client, name in ((self._set_params, "/sim_node/set_parameters"), (self._reset, "/sim_node/reset"),
                              (self._success, "/sim_node/success")):
-            if not client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
-                raise GraphNotReady(f"{name} did not appear within {SERVICE_WAIT_S:.0f} s; is sim_node running?")
-        # The node that moves the arm publishes its (latched) status once it is ready: the first episode's
-        # instruction must not reach it while it is still loading its models.
-        if not self._wait(lambda: self._status is not None, SERVICE_WAIT_S):
-            raise GraphNotReady(f"no manipulation/status within {SERVICE_WAIT_S:.0f} s; is manipulation_node (or "
-                                "policy_node) running?")
+            if not client.wait_for_service(timeout_sec=max(0.0, end - time.monotonic())):
+                raise GraphNotReady(f"{name} did not appear within {timeout_s:.0f} s; is sim_node running?")
+        managed = [name.strip() for name in self.params["managed_nodes"].split(",") if name.strip()]
+        start = time.monotonic()
+        try:
+            wait_until_active(self, managed, max(0.0, end - time.monotonic()))
+        except StartupError as err:
+            raise GraphNotReady(str(err)) from None
+        self.get_logger().info(f"{', '.join(managed)} active after {time.monotonic() - start:.1f} s")
 
     def _call(self, client, request, timeout_s: float = 60.0):
         future = client.call_async(request)

@@ -39,10 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped, PoseStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -56,7 +54,8 @@ from ..forecasting.types import BackendUnavailableError, ForecastInputError
 from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
 from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
-from .params import ParameterValueError, declare_parameters
+from .lifecycle import ManagedNode
+from .params import ParameterValueError
 from .runtime import StartupError, run_node
 
 COLOR_TOPIC = "camera/color/image_raw"
@@ -93,18 +92,46 @@ def known_object_words() -> frozenset[str]:
 
 
 # --- the node ------------------------------------------------------------------------------------
-class ForecasterNode(Node):
+class ForecasterNode(ManagedNode):
+    """A managed node (:mod:`.lifecycle`): configure checks the parameters and loads the forecaster (model,
+    grounding, warm-up) and creates the forecast publishers; activate subscribes to the camera, the instruction,
+    query points and the camera pose and starts the inference worker; deactivate stops both (a forecast in
+    progress finishes, unpublished); cleanup releases the model."""
+
     def __init__(self, **kwargs):
-        super().__init__("forecaster_node", **kwargs)
-        self._params = declare_parameters(self, FORECASTER_NODE, on_change=self._on_parameter_change)
+        super().__init__(FORECASTER_NODE, **kwargs)
         self.add_on_set_parameters_callback(self._check_extrinsics_parameter)
+        self._pipeline = None
+        self._tf_buffer = self._tf_listener = None
+        self._lock = threading.Lock()  # guards the request state below (callbacks vs worker)
+        self._mailbox: LatestMailbox | None = None
+        self._worker: threading.Thread | None = None
+        self._reset_requests()
+
+    def _reset_requests(self) -> None:
+        """No instruction, pose or pending request: what a node that has just become active knows."""
+        with self._lock:
+            self._instruction: str | None = None
+            self._instruction_after_ns = 0  # frames of the current instruction are stamped at/after this
+            self._newest_frame_ns = -1  # the newest frame set seen (stamp)
+            self._generation = 0
+            self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
+            self._in_flight: int | None = None
+            self._points_2d: np.ndarray | None = None
+            self._last_start = 0.0
+            self._poses = StampedBuffer(maxlen=POSE_QUEUE)  # (stamp_ns, T_world_cam)
+        self._logged: dict[str, float] = {}
+        self._diag_sent: dict[str, float] = {}
+        self._last_ok_diag = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def configure(self) -> None:
         p = self._params
         try:
             self._T_world_cam_param = conversions.xyz_quat_to_matrix(p["T_world_camera"])
         except conversions.ConversionError as err:
             raise ParameterValueError(f"forecaster_node: bad parameter value(s): T_world_camera: {err}") from None
         self._known_words = known_object_words() if p["require_known_object"] else frozenset()
-        self._tf_buffer = None
         if p["extrinsics_source"] == "tf2":
             try:
                 import tf2_ros
@@ -114,48 +141,55 @@ class ForecasterNode(Node):
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
         self._pipeline = self._load_pipeline()
-
-        self._lock = threading.Lock()  # guards the request state below (callbacks vs worker)
-        self._instruction: str | None = None
-        self._instruction_after_ns = 0  # frames of the current instruction are stamped at/after this
-        self._newest_frame_ns = -1  # the newest frame set seen (stamp)
-        self._generation = 0
-        self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
-        self._in_flight: int | None = None
-        self._points_2d: np.ndarray | None = None
-        self._last_start = 0.0
-        self._poses = StampedBuffer(maxlen=POSE_QUEUE)  # (stamp_ns, T_world_cam)
-        self._logged: dict[str, float] = {}
-        self._diag_sent: dict[str, float] = {}
-        self._last_ok_diag = 0.0
         self._sync = StampSynchronizer(p["sync_tolerance_s"], queue_size=SYNC_QUEUE)
-
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._pub_trajectory = self.create_publisher(MultiDOFJointTrajectory, "forecast/trajectory", latched)
-        self._pub_hypotheses = self.create_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", latched)
-        self._pub_scores = self.create_publisher(Float32MultiArray, "forecast/scores", latched)
-        self._pub_markers = self.create_publisher(MarkerArray, "forecast/markers", latched)
-        self._pub_goal = self.create_publisher(PoseStamped, "forecast/goal_pose", latched)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pub_trajectory = self.create_lifecycle_publisher(MultiDOFJointTrajectory, "forecast/trajectory", latched)
+        self._pub_hypotheses = self.create_lifecycle_publisher(MultiDOFJointTrajectory, "forecast/hypotheses", latched)
+        self._pub_scores = self.create_lifecycle_publisher(Float32MultiArray, "forecast/scores", latched)
+        self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "forecast/markers", latched)
+        self._pub_goal = self.create_lifecycle_publisher(PoseStamped, "forecast/goal_pose", latched)
 
-        self.create_subscription(Image, COLOR_TOPIC, lambda m: self._on_frame_part("color", m), qos_profile_sensor_data)
-        self.create_subscription(Image, DEPTH_TOPIC, lambda m: self._on_frame_part("depth", m), qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, INFO_TOPIC, lambda m: self._on_frame_part("info", m),
-                                 qos_profile_sensor_data)
-        self.create_subscription(String, "instruction", self._on_instruction, latched,
-                                 event_callbacks=self._report_incompatible_qos("instruction"))
-        self.create_subscription(PolygonStamped, "query_points", self._on_query_points, 10)
+    def activate(self) -> None:
+        p = self._params
+        self._reset_requests()
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        subscribe = self.create_subscription
+        for kind, msg_type, topic in (("color", Image, COLOR_TOPIC), ("depth", Image, DEPTH_TOPIC),
+                                      ("info", CameraInfo, INFO_TOPIC)):
+            self.while_active(subscribe(msg_type, topic, lambda m, k=kind: self._on_frame_part(k, m),
+                                        qos_profile_sensor_data))
+        self.while_active(subscribe(String, "instruction", self._on_instruction, latched,
+                                    event_callbacks=self._report_incompatible_qos("instruction")))
+        self.while_active(subscribe(PolygonStamped, "query_points", self._on_query_points, 10))
         if p["extrinsics_source"] == "topic":
-            self.create_subscription(PoseStamped, POSE_TOPIC, self._on_camera_pose, latched,
-                                     event_callbacks=self._report_incompatible_qos(POSE_TOPIC))
-        self.create_timer(0.25, self._expire_frames)
-
+            self.while_active(subscribe(PoseStamped, POSE_TOPIC, self._on_camera_pose, latched,
+                                        event_callbacks=self._report_incompatible_qos(POSE_TOPIC)))
+        self.while_active(self.create_timer(0.25, self._expire_frames))
         self._mailbox = LatestMailbox()
-        self._worker = threading.Thread(target=self._work, name="forecaster_worker", daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="forecaster_worker",
+                                        daemon=True)
         self._worker.start()
         self.get_logger().info(f"ready: mode {p['mode']}, extrinsics from {p['extrinsics_source']}, "
                                f"forecasts in frame {p['world_frame']!r}")
+
+    def deactivate(self) -> None:
+        """Stop taking frames and instructions; a forecast in progress finishes (its publishers are off after)."""
+        if self._mailbox is not None:
+            self._mailbox.close()
+            self._worker.join(timeout=10.0)
+            self._mailbox = self._worker = None
+
+    def cleanup(self) -> None:
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+        self._tf_buffer = self._tf_listener = None
+        if self._pipeline is not None:
+            device = self._params["device"]
+            self._pipeline = None
+            if device != "cpu":
+                _empty_cuda_cache()
 
     def _load_pipeline(self):
         from ..forecasting.pipeline import ForecastPipeline
@@ -191,10 +225,7 @@ class ForecasterNode(Node):
                     return SetParametersResult(successful=False, reason=f"T_world_camera: {err}")
         return SetParametersResult(successful=True)
 
-    def _on_parameter_change(self, name: str, value) -> None:
-        if hasattr(value, "tolist"):
-            value = value.tolist()
-        self._params[name] = value
+    def apply_parameter(self, name: str, value) -> None:
         if name == "T_world_camera":
             self._T_world_cam_param = conversions.xyz_quat_to_matrix(value)
         elif name == "sync_tolerance_s":
@@ -220,8 +251,7 @@ class ForecasterNode(Node):
             self._publish_diag(stage, level, message, {"problem": kind, **(values or {})})
 
     def _publish_diag(self, stage: str, level: str, message: str, values: dict) -> None:
-        self._pub_diag.publish(conversions.diagnostic_array(self.get_name(), stage, level, message,
-                                                            self.get_clock().now().to_msg(), values))
+        self.diag(stage, level, message, values)
 
     # --- callbacks: convert stamps, match, enqueue; never block ---------------------------------------
     def _on_instruction(self, msg: String) -> None:
@@ -318,7 +348,8 @@ class ForecasterNode(Node):
             return
         with self._lock:
             self._in_flight = generation
-        self._mailbox.put(Request(frames, instruction, generation, T_world_cam, points_2d))
+        if self._mailbox is not None:
+            self._mailbox.put(Request(frames, instruction, generation, T_world_cam, points_2d))
 
     def _extrinsics(self, frames: FrameSet) -> np.ndarray | None:
         source = self._params["extrinsics_source"]
@@ -348,8 +379,8 @@ class ForecasterNode(Node):
                           f"{self._params['sync_tolerance_s']} s; frames dropped")
 
     # --- worker: convert, forecast, publish --------------------------------------------------------
-    def _work(self) -> None:
-        while (request := self._mailbox.take()) is not None:
+    def _work(self, mailbox: LatestMailbox) -> None:
+        while (request := mailbox.take()) is not None:
             served = True  # False when the frame (not the instruction) failed: the next frame retries
             try:
                 served = self._serve_reporting(request)
@@ -432,9 +463,19 @@ class ForecasterNode(Node):
                                                                       frame_id, goal))
         return age_ms
 
-    def close(self) -> None:
-        self._mailbox.close()
-        self._worker.join(timeout=5.0)
+
+
+def _empty_cuda_cache() -> None:
+    """Give the released model's GPU memory back (yolo_ros does the same on release)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _single_threaded_blas() -> None:

@@ -17,6 +17,13 @@ current position and the rest of the sequence is dropped). See :mod:`.arm_interf
 
 Planning and execution run on one worker thread (a newer forecast replaces one not yet started), so
 callbacks only convert and store. With ``use_sim_time`` the waits follow the simulator's /clock.
+
+A managed node (:mod:`.lifecycle`): configure checks the parameters, builds the planner (a failure, e.g. no
+moveit_py, leaves the node unconfigured with the reason) and the command and status publishers; activate
+subscribes, serves ``~/stop``, starts the worker and publishes the "idle" status; deactivate stops the arm as
+``~/stop`` does (the hold is sent; a sequence under way ends with the "stopped" status) and stops the worker;
+cleanup releases the planner. A forecast taken before a deactivation is not carried out again when the
+re-activated subscription is sent it once more (transient-local).
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import threading
 import time
 
 import numpy as np
-from rclpy.node import Node
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from .. import conversions
@@ -37,27 +43,49 @@ from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavail
 from ..planning.skills import SkillError
 from ..streams import NS, LatestMailbox, seconds_to_ns, stamp_ns
 from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
-from .params import declare_parameters
+from .lifecycle import ManagedNode, TakenMessages
 from .runtime import StartupError, run_node
 
 FRAME_WAIT_S = 1.0  # wall s a forecast waits for its depth frame (the small forecast may overtake it in transit)
 
 
-class ManipulationNode(Node):
+class ManipulationNode(ManagedNode):
     def __init__(self) -> None:
-        super().__init__(MANIPULATION_NODE.name)
-        self._params = declare_parameters(self, MANIPULATION_NODE, on_change=self._on_param)
-        self._manipulator = self._load_planner()
-        self._mailbox = LatestMailbox()  # the next forecast to carry out
+        super().__init__(MANIPULATION_NODE)
+        self._manipulator = self._report = self._arm = self._observed = None
+        self._mailbox: LatestMailbox | None = None  # the next forecast to carry out
+        self._worker: threading.Thread | None = None
+        self._taken = TakenMessages()
 
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def configure(self) -> None:
+        self._manipulator = self._load_planner()
         self._report = StatusReporter(self, f"planner ({self._params['planner_backend']})")
         self._arm = ArmCommands(self, on_stop=self._drop_pending)
+
+    def activate(self) -> None:
         self._observed = ArmObservations(self, self._params["frame_buffer_s"], self._report.diag)
-        self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast, LATCHED)
-        self._worker = threading.Thread(target=self._work, name="manipulation", daemon=True)
+        self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
+                                                   LATCHED))
+        self.while_active(self._arm.stop_service())
+        self._mailbox = LatestMailbox()
+        self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="manipulation", daemon=True)
         self._worker.start()
         self._report.status("idle")
         self.get_logger().info(f"ready: planner {self._params['planner_backend']}")
+
+    def deactivate(self) -> None:
+        """Stop the arm (the hold goes out) and the worker (a sequence under way ends with "stopped")."""
+        if self._arm is not None:
+            self._arm.stop("stopped: the node was deactivated")
+        if self._mailbox is not None:
+            self._mailbox.close()
+            self._worker.join(timeout=5.0)
+            self._mailbox = self._worker = None
+        self._observed = None
+
+    def cleanup(self) -> None:
+        self._manipulator = self._report = self._arm = None
 
     def _load_planner(self):
         overrides = {"backend": self._params["planner_backend"]}
@@ -71,29 +99,31 @@ class ManipulationNode(Node):
             raise StartupError(f"manipulation_node cannot build its planner: {err}") from None
 
     # --- callbacks: convert and store -----------------------------------------------------------
-    def _on_param(self, name: str, value) -> None:
-        self._params[name] = value
+    def apply_parameter(self, name: str, value) -> None:
         if name in ("free_velocity_scaling", "contact_velocity_scaling"):
             skills = self._manipulator.skills
             skills.free_scaling = self._params["free_velocity_scaling"]
             skills.contact_scaling = self._params["contact_velocity_scaling"]
-        elif name == "frame_buffer_s":
+        elif name == "frame_buffer_s" and self._observed is not None:
             self._observed.set_buffer_s(value)
 
-    def _on_forecast(self, msg: MultiDOFJointTrajectory) -> None:
+    def _on_forecast(self, msg: MultiDOFJointTrajectory, info) -> None:
+        if not self._taken.first_time(info):
+            return  # sent again to the re-activated subscription: carried out (or refused) already
         self._arm.resume()
         self._mailbox.put(msg)
 
     def _drop_pending(self) -> None:
-        self._mailbox.discard()
+        if self._mailbox is not None:
+            self._mailbox.discard()
 
     # --- worker: plan and execute one forecast at a time ------------------------------------------
-    def _work(self) -> None:
-        while (msg := self._mailbox.take()) is not None:
+    def _work(self, mailbox: LatestMailbox) -> None:
+        while (msg := mailbox.take()) is not None:
             try:
                 self._handle(msg)
             except Stopped:
-                self._report.status("stopped", stamp=msg.header.stamp, reason="stopped by ~/stop")
+                self._report.status("stopped", stamp=msg.header.stamp, reason=self._arm.stop_reason)
             except Exception as err:  # noqa: BLE001  (a node must survive a bug in one request)
                 self.get_logger().error(f"unexpected error while handling a forecast: {type(err).__name__}: {err}")
                 self._report.status("failed", stamp=msg.header.stamp, reason=f"{type(err).__name__}: {err}")
@@ -191,11 +221,6 @@ class ManipulationNode(Node):
         self.get_logger().warning(f"forecast not carried out: {reason}")
         self._report.diag("WARN", "plan", reason)
         self._report.status("failed", stamp=stamp, reason=reason, **extra)
-
-    def close(self) -> None:
-        self._arm.close()
-        self._mailbox.close()
-        self._worker.join(timeout=2.0)
 
 
 def main(args=None) -> None:

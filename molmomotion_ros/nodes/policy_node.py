@@ -23,6 +23,13 @@ the episode's first frame, plus "chunks", "samples", "ik_failures" and, forecast
 
 The episodes run on one worker thread, so callbacks only convert and store. With ``use_sim_time`` the
 waits follow the simulator's /clock.
+
+A managed node (:mod:`.lifecycle`): configure checks the parameters, loads the policy checkpoint (a bad one
+leaves the node unconfigured with the reason) and creates the command and status publishers; activate
+subscribes, serves ``~/stop``, starts the worker and publishes the "idle" status; deactivate stops the arm as
+``~/stop`` does (the hold is sent; an episode under way ends with the "stopped" status) and stops the worker;
+cleanup releases the policy. An instruction taken before a deactivation does not start a new episode when the
+re-activated subscription is sent it once more (transient-local).
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ import threading
 import time
 
 import numpy as np
-from rclpy.node import Node
 from rclpy.time import Time
 from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -42,7 +48,7 @@ from ..node_specs.policy import POLICY_NODE
 from ..robot import GRIPPER_OPEN_M
 from ..streams import NS, LatestMailbox, stamp_ns
 from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
-from .params import declare_parameters
+from .lifecycle import ManagedNode, TakenMessages
 from .runtime import StartupError, run_node
 
 SAMPLE_S = 1.0 / 15.0  # the policies' action rate (15 fps, as the demonstrations)
@@ -52,30 +58,55 @@ class Superseded(Exception):
     """A new instruction arrived while the policy ran an episode."""
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
     def __init__(self) -> None:
-        super().__init__(POLICY_NODE.name)
-        self._params = declare_parameters(self, POLICY_NODE, on_change=self._on_param)
-        self._policy, label = self._load_policy()
+        super().__init__(POLICY_NODE)
+        self._policy = self._kinematics = self._report = self._arm = self._observed = None
         self._lock = threading.Lock()
-        # The next instruction: (text, node-clock ns on arrival, the newest colour stamp held then).
-        self._mailbox = LatestMailbox()
+        # The next instruction: (text, node-clock ns on arrival, the newest colour stamp held then, whether it was
+        # published before this node became active).
+        self._mailbox: LatestMailbox | None = None
+        self._worker: threading.Thread | None = None
         self._forecast_msg: MultiDOFJointTrajectory | None = None  # latest, for a forecast-conditioned policy
         self._preempt = threading.Event()
         self._episode_stamp = None  # the stamp of the running episode's first frame
         self._used_forecast_ns = -1  # forecast-conditioned: the stamp of the last forecast used
         self._episode_running = False
-        self._instructions_seen = 0
+        self._active_since_ns = 0  # wall clock (ns since the epoch) of the last activation
+        self._taken = TakenMessages()
 
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def configure(self) -> None:
+        self._policy, label = self._load_policy()
         self._report = StatusReporter(self, label)
         self._arm = ArmCommands(self, on_stop=self._drop_pending)
+
+    def activate(self) -> None:
+        self._active_since_ns = time.time_ns()
+        self._forecast_msg = None
         self._observed = ArmObservations(self, self._params["frame_buffer_s"], self._report.diag, color=True)
-        self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast, LATCHED)
-        self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
-        self._worker = threading.Thread(target=self._work, name="policy", daemon=True)
+        self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
+                                                   LATCHED))
+        self.while_active(self.create_subscription(String, "instruction", self._on_instruction, LATCHED))
+        self.while_active(self._arm.stop_service())
+        self._mailbox = LatestMailbox()
+        self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="policy", daemon=True)
         self._worker.start()
         self._report.status("idle")
-        self.get_logger().info(f"ready: policy {label}")
+        self.get_logger().info(f"ready: policy {self._report.agent}")
+
+    def deactivate(self) -> None:
+        """Stop the arm (the hold goes out) and the worker (an episode under way ends with "stopped")."""
+        if self._arm is not None:
+            self._arm.stop("stopped: the node was deactivated")
+        if self._mailbox is not None:
+            self._mailbox.close()
+            self._worker.join(timeout=5.0)
+            self._mailbox = self._worker = None
+        self._observed = None
+
+    def cleanup(self) -> None:
+        self._policy = self._kinematics = self._report = self._arm = None
 
     def _load_policy(self):
         try:
@@ -97,12 +128,13 @@ class PolicyNode(Node):
         return policy, f"policy-{policy.policy.cfg.variant} ({checkpoint}, step {meta.get('step', '?')})"
 
     # --- callbacks: convert and store -----------------------------------------------------------
-    def _on_param(self, name: str, value) -> None:
-        self._params[name] = value
-        if name == "frame_buffer_s":
+    def apply_parameter(self, name: str, value) -> None:
+        if name == "frame_buffer_s" and self._observed is not None:
             self._observed.set_buffer_s(value)
 
-    def _on_instruction(self, msg: String) -> None:
+    def _on_instruction(self, msg: String, info) -> None:
+        if not self._taken.first_time(info):
+            return  # sent again to the re-activated subscription: its episode ran already
         text = " ".join(msg.data.split())
         if not text:
             self.get_logger().warning("empty instruction ignored")
@@ -111,37 +143,39 @@ class PolicyNode(Node):
         # The episode starts from a frame received after this: one already held may show the scene before a
         # reset, and the node's clock (from /clock) can lag the frames' stamps.
         newest_ns = self._observed.frames.newest_ns("color")
-        with self._lock:
-            self._instructions_seen += 1
+        # Published before this node was active (then delivered by transient-local durability on activation):
+        # its forecast may have been made before this node could hear it.
+        early = info.get("source_timestamp", 0) < self._active_since_ns
         self.get_logger().info(f"instruction: {text!r}" + (" (replaces the running episode)"
                                                            if self._episode_running else ""))
         self._arm.resume()
         self._preempt.set()  # a running episode ends; the worker takes this one next
-        self._mailbox.put((text, self.get_clock().now().nanoseconds, -1 if newest_ns is None else newest_ns))
+        self._mailbox.put((text, self.get_clock().now().nanoseconds, -1 if newest_ns is None else newest_ns, early))
 
     def _on_forecast(self, msg: MultiDOFJointTrajectory) -> None:
         with self._lock:
             self._forecast_msg = msg  # read by a forecast-conditioned policy at the episode's start
 
     def _drop_pending(self) -> None:
-        self._mailbox.discard()
+        if self._mailbox is not None:
+            self._mailbox.discard()
 
     # --- worker: one closed-loop episode per instruction -------------------------------------------
-    def _work(self) -> None:
-        while (request := self._mailbox.take()) is not None:
+    def _work(self, mailbox: LatestMailbox) -> None:
+        while (request := mailbox.take()) is not None:
             self._preempt.clear()
             self._run_episode(*request)
 
-    def _run_episode(self, instruction: str, received_ns: int, held_ns: int) -> None:
+    def _run_episode(self, instruction: str, received_ns: int, held_ns: int, early: bool) -> None:
         # Until the first frame is chosen the episode is known by the instruction's arrival (node clock), so
         # that even an episode failing before it has a stamp newer than the last (the episode runner matches
         # outcomes to episodes by it).
         self._episode_stamp = Time(nanoseconds=received_ns).to_msg()
         self._episode_running = True
         try:
-            self._episode(instruction, received_ns, held_ns)
+            self._episode(instruction, received_ns, held_ns, early)
         except Stopped:
-            self._report.status("stopped", stamp=self._episode_stamp, reason="stopped by ~/stop", retryable=False)
+            self._report.status("stopped", stamp=self._episode_stamp, reason=self._arm.stop_reason, retryable=False)
         except Superseded:
             self._report.status("stopped", stamp=self._episode_stamp, reason="replaced by a new instruction",
                                 retryable=False)
@@ -152,9 +186,10 @@ class PolicyNode(Node):
         finally:
             self._episode_running = False
 
-    def _episode(self, instruction: str, received_ns: int, held_ns: int) -> None:
+    def _episode(self, instruction: str, received_ns: int, held_ns: int, early: bool) -> None:
         """One closed-loop episode: ``received_ns`` is the instruction's arrival on the node clock, ``held_ns``
-        the newest frame stamp held then (the first frame must be newer than both)."""
+        the newest frame stamp held then (the first frame must be newer than both); ``early``: the instruction
+        was published before this node became active."""
         from molmomotion_policies.controller import forecast_inputs, pack_forecast
         from molmomotion_policies.observation import FORECAST_POINTS, FORECAST_STEPS, PolicyError
         from molmomotion_policies.runner import Frame, NoFrame, run_policy_loop
@@ -162,10 +197,12 @@ class PolicyNode(Node):
         controller, forecast, start_ns = self._policy, None, received_ns
         if controller.needs_forecast:
             # This instruction's forecast: newer than the last one used and made at most max_frame_offset_s
-            # before the instruction reached this node (the forecaster hears it about when this node does)
-            # — at start up to frame_buffer_s before: the forecaster, up sooner, may answer the latched
-            # instruction seconds before this node, still loading, hears it.
-            slack_s = self._params["frame_buffer_s" if self._instructions_seen <= 1 else "max_frame_offset_s"]
+            # before the instruction reached this node (the forecaster hears it about when this node does) — up
+            # to frame_buffer_s before for an instruction published before this node became active (a forecaster
+            # active sooner may have answered it seconds before this node could hear it). Where a lifecycle
+            # manager activates the graph before the first instruction (the episode runner waits for 'active'),
+            # no instruction is early.
+            slack_s = self._params["frame_buffer_s" if early else "max_frame_offset_s"]
             oldest_ns = max(received_ns - int(slack_s * NS), self._used_forecast_ns + 1)
 
             def new_forecast():
@@ -197,6 +234,8 @@ class PolicyNode(Node):
         if forecast is not None:
             report["forecast_used"] = bool(forecast["forecast_valid"][0])
         used = {None: "", True: ", with its forecast", False: ", without a forecast"}[report.get("forecast_used")]
+        if report.get("forecast_used"):  # how far from the instruction's arrival it was made (the slack it needed)
+            used += f" (made {(start_ns - received_ns) / NS:+.3f} s from the instruction's arrival)"
         self.get_logger().info(f"episode: {instruction!r} from the frame at {stamp_ns(frame[3]) / NS:.3f} s{used}")
         self._report.status("executing", stamp=self._episode_stamp, retryable=False, chunks=0, samples=0,
                             ik_failures=0, **report)
@@ -254,11 +293,6 @@ class PolicyNode(Node):
         self.get_logger().warning(f"policy episode failed: {reason}")
         self._report.diag("WARN", "policy", reason)
         self._report.status("failed", stamp=self._episode_stamp, reason=reason, retryable=False, **extra)
-
-    def close(self) -> None:
-        self._arm.close()
-        self._mailbox.close()
-        self._worker.join(timeout=2.0)
 
 
 class _RosRobot:

@@ -1,5 +1,6 @@
 """How every executable of the package runs its node: :func:`run_node` (init, spin, clean shutdown, exit
-status) and :class:`StartupError`, the one error that means "this configuration cannot start"."""
+status) and :class:`StartupError`, the one error that means "this configuration cannot start" (a plain node
+exits with it; a managed node's configure fails with it and the node stays up, unconfigured)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.logging import get_logger
 from rclpy.node import Node
 
@@ -29,6 +31,9 @@ def run_node(name: str, make_node: Callable[[], Node], args=None,
     exit status while the node spins in a second thread); exit with status 2 and one logged line when
     building the node (or ``work``) raises :class:`StartupError`.
 
+    A managed node (:class:`~.lifecycle.ManagedNode`) is started with its ``start()`` (configure and activate
+    unless ``autostart`` is false); a failed configure leaves it spinning, unconfigured, with the reason logged.
+
     A node's optional ``close()`` is called after it has left the executor, before it is destroyed.
     """
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
@@ -37,6 +42,8 @@ def run_node(name: str, make_node: Callable[[], Node], args=None,
     status = 0
     try:
         node = make_node()
+        if isinstance(node, LifecycleNode):
+            node.start()
         # Single-threaded on purpose: every callback only converts and stores (the nodes' worker threads do
         # the long work). rclpy's MultiThreadedExecutor (Jazzy 7.1) re-submits tasks still queued in its pool
         # on every spin without waiting; under CPU load that busy loop holds the GIL and delays every

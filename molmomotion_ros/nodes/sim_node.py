@@ -112,6 +112,10 @@ def _suite_options(suite: str) -> tuple[str, dict]:
 
 
 class SimNode(Node):
+    """A plain node, not a managed one: it *is* the simulated robot and camera (their driver), loads no model
+    and builds its world in a fraction of a second; a real cell's drivers (ros2_control, the camera) are not
+    managed by this package either. The episode runner waits for its services."""
+
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
         self._params = declare_parameters(self, SIM_NODE, on_change=self._on_parameter)

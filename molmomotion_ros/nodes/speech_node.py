@@ -18,6 +18,12 @@ Interfaces:
 
 Threads: the subscription callback only validates a chunk and runs the (cheap) segmenter; decoding
 runs on one worker thread fed through a queue, so chunks keep arriving while a command is decoded.
+
+A managed node (:mod:`.lifecycle`): configure checks the parameters, builds the recogniser (pocketsphinx and
+the grammar of ``vocabulary_file``; a bad one leaves the node unconfigured with the reason) and the
+publishers; activate subscribes, starts the decoder thread and the periodic status (and recognises
+``wav_path`` if set); deactivate stops them (an utterance being decoded finishes, unpublished); cleanup
+releases the recogniser.
 """
 
 from __future__ import annotations
@@ -30,12 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32, Int16MultiArray, String
 
-from ..conversions.diagnostics import diagnostic_array
 from ..node_specs.speech import SPEECH_NODE
 from ..speech import (
     GrammarError,
@@ -46,7 +49,8 @@ from ..speech import (
     SpeechInputError,
     UtteranceSegmenter,
 )
-from .params import ParameterValueError, declare_parameters
+from .lifecycle import ManagedNode
+from .params import ParameterValueError
 from .runtime import run_node
 
 SAMPLES_LABEL = "samples"
@@ -78,37 +82,67 @@ class _Job:
     pcm: np.ndarray | None = None  # for audio utterances
 
 
-class SpeechNode(Node):
+class SpeechNode(ManagedNode):
     def __init__(self) -> None:
-        super().__init__(SPEECH_NODE.name)
-        self._params = declare_parameters(self, SPEECH_NODE, on_change=self._on_param)
+        super().__init__(SPEECH_NODE)
+        self._recognizer: Recognizer | None = None
+        self._segmenter_lock = threading.Lock()
+        self._segmenter: UtteranceSegmenter | None = None
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(QUEUE_DEPTH)
+        self._worker: threading.Thread | None = None
+        self._diag_timer = None
+        self._status_lock = threading.Lock()
+        self._status = ("OK", "waiting for speech", {})
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def configure(self) -> None:
         try:
             self._recognizer = Recognizer(RecognizerConfig(vocabulary_file=self._params["vocabulary_file"],
                                                            min_confidence=self._params["min_confidence"]))
         except GrammarError as err:
             raise ParameterValueError(f"{SPEECH_NODE.name}: vocabulary_file: {err}") from err
-        self._segmenter_lock = threading.Lock()
-        self._segmenter = UtteranceSegmenter(self._segmenter_config())
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(QUEUE_DEPTH)
-        self._status_lock = threading.Lock()
-        self._status = ("OK", "waiting for speech", {})
-
         # Reliable + transient-local like every instruction publisher of the graph (sim_node, the
         # episode runner): the forecaster subscribes that way so a late joiner gets the last one.
-        self._instruction_pub = self.create_publisher(String, "instruction", INSTRUCTION_QOS)
-        self._confidence_pub = self.create_publisher(Float32, "speech/confidence", 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # Depth 200 chunks ≈ 4 s of 20 ms chunks: a burst is buffered, not dropped.
-        self.create_subscription(Int16MultiArray, "audio", self._on_audio, 200)
-        self.create_subscription(String, "speech/wav_path", lambda msg: self._submit(_Job(msg.data)), 10)
-        self._diag_timer = self.create_timer(self._params["diagnostics_period_s"], self._publish_status)
+        self._instruction_pub = self.create_lifecycle_publisher(String, "instruction", INSTRUCTION_QOS)
+        self._confidence_pub = self.create_lifecycle_publisher(Float32, "speech/confidence", 10)
 
-        self._worker = threading.Thread(target=self._decode_loop, name="speech-decoder", daemon=True)
+    def activate(self) -> None:
+        with self._segmenter_lock:
+            self._segmenter = UtteranceSegmenter(self._segmenter_config())
+        self._status = ("OK", "waiting for speech", {})
+        # Depth 200 chunks ≈ 4 s of 20 ms chunks: a burst is buffered, not dropped.
+        self.while_active(self.create_subscription(Int16MultiArray, "audio", self._on_audio, 200))
+        self.while_active(self.create_subscription(String, "speech/wav_path", lambda msg: self._submit(_Job(msg.data)),
+                                                   10))
+        self._diag_timer = self.while_active(self.create_timer(self._params["diagnostics_period_s"],
+                                                               self._publish_status))
+        self._jobs = queue.Queue(QUEUE_DEPTH)
+        self._worker = threading.Thread(target=self._decode_loop, args=(self._jobs,), name="speech-decoder",
+                                        daemon=True)
         self._worker.start()
         if self._params["wav_path"]:
             self._submit(_Job(self._params["wav_path"]))
         self.get_logger().info(f"listening on {self.resolve_topic_name('audio')} (16 kHz mono int16); grammar of "
                                f"{self._recognizer.grammar.size()} instructions")
+
+    def deactivate(self) -> None:
+        """Stop the decoding thread (an utterance being decoded finishes first)."""
+        if self._worker is None:
+            return
+        while True:
+            try:
+                self._jobs.put_nowait(None)
+                break
+            except queue.Full:
+                try:
+                    self._jobs.get_nowait()
+                except queue.Empty:
+                    pass
+        self._worker.join(timeout=5.0)
+        self._worker = self._diag_timer = None
+
+    def cleanup(self) -> None:
+        self._recognizer = None
 
     # --- callbacks: convert, hand over -----------------------------------------------------------
     def _on_audio(self, msg: Int16MultiArray) -> None:
@@ -124,19 +158,16 @@ class SpeechNode(Node):
                 self.get_logger().warning(f"utterance cut at max_utterance_s={self._params['max_utterance_s']} s")
             self._submit(_Job("audio", utterance.pcm))
 
-    def _on_param(self, name: str, value) -> None:
-        self._params[name] = value
+    def apply_parameter(self, name: str, value) -> None:
         if name in SEGMENTER_PARAMS:
             with self._segmenter_lock:  # a new VAD setting starts from a clean state
                 self._segmenter = UtteranceSegmenter(self._segmenter_config())
         elif name == "min_confidence":
             self._recognizer.config = dataclasses.replace(self._recognizer.config, min_confidence=float(value))
-        elif name == "wav_path" and value:
+        elif name == "wav_path" and value and self.state == "active":
             self._submit(_Job(value))
-        elif name == "diagnostics_period_s":
-            self._diag_timer.cancel()
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(float(value), self._publish_status)
+        elif name == "diagnostics_period_s" and self._diag_timer is not None:
+            self._diag_timer.timer_period_ns = int(float(value) * 1e9)
 
     def _submit(self, job: _Job) -> None:
         try:
@@ -146,9 +177,9 @@ class SpeechNode(Node):
                        {"queue_depth": QUEUE_DEPTH})
 
     # --- the decoding thread ---------------------------------------------------------------------
-    def _decode_loop(self) -> None:
+    def _decode_loop(self, jobs: queue.Queue) -> None:
         while True:
-            job = self._jobs.get()
+            job = jobs.get()
             if job is None:
                 return
             try:
@@ -193,28 +224,13 @@ class SpeechNode(Node):
     def _publish_status(self) -> None:
         with self._status_lock:
             level, message, values = self._status
-        if rclpy.ok():
-            self._diag_pub.publish(diagnostic_array(self.get_name(), "speech", level, message,
-                                                    self.get_clock().now().to_msg(), values))
+        self.diag("speech", level, message, values)
 
     def _segmenter_config(self) -> SegmenterConfig:
         p = self._params
         return SegmenterConfig(energy_threshold_dbfs=p["vad_energy_threshold_dbfs"], min_silence_s=p["min_silence_s"],
                                min_speech_s=p["min_speech_s"], max_utterance_s=p["max_utterance_s"],
                                pre_roll_s=p["pre_roll_s"])
-
-    def close(self) -> None:
-        """Stop the decoding thread (an utterance being decoded finishes first)."""
-        while True:
-            try:
-                self._jobs.put_nowait(None)
-                break
-            except queue.Full:
-                try:
-                    self._jobs.get_nowait()
-                except queue.Empty:
-                    pass
-        self._worker.join(timeout=5.0)
 
 
 def main(args=None) -> None:

@@ -77,3 +77,55 @@ def wait_until(predicate, timeout_s: float, spin=None, what: str = "condition") 
         else:
             time.sleep(0.02)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+# --- lifecycle (managed nodes): the services a lifecycle manager calls -----------------------------------
+TRANSITIONS = {"configure": 1, "cleanup": 2, "activate": 3, "deactivate": 4}  # lifecycle_msgs/msg/Transition ids
+
+
+def call_service(node, srv_type, name: str, request, spin, timeout_s: float = 30.0):
+    """Call ``name`` from ``node`` (spinning ``spin()`` meanwhile) and return the response."""
+    client = node.create_client(srv_type, name)
+    try:
+        wait_until(client.service_is_ready, timeout_s, spin, f"the service {name}")
+        future = client.call_async(request)
+        wait_until(future.done, timeout_s, spin, f"the answer of {name}")
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
+def lifecycle_state(node, name: str, spin, timeout_s: float = 30.0) -> str:
+    """The managed node ``name``'s state label (unconfigured, inactive, active, ...)."""
+    from lifecycle_msgs.srv import GetState
+
+    return call_service(node, GetState, f"/{name}/get_state", GetState.Request(), spin, timeout_s).current_state.label
+
+
+def change_state(node, name: str, transition: str, spin, timeout_s: float = 120.0) -> bool:
+    """Ask the managed node ``name`` for a transition (configure, activate, deactivate, cleanup)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request(transition=Transition(id=TRANSITIONS[transition]))
+    return call_service(node, ChangeState, f"/{name}/change_state", request, spin, timeout_s).success
+
+
+def set_parameters(node, name: str, spin, **values) -> list:
+    """Set parameters of node ``name`` over its set_parameters service; the SetParametersResults."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    return call_service(node, SetParameters, f"/{name}/set_parameters", request, spin).results
+
+
+def configure_problem(diagnostics: list, name: str) -> str | None:
+    """The reason of the newest ERROR ``"<name>: configure"`` status among received DiagnosticArrays."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    for array in reversed(diagnostics):
+        for status in array.status:
+            if status.name == f"{name}: configure" and status.level == DiagnosticStatus.ERROR:
+                return status.message
+    return None

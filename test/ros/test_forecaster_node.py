@@ -1,7 +1,7 @@
 """forecaster_node in its own process, fed real rendered frames over DDS by this test process (no mocks).
 
-One node serves the whole module (model load ≈ 10 s); every bad-input case is followed by a good
-request that must be answered correctly, so each case also shows the node recovers.
+One node serves the module (model load ≈ 10 s; the lifecycle tests start their own); every bad-input case is
+followed by a good request that must be answered correctly, so each case also shows the node recovers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
-from rosutil import ROOT, ros_domain, start_node, stop, wait_until
+from rosutil import (
+    ROOT,
+    change_state,
+    configure_problem,
+    lifecycle_state,
+    ros_domain,
+    set_parameters,
+    start_node,
+    stop,
+    wait_until,
+)
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32MultiArray, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -209,6 +219,89 @@ def check_forecast(msg: MultiDOFJointTrajectory, scene, tolerance_m: float = 0.0
     assert np.linalg.norm(points_t0.mean(0) - scene["target_center_m"]) < 0.03
 
 
+# --- the lifecycle: these start their own node (before the module's node starts, the file's first tests) ------
+@pytest.mark.parametrize(("args", "message"), [
+    (("-p", "mode:=sometimes"), "mode"),
+    (("-p", "extrinsics_source:=tf2"), "needs tf2_ros, which is not installed"),
+])
+def test_a_bad_configuration_leaves_the_node_unconfigured_with_the_reason(ros_env, tmp_path, args, message):
+    log_path = tmp_path / "node.log"
+    process = start_node(MODULE, "--params-file", PARAMS, *args, env=ros_env, log_path=log_path)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("forecaster_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+
+    def spin():
+        executor.spin_once(timeout_sec=0.02)
+
+    try:
+        wait_until(lambda: configure_problem(diagnostics, "forecaster_node") or process.poll() is not None, 60, spin,
+                   "the configure failure on /diagnostics")
+        assert process.poll() is None, log_path.read_text()
+        assert message in configure_problem(diagnostics, "forecaster_node")
+        assert lifecycle_state(probe, "forecaster_node", spin) == "unconfigured"
+        assert stop(process) == 0
+    finally:
+        probe.destroy_node()
+        rclpy.try_shutdown(context=context)
+        stop(process)
+    errors = [line for line in log_path.read_text().splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in log_path.read_text()
+
+
+def test_lifecycle_bad_checkpoint_then_fixed_activate_deactivate(scene, ros_env, tmp_path):
+    """A bad model path: configure fails with the reason and the node stays up, unconfigured; with the parameter
+    fixed, configure loads the model; active, it subscribes and forecasts; inactive, it neither subscribes nor
+    publishes; active again, it forecasts again."""
+    log_path = tmp_path / "node.log"
+    process = start_node(MODULE, "--params-file", PARAMS, "-p", "extrinsics_source:=topic", "-p", "torch_threads:=1",
+                         "-p", "checkpoint:=/nonexistent/forecaster.pt", env=ros_env, log_path=log_path)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    harness = Harness(context, scene["obs"])
+    harness.log_path, harness.process = log_path, process
+    spin = harness.spin
+    try:
+        wait_until(lambda: configure_problem(harness.received["diag"], "forecaster_node") or process.poll() is not None,
+                   60, spin, "the configure failure on /diagnostics")
+        assert "/nonexistent/forecaster.pt" in configure_problem(harness.received["diag"], "forecaster_node")
+        assert process.poll() is None and lifecycle_state(harness.node, "forecaster_node", spin) == "unconfigured"
+        assert "/nonexistent/forecaster.pt" in log_path.read_text()
+
+        # A configure-time (read-only) parameter may be set while unconfigured, not once configured.
+        assert set_parameters(harness.node, "forecaster_node", spin, checkpoint="")[0].successful
+        assert change_state(harness.node, "forecaster_node", "configure", spin), log_path.read_text()
+        assert lifecycle_state(harness.node, "forecaster_node", spin) == "inactive"
+        refused = set_parameters(harness.node, "forecaster_node", spin, checkpoint="/other.pt")[0]
+        assert not refused.successful and "unconfigured" in refused.reason
+        assert harness.pub_color.get_subscription_count() == 0  # inactive: not subscribed yet
+
+        assert change_state(harness.node, "forecaster_node", "activate", spin)
+        check_forecast(harness.good_forecast(scene["instruction"]), scene)
+
+        assert change_state(harness.node, "forecaster_node", "deactivate", spin)
+        assert lifecycle_state(harness.node, "forecaster_node", spin) == "inactive"
+        wait_until(lambda: harness.pub_color.get_subscription_count() == 0, 10, spin, "the camera unsubscribed")
+        harness.received["trajectory"].clear()
+        harness.instruct(scene["instruction"])
+        end = time.monotonic() + 2.0
+        wait_until(lambda: harness.send_frame() and time.monotonic() > end, 10, spin, "2 s of frames")
+        assert not harness.received["trajectory"], "an inactive node published a forecast"
+
+        assert change_state(harness.node, "forecaster_node", "activate", spin)
+        check_forecast(harness.good_forecast(scene["instruction"]), scene)
+        assert stop(process) == 0, log_path.read_text()
+    finally:
+        harness.node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        stop(process)
+    assert "Traceback" not in log_path.read_text()
+
+
 def test_forecast_arrives_in_world_frame_on_target(graph, scene):
     msg = graph.good_forecast(scene["instruction"])
     check_forecast(msg, scene)
@@ -352,21 +445,6 @@ def test_continuous_mode_set_at_runtime(graph, scene):
 def test_default_extrinsics_match_camera_yaml():
     camera = PinholeCamera.from_yaml(config_path("camera.yaml"))
     assert np.allclose(conv.xyz_quat_to_matrix(DEFAULT_T_WORLD_CAMERA), camera.T_world_cam, atol=1e-5)
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (("-p", "mode:=sometimes"), "mode"),
-    (("-p", "extrinsics_source:=tf2"), "needs tf2_ros, which is not installed"),
-])
-def test_bad_start_configuration_exits_2(ros_env, tmp_path, args, message):
-    log_path = tmp_path / "node.log"
-    process = start_node(MODULE, "--params-file", PARAMS, *args, env=ros_env, log_path=log_path)
-    try:
-        process.wait(60)
-    finally:
-        stop(process)
-    assert process.returncode == 2, log_path.read_text()
-    assert message in log_path.read_text()
 
 
 def test_an_instruction_is_forecast_from_a_frame_newer_than_any_seen_before_it(graph, scene):

@@ -2,20 +2,23 @@
 
 ros2 launch is not installable here, so the launch files are checked by reading them: each builds
 its graph from molmomotion_ros.graph, whose node list, executables, parameter files and overrides
-are checked against setup.py's entry points, config/ and the nodes' declared parameters.
+are checked against setup.py's entry points, config/ and the nodes' declared parameters; and by running
+them against stand-ins of launch and launch_ros that record what they are given (which actions, which
+lifecycle events).
 """
 
 import ast
 import importlib.util
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import yaml
 
 from molmomotion_ros.graph import GRAPHS, all_nodes
-from molmomotion_ros.launcher import node_commands
+from molmomotion_ros.launcher import lifecycle_manager_command, node_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +87,14 @@ def test_launch_file_builds_its_graph_and_the_cli_starts_the_same_nodes(graph_na
         assert command.command[:3] == (sys.executable, "-m", node.module)
         assert str(node.params_path) in command.command
         overrides = {a.split(":=")[0] for a in command.command if ":=" in a}
-        assert overrides == set(spec.overrides.get(command.name, {}))
+        # Managed nodes wait for the launcher's lifecycle manager (the launch files' lifecycle events).
+        assert overrides == set(spec.overrides.get(command.name, {})) | ({"autostart"} if node.managed else set())
+    manager = lifecycle_manager_command(spec)
+    assert manager.command[:3] == (sys.executable, "-m", "molmomotion_ros.nodes.lifecycle_manager")
+    assert f"node_names:=[{', '.join(spec.managed_nodes)}]" in manager.command
+    assert set(spec.managed_nodes) == {n for n in spec.nodes if nodes[n].managed} != set()
+    if spec.runner:  # the runner waits until the same nodes are active
+        assert spec.overrides[spec.runner]["managed_nodes"] == ",".join(spec.managed_nodes)
 
 
 def test_setup_installs_the_launch_and_config_files():
@@ -110,3 +120,87 @@ def test_parameter_docs_are_generated_from_the_specs():
 
     assert (ROOT / "docs" / "ros_parameters.md").read_text() == parameters_markdown(), \
         "regenerate: python -m molmomotion_ros.graph > docs/ros_parameters.md"
+
+
+# --- the launch files run against recording stand-ins of launch / launch_ros --------------------------------
+class Recorded:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class LaunchDescription:
+    def __init__(self, entities):
+        self.entities = list(entities)
+
+
+def _stand_ins(monkeypatch, lifecycle_node: bool) -> None:
+    """launch and launch_ros modules whose actions, events and handlers record their arguments."""
+    def module(name: str, *classes: str, **attrs) -> None:
+        mod = types.ModuleType(name)
+        for cls in classes:
+            setattr(mod, cls, type(cls, (Recorded,), {}))
+        for key, value in attrs.items():
+            setattr(mod, key, value)
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    module("launch", LaunchDescription=LaunchDescription)
+    module("launch.actions", "DeclareLaunchArgument", "EmitEvent", "LogInfo", "RegisterEventHandler")
+    module("launch.event_handlers", "OnProcessExit")
+    module("launch.events", "Shutdown", matches_action=lambda action: ("matches", action))
+    module("launch.substitutions", "LaunchConfiguration")
+    module("launch_ros")
+    module("launch_ros.actions", "Node", *(("LifecycleNode",) if lifecycle_node else ()))
+    module("launch_ros.event_handlers", "OnStateTransition")
+    module("launch_ros.events")
+    module("launch_ros.events.lifecycle", "ChangeState")
+
+
+def _run_launch_file(graph_name: str):
+    path = ROOT / "launch" / f"{graph_name}.launch.py"
+    spec = importlib.util.spec_from_file_location(f"launch_file_{graph_name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description().entities
+
+
+def _named(entities, cls: str):
+    return [e for e in entities if type(e).__name__ == cls]
+
+
+@pytest.mark.parametrize("graph_name", sorted(GRAPHS))
+def test_launch_file_configures_and_activates_its_managed_nodes_through_lifecycle_events(graph_name, monkeypatch):
+    from lifecycle_msgs.msg import Transition
+
+    _stand_ins(monkeypatch, lifecycle_node=True)
+    entities = _run_launch_file(graph_name)
+    spec, nodes = GRAPHS[graph_name], all_nodes()
+    started = _named(entities, "LifecycleNode") + _named(entities, "Node")
+    assert sorted(a.kwargs["name"] for a in started) == sorted(spec.nodes + ((spec.runner,) if spec.runner else ()))
+    changes = [e.kwargs["event"] for e in _named(entities, "EmitEvent")
+               if type(e.kwargs["event"]).__name__ == "ChangeState"]
+    handlers = [e.args[0] for e in _named(entities, "RegisterEventHandler")
+                if type(e.args[0]).__name__ == "OnStateTransition"]
+    for action in started:
+        name = action.kwargs["name"]
+        managed = nodes[name].managed
+        assert (type(action).__name__ == "LifecycleNode") == managed, name
+        assert ({"autostart": False} in action.kwargs["parameters"]) == managed, name
+        if not managed:
+            continue
+        configure = [c for c in changes if c.kwargs["lifecycle_node_matcher"] == ("matches", action)]
+        assert [c.kwargs["transition_id"] for c in configure] == [Transition.TRANSITION_CONFIGURE], name
+        mine = {h.kwargs["goal_state"]: h.kwargs for h in handlers if h.kwargs["target_lifecycle_node"] is action}
+        assert set(mine) == {"inactive", "unconfigured"} and all(h["start_state"] == "configuring"
+                                                                 for h in mine.values())
+        (activate,) = mine["inactive"]["entities"]
+        assert activate.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+        log, shutdown = mine["unconfigured"]["entities"]
+        assert name in log.kwargs["msg"] and type(shutdown.kwargs["event"]).__name__ == "Shutdown"
+
+
+def test_launch_file_without_lifecycle_node_lets_managed_nodes_start_themselves(monkeypatch):
+    _stand_ins(monkeypatch, lifecycle_node=False)
+    entities = _run_launch_file("sim_eval")
+    assert {a.kwargs["name"] for a in _named(entities, "Node")} == {*GRAPHS["sim_eval"].nodes, "episode_runner"}
+    assert all({"autostart": False} not in a.kwargs["parameters"] for a in _named(entities, "Node"))
+    assert not [e for e in _named(entities, "EmitEvent") if type(e.kwargs["event"]).__name__ == "ChangeState"]

@@ -1,17 +1,17 @@
 """policy_node against sim_node, both real processes: the shipped policy A
 starts on the instruction and drives the arm closed-loop from the camera frames, ~/stop halts it, a new
-instruction starts a new episode, and a missing checkpoint stops the node at start with a reason.
+instruction starts a new episode, and a missing checkpoint leaves the node unconfigured with the reason until
+the parameter names a checkpoint that loads.
 The same policy through the whole graph (episode runner) is in test_sim_eval_graph.py."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rosutil import start_node, stop, wait_until
+from rosutil import change_state, configure_problem, lifecycle_state, set_parameters, start_node, stop, wait_until
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -23,14 +23,36 @@ ROOT = Path(__file__).resolve().parents[2]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def test_a_missing_policy_checkpoint_stops_the_node_at_start_with_a_reason(ros_env):
-    result = subprocess.run(
-        [sys.executable, "-m", "molmomotion_ros.nodes.policy_node", "--ros-args", "--params-file",
-         str(ROOT / "config/policy_node.yaml"), "-p", "policy_checkpoint:=Z"],
-        env=ros_env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "no policy checkpoint 'Z'" in result.stderr + result.stdout
-    assert "shipped: A, B, C" in result.stderr + result.stdout
+def test_a_missing_policy_checkpoint_leaves_the_node_unconfigured_until_fixed(ros_env, tmp_path):
+    log_path = tmp_path / "policy.log"
+    process = start_node("molmomotion_ros.nodes.policy_node", "--params-file", str(ROOT / "config/policy_node.yaml"),
+                         "-p", "policy_checkpoint:=Z", env=ros_env, log_path=log_path)
+    rclpy.init()
+    node = rclpy.create_node("policy_test")
+    diagnostics, statuses = [], []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
+
+    def spin():
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+    try:
+        wait_until(lambda: configure_problem(diagnostics, "policy_node") or process.poll() is not None, 120, spin,
+                   "the configure failure on /diagnostics")
+        reason = configure_problem(diagnostics, "policy_node")
+        assert process.poll() is None, log_path.read_text()
+        assert "no policy checkpoint 'Z'" in reason and "shipped: A, B, C" in reason
+        assert lifecycle_state(node, "policy_node", spin) == "unconfigured" and not statuses
+        assert set_parameters(node, "policy_node", spin, policy_checkpoint="A")[0].successful
+        assert change_state(node, "policy_node", "configure", spin), log_path.read_text()
+        assert change_state(node, "policy_node", "activate", spin)
+        wait_until(lambda: statuses, 10, spin, "the idle status")
+        assert statuses[-1]["state"] == "idle" and statuses[-1]["agent"].startswith("policy-A")
+        assert stop(process) == 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(process)
 
 
 def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):

@@ -21,7 +21,17 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosutil import ROOT, ros_domain, start_node, stop, wait_until
+from rosutil import (
+    ROOT,
+    change_state,
+    configure_problem,
+    lifecycle_state,
+    ros_domain,
+    set_parameters,
+    start_node,
+    stop,
+    wait_until,
+)
 from std_msgs.msg import Float32, Int16MultiArray, MultiArrayDimension, String
 
 from molmomotion_ros.speech import read_wav
@@ -181,13 +191,31 @@ def test_sigint_exits_cleanly(speech):
     assert "Traceback" not in speech.log(), speech.log()
 
 
-def test_a_bad_start_parameter_exits_with_status_2(tmp_path):
+def test_a_bad_vocabulary_leaves_the_node_unconfigured_until_fixed(tmp_path):
+    """The recogniser's grammar is built at configure: a bad vocabulary file is a configure failure with the
+    reason; with the parameter fixed the node configures, activates and recognises."""
     log_path = tmp_path / "bad.log"
+    bad = tmp_path / "missing_vocabulary.yaml"
     with ros_domain():
         process = start_node("molmomotion_ros.nodes.speech_node", "--params-file", str(PARAMS),
-                             "-p", "min_confidence:=3.0", env=dict(os.environ), log_path=log_path)
+                             "-p", f"vocabulary_file:={bad}", env=dict(os.environ), log_path=log_path)
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        probe = Probe(context)
         try:
-            assert process.wait(START_TIMEOUT_S) == 2
+            probe.wait(lambda: configure_problem(probe.messages["/diagnostics"], "speech_node")
+                       or process.poll() is not None, "the configure failure", START_TIMEOUT_S)
+            assert process.poll() is None, log_path.read_text()
+            assert "vocabulary_file" in configure_problem(probe.messages["/diagnostics"], "speech_node")
+            node, spin = probe.node, probe.spin
+            assert lifecycle_state(node, "speech_node", spin) == "unconfigured"
+            assert set_parameters(node, "speech_node", spin, vocabulary_file="")[0].successful
+            assert change_state(node, "speech_node", "configure", spin) and change_state(node, "speech_node",
+                                                                                          "activate", spin)
+            probe.wait(lambda: probe.audio_pub.get_subscription_count() >= 1, "speech_node on audio")
+            assert stop(process) == 0
         finally:
+            probe.node.destroy_node()
+            rclpy.try_shutdown(context=context)
             stop(process)
-    assert "min_confidence" in log_path.read_text()
+    assert "vocabulary_file" in log_path.read_text() and "Traceback" not in log_path.read_text()
