@@ -104,6 +104,9 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
     started: list[tuple[Process, subprocess.Popen]] = []
     helpers: list[subprocess.Popen] = []  # the lifecycle manager and the runner: output on this terminal
     status = 0
+    # SIGTERM (service managers, `docker stop`, `timeout`) stops the graph as Ctrl-C does: Python's default
+    # SIGTERM exits at once and would leave the nodes running (an orphaned arm node would keep commanding).
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     print(f"launching {graph_name} (ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}); logs in {log_dir}/", flush=True)
     try:
         for proc in processes:
@@ -121,7 +124,10 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
         status = _supervise(graph_name, started, bring_up, runner, log_dir)
     except KeyboardInterrupt:
         status = 0 if not spec.runner else 130
+    except Terminated:
+        status = 0 if not spec.runner else 128 + signal.SIGTERM
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         children = [p for p in helpers if p.poll() is None] + [p for _, p in started if p.poll() is None]
         for p in children:
             if p in helpers:
@@ -139,6 +145,14 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     return status
+
+
+class Terminated(Exception):
+    """The launcher was sent SIGTERM."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def _supervise(graph_name: str, started: list[tuple[Process, subprocess.Popen]], bring_up: subprocess.Popen | None,

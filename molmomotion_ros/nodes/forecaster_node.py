@@ -4,9 +4,9 @@ Subscribes (relative names, remappable):
   * ``camera/color/image_raw`` (sensor_msgs/Image), ``camera/depth/image_raw`` (aligned depth, 32FC1 m or
     16UC1 mm) and ``camera/color/camera_info``: sensor-data QoS, matched by header stamp within
     ``sync_tolerance_s`` (an approximate-time synchroniser; message_filters has no wheel).
-  * ``instruction`` (std_msgs/String): reliable, transient-local, so a late-joining node still gets
-    the last instruction. Publishers must be transient-local too (DDS refuses a volatile writer to a
-    transient-local reader); an incompatible publisher is reported on /diagnostics.
+  * ``instruction`` (std_msgs/String), reliable: from transient-local publishers (a late-joining node
+    still gets the last instruction) and volatile ones (``ros2 topic pub --once``) alike; each message is
+    taken once (:meth:`~.lifecycle.ManagedNode.subscribe_instructions`).
   * ``query_points`` (geometry_msgs/PolygonStamped, optional): pixels at t0 with ``x = u``,
     ``y = v`` (``z`` ignored; pixel (0, 0) is the top-left pixel's centre). They replace grounding
     for every forecast until an empty polygon clears them (a new instruction keeps them: topics
@@ -118,6 +118,7 @@ class ForecasterNode(ManagedNode):
             self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
             self._in_flight: int | None = None
             self._points_2d: np.ndarray | None = None
+            self._image_size: tuple[int, int] | None = None  # (width, height) of the newest camera_info
             self._last_start = 0.0
             self._poses = StampedBuffer(maxlen=POSE_QUEUE)  # (stamp_ns, T_world_cam)
         self._logged: dict[str, float] = {}
@@ -160,8 +161,7 @@ class ForecasterNode(ManagedNode):
                                       ("info", CameraInfo, INFO_TOPIC)):
             self.while_active(subscribe(msg_type, topic, lambda m, k=kind: self._on_frame_part(k, m),
                                         qos_profile_sensor_data))
-        self.while_active(subscribe(String, "instruction", self._on_instruction, latched,
-                                    event_callbacks=self._report_incompatible_qos("instruction")))
+        self.subscribe_instructions(self._on_instruction)
         self.while_active(subscribe(PolygonStamped, "query_points", self._on_query_points, 10))
         if p["extrinsics_source"] == "topic":
             self.while_active(subscribe(PoseStamped, POSE_TOPIC, self._on_camera_pose, latched,
@@ -254,7 +254,7 @@ class ForecasterNode(ManagedNode):
         self.diag(stage, level, message, values)
 
     # --- callbacks: convert stamps, match, enqueue; never block ---------------------------------------
-    def _on_instruction(self, msg: String) -> None:
+    def _on_instruction(self, msg: String, _info=None) -> None:
         text = " ".join(msg.data.split())
         limit = self._params["max_instruction_chars"]
         if not text:
@@ -290,9 +290,26 @@ class ForecasterNode(ManagedNode):
         return SubscriptionEventCallbacks(incompatible_qos=report)
 
     def _on_query_points(self, msg: PolygonStamped) -> None:
+        """Refused on arrival when they cannot serve (not finite, too many, outside the image): stored, they
+        would make every later forecast fail until an empty polygon cleared them. The previous set stays."""
         points_2d = np.array([(p.x, p.y) for p in msg.polygon.points], dtype=np.float32).reshape(-1, 2)
+        limit = self._params["num_points"]
+        with self._lock:
+            size = self._image_size
+        problem = None
         if not np.all(np.isfinite(points_2d)):
-            self._problem("query_points", "query_points", "query points must be finite pixels; ignored")
+            problem = "query points must be finite pixels"
+        elif len(points_2d) > limit:
+            problem = f"{len(points_2d)} query points, more than num_points = {limit}"
+        elif size is not None and len(points_2d):
+            # Pixel (0, 0) is the top-left pixel's centre: the image spans [-0.5, width - 0.5) x [-0.5, height - 0.5).
+            outside = np.nonzero((points_2d[:, 0] < -0.5) | (points_2d[:, 0] >= size[0] - 0.5)
+                                 | (points_2d[:, 1] < -0.5) | (points_2d[:, 1] >= size[1] - 0.5))[0]
+            if len(outside):
+                problem = (f"query points {outside.tolist()} lie outside the {size[0]}x{size[1]} image, e.g. "
+                           f"{points_2d[outside[0]].tolist()}")
+        if problem:
+            self._problem("query_points", "query_points", f"{problem}; ignored (the previous query points stay)")
             return
         with self._lock:
             self._points_2d = points_2d if len(points_2d) else None
@@ -314,6 +331,9 @@ class ForecasterNode(ManagedNode):
             self._poses.add(stamp_ns(msg.header.stamp), T_world_cam)
 
     def _on_frame_part(self, kind: str, msg) -> None:
+        if kind == "info":
+            with self._lock:
+                self._image_size = (int(msg.width), int(msg.height))
         frames = self._sync.add(kind, stamp_ns(msg.header.stamp), msg, time.monotonic())
         if frames is not None:
             self._on_frames(frames)

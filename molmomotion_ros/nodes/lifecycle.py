@@ -30,9 +30,11 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.client import Client
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
+from std_msgs.msg import String
 
 from .. import conversions
 from ..node_specs.spec import NodeSpec
@@ -82,6 +84,24 @@ class ManagedNode(LifecycleNode):
         deactivate. Returns ``entity``."""
         self._active_entities.append(entity)
         return entity
+
+    def subscribe_instructions(self, callback) -> None:
+        """Subscribe ``callback(msg, info)`` to ``instruction`` for publishers of either durability, while active.
+
+        A transient-local subscription hears the instruction latched before it joined, but DDS never matches
+        it with a volatile publisher (``ros2 topic pub --once``, most nodes); a volatile one hears both kinds
+        of publisher but not what was latched before. So the node subscribes both ways and takes each message
+        once, by its DDS identity (:class:`TakenMessages`)."""
+        taken = TakenMessages()
+
+        def once(msg: String, info) -> None:
+            if taken.first_time(info):
+                callback(msg, info)
+
+        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
+            qos = QoSProfile(depth=1 if durability == DurabilityPolicy.TRANSIENT_LOCAL else 10,
+                             reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+            self.while_active(self.create_subscription(String, "instruction", once, qos))
 
     @property
     def state(self) -> str:

@@ -3,7 +3,8 @@
 ``manipulation_node``.)
 
 Subscribes (relative names, remappable):
-  * ``instruction`` (std_msgs/String, reliable + transient-local): each starts an episode of the policy,
+  * ``instruction`` (std_msgs/String, reliable; transient-local and volatile publishers alike): each starts an
+    episode of the policy,
     which observes ``camera/color/image_raw`` (rgb8/bgr8) with the depth and camera_info of the same stamp,
     predicts a chunk of grasp-target set-points at 15 fps, executes it through IK and observes again, until
     it goes idle after a release or its sample budget is spent. A new instruction replaces the running
@@ -87,7 +88,7 @@ class PolicyNode(ManagedNode):
         self._observed = ArmObservations(self, self._params["frame_buffer_s"], self._report.diag, color=True)
         self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
                                                    LATCHED))
-        self.while_active(self.create_subscription(String, "instruction", self._on_instruction, LATCHED))
+        self.subscribe_instructions(self._on_instruction)
         self.while_active(self._arm.stop_service())
         self._mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="policy", daemon=True)

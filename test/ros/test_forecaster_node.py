@@ -395,26 +395,48 @@ def test_bad_instructions_are_refused(graph, scene, problem, text):
     check_forecast(graph.good_forecast(scene["instruction"]), scene)
 
 
-def test_volatile_instruction_publisher_is_reported(graph):
-    """DDS never delivers a volatile writer's instructions to the transient-local reader: say so."""
+def test_an_instruction_from_a_volatile_publisher_is_forecast_once(graph, scene):
+    """`ros2 topic pub --once` publishers are volatile, which a transient-local subscription alone never hears;
+    the node hears both kinds, and a latched instruction (heard on both of its subscriptions) counts once."""
     volatile = graph.node.create_publisher(String, "instruction", 10)
     try:
-        status = graph.wait_diagnostic("instruction_qos")  # named after the topic
-        assert "transient" in status.message and graph.process.poll() is None
+        wait_until(lambda: volatile.get_subscription_count() > 0, 10.0, spin=graph.spin,
+                   what="the node's volatile reader")
+        graph.received["trajectory"].clear()
+        volatile.publish(String(data=scene["instruction"]))
+        stamps = graph.stream_until(lambda stamps: graph.forecast_for(stamps) is not None, "a forecast")
+        check_forecast(graph.forecast_for(stamps), scene)
+        assert "instruction_qos" not in graph.log_path.read_text()
     finally:
         graph.node.destroy_publisher(volatile)
+    before = graph.log_path.read_text().count("new instruction: ")
+    graph.good_forecast(scene["instruction"])  # latched publisher: both subscriptions match it
+    time.sleep(0.5)
+    assert graph.log_path.read_text().count("new instruction: ") == before + 1, "a latched instruction taken twice"
 
 
 def test_forecast_input_error_is_an_error_diagnostic(graph, scene):
-    """Query points outside the image: the pipeline refuses them (ForecastInputError)."""
+    """Query points on pixels without depth: the pipeline refuses them (ForecastInputError)."""
     graph.instruct(scene["instruction"])
-    outside = polygon_msg(np.full((8, 2), -50.0))
-    status = graph.wait_diagnostic("forecast_input", send=lambda: (graph.pub_query.publish(outside),
-                                                                   graph.send_frame()))
+    depth = scene["obs"].depth_m.copy()
+    depth[:10, :10] = np.nan
+    no_depth = polygon_msg(np.full((8, 2), 4.0))
+    status = graph.wait_diagnostic("forecast_input", send=lambda: (graph.pub_query.publish(no_depth),
+                                                                   graph.send_frame(depth_m=depth,
+                                                                                    depth_encoding="32FC1")))
     assert status.level == DiagnosticStatus.ERROR and status.message.startswith("no forecast for")
     graph.pub_query.publish(PolygonStamped())
     check_forecast(graph.good_forecast(scene["instruction"]), scene)
     assert "Traceback" not in graph.log_path.read_text()
+
+
+@pytest.mark.parametrize(("points", "words"), [(np.full((8, 2), -50.0), "lie outside the"),
+                                               (np.full((9, 2), 20.0), "9 query points, more than num_points = 8")])
+def test_unusable_query_points_are_refused_on_arrival_and_forecasts_go_on(graph, scene, points, words):
+    graph.send_frame()  # the node knows the image size from a camera_info
+    status = graph.wait_diagnostic("query_points", send=lambda: graph.pub_query.publish(polygon_msg(points)))
+    assert words in status.message and "ignored" in status.message
+    check_forecast(graph.good_forecast(scene["instruction"]), scene)  # grounding still serves: nothing stored
 
 
 def set_parameter(graph, name: str, value):

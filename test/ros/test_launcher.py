@@ -55,3 +55,37 @@ def test_the_episode_runner_waits_for_active_and_names_a_node_that_is_not(tmp_pa
     errors = [line for line in output.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and "forecaster_node (unconfigured)" in errors[0], output[-2000:]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_sigterm_stops_the_graph_as_ctrl_c_does(tmp_path):
+    """Service managers, `docker stop` and `timeout` send SIGTERM: the launcher stops its nodes before it exits
+    (with Python's default SIGTERM it exited at once and left them running)."""
+    import signal
+    import time
+
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "molmomotion_ros.cli", "launch", "forecaster", "--log-dir", str(tmp_path / "logs")],
+        env=isolated_ros_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pid = None
+        while pid is None:
+            line = launcher.stdout.readline()
+            assert line, "the launcher ended before starting forecaster_node"
+            found = re.findall(r"started forecaster_node \(pid (\d+)\)", line)
+            pid = int(found[0]) if found else None
+        log = tmp_path / "logs" / "forecaster_node.log"
+        deadline = time.monotonic() + 120
+        while "ready:" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ready:" in log.read_text(), log.read_text()[-2000:]
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            raise AssertionError(f"forecaster_node (pid {pid}) still runs after the launcher took SIGTERM")
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

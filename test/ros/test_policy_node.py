@@ -69,7 +69,7 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
     node.create_subscription(JointState, "joint_states", joints.append, 10)
     node.create_subscription(String, "manipulation/status", lambda m: statuses.append(json.loads(m.data)), LATCHED)
     node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
-    instruction = node.create_publisher(String, "instruction", LATCHED)
+    instruction = node.create_publisher(String, "instruction", 10)  # volatile, as `ros2 topic pub --once`
     stop_client = node.create_client(Trigger, "policy_node/stop")
 
     def spin():
@@ -113,7 +113,9 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
         drift = np.ptp(np.array([j.position[:7] for j in joints[-50:]]), axis=0)
         assert speeds.max() < 0.05 and drift.max() < 0.02, (speeds.max(), drift.max(), logs())
 
-        # A new instruction starts a new episode (the node logs it) that drives the arm again.
+        # A new instruction, from a volatile publisher, starts a new episode (the node logs it) that drives the
+        # arm again; sim_node's latched one, heard on both of the node's subscriptions, started one episode.
+        assert node_log().count("episode: ") == 1, node_log()
         count = len(trajectories)
         instruction.publish(String(data="put the red cube in the blue bowl"))
         wait_until(lambda: node_log().count("episode: ") >= 2, 30, spin, f"a second episode {logs()}")
