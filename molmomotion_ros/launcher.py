@@ -49,9 +49,25 @@ class Process:
     command: tuple[str, ...]
 
 
-def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None, managed: bool = True) -> list[Process]:
+def graph_ros_args(namespace: str | None = None, remaps: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``--ros-args`` that put every process of a graph in ``namespace`` and apply ``remaps`` (``from:=to``)
+    to each, as ros2 launch's PushRosNamespace and SetRemap do for a whole launch file."""
+    out: list[str] = []
+    if namespace:
+        out += ["-r", f"__ns:={'/' + namespace.strip('/')}"]
+    for remap in remaps:
+        source, sep, target = remap.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"a remapping reads FROM:=TO, got {remap!r}")
+        out += ["-r", f"{source}:={target}"]
+    return tuple(out)
+
+
+def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None, managed: bool = True,
+                  ros_args: tuple[str, ...] = ()) -> list[Process]:
     """The command of every node of ``spec`` (and of its runner, last). ``managed``: a lifecycle manager brings
-    the managed nodes up (they start with ``autostart:=false``; a ``--set node.autostart=true`` still wins)."""
+    the managed nodes up (they start with ``autostart:=false``; a ``--set node.autostart=true`` still wins).
+    ``ros_args`` (:func:`graph_ros_args`) go to every process."""
     nodes = all_nodes()
     merged: dict[str, dict] = {name: dict(values) for name, values in spec.overrides.items()}
     for name, values in (overrides or {}).items():
@@ -70,26 +86,27 @@ def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None, man
             if key != "use_sim_time":
                 node.spec(key)  # KeyError for a parameter the node does not declare
             cmd += ["-p", f"{key}:={ros_value(value)}"]
-        out.append(Process(name, tuple(cmd)))
+        out.append(Process(name, tuple(cmd) + tuple(ros_args)))
     return out
 
 
-def lifecycle_manager_command(spec: GraphSpec) -> Process | None:
+def lifecycle_manager_command(spec: GraphSpec, ros_args: tuple[str, ...] = ()) -> Process | None:
     """The process that configures and activates the graph's managed nodes (None: the graph has none)."""
     if not spec.managed_nodes:
         return None
     return Process("lifecycle_manager", (sys.executable, "-m", LIFECYCLE_MANAGER, "--ros-args",
                                          "-p", f"node_names:={ros_value(list(spec.managed_nodes))}",
-                                         "-p", f"timeout_s:={BRING_UP_TIMEOUT_S}"))
+                                         "-p", f"timeout_s:={BRING_UP_TIMEOUT_S}", *ros_args))
 
 
 def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: Path | None = None,
-           env: dict | None = None) -> int:
+           env: dict | None = None, namespace: str | None = None, remaps: tuple[str, ...] = ()) -> int:
     """Start the graph; return the runner's exit status (0 after Ctrl-C for a graph without runner), 2 when a
     managed node failed to configure, or a node's exit status when it exits (the graph is stopped then)."""
     spec = graph(graph_name)
-    processes = node_commands(spec, overrides)
-    manager = lifecycle_manager_command(spec)
+    ros_args = graph_ros_args(namespace, remaps)
+    processes = node_commands(spec, overrides, ros_args=ros_args)
+    manager = lifecycle_manager_command(spec, ros_args)
     log_dir = Path(log_dir or Path("results") / "logs" / f"{graph_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(env or os.environ)

@@ -38,6 +38,10 @@ def add_parser(commands) -> None:
                         help="node logs (default: results/logs/<graph>-<time>/)")
     launch.add_argument("--isolated", action="store_true",
                         help="use a random ROS_DOMAIN_ID and localhost-only discovery (no other graph hears it)")
+    launch.add_argument("--namespace", metavar="NS", help="start every node of the graph in this namespace "
+                        "(as ros2 launch's PushRosNamespace; topics, services and node names move with it)")
+    launch.add_argument("--remap", dest="remaps", action="append", default=[], metavar="FROM:=TO",
+                        help="remap a name in every node of the graph (as ros2 launch's SetRemap); repeatable")
     launch.add_argument("--no-progress", action="store_true", help="sim_eval: hide the progress bar")
     launch.set_defaults(handler=_launch)
 
@@ -89,7 +93,11 @@ def _launch(args: argparse.Namespace) -> int:
     if args.isolated:
         env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    for remap in args.remaps:
+        source, sep, target = remap.partition(":=")
+        if not (sep and source and target):
+            raise UsageError(f"--remap reads FROM:=TO, got {remap!r}")
     try:
-        return launch(args.graph, overrides, args.log_dir, env)
+        return launch(args.graph, overrides, args.log_dir, env, namespace=args.namespace, remaps=tuple(args.remaps))
     except KeyError as err:
         raise UsageError(str(err).strip("'\"")) from None

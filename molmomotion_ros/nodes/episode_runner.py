@@ -3,10 +3,10 @@
 Before the first episode it waits for sim_node's services and until every managed node of its graph
 (``managed_nodes``) reports 'active' on its lifecycle ``~/get_state``: the models are loaded and the nodes
 subscribed, so the first instruction reaches them. For each episode it sets sim_node's
-``suite``/``family``/``seed`` parameters (the standard set_parameters service), calls ``/sim_node/reset``
-(std_srvs/Trigger; sim_node then publishes the instruction, the forecaster forecasts, manipulation_node plans
+``suite``/``family``/``seed`` parameters (the standard set_parameters service), calls ``sim_node/reset``
+(std_srvs/Trigger; names relative to the runner's namespace; sim_node then publishes the instruction, the forecaster forecasts, manipulation_node plans
 and moves or policy_node runs its policy), waits on ``manipulation/status`` for the outcome of a forecast made
-after the reset, lets the scene settle for ``settle_s`` of simulated time and asks ``/sim_node/success``. Like
+after the reset, lets the scene settle for ``settle_s`` of simulated time and asks ``sim_node/success``. Like
 the in-process harness, an executed attempt that did not succeed is retried (the instruction is published
 again, so a new forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could
 not be planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
@@ -60,9 +60,9 @@ class EpisodeRunnerNode(Node):
     def __init__(self) -> None:
         super().__init__("episode_runner")
         self.params = declare_parameters(self, EPISODE_RUNNER)
-        self._set_params = self.create_client(SetParameters, "/sim_node/set_parameters")
-        self._reset = self.create_client(Trigger, "/sim_node/reset")
-        self._success = self.create_client(Trigger, "/sim_node/success")
+        self._set_params = self.create_client(SetParameters, "sim_node/set_parameters")
+        self._reset = self.create_client(Trigger, "sim_node/reset")
+        self._success = self.create_client(Trigger, "sim_node/success")
         self._pub_instruction = self.create_publisher(String, "instruction", LATCHED)
         self._cond = threading.Condition()
         self._status: dict | None = None
@@ -86,8 +86,8 @@ class EpisodeRunnerNode(Node):
         there once it runs). The first episode's instruction must not reach a node still loading its model."""
         timeout_s = self.params["startup_timeout_s"]
         end = time.monotonic() + timeout_s
-        for client, name in ((self._set_params, "/sim_node/set_parameters"), (self._reset, "/sim_node/reset"),
-                             (self._success, "/sim_node/success")):
+        for client, name in ((self._set_params, "sim_node/set_parameters"), (self._reset, "sim_node/reset"),
+                             (self._success, "sim_node/success")):
             if not client.wait_for_service(timeout_sec=max(0.0, end - time.monotonic())):
                 raise GraphNotReady(f"{name} did not appear within {timeout_s:.0f} s; is sim_node running?")
         managed = [name.strip() for name in self.params["managed_nodes"].split(",") if name.strip()]

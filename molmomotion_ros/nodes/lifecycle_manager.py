@@ -44,9 +44,9 @@ class LifecycleClient:
 
     def __init__(self, node: Node, name: str):
         self.name = name.lstrip("/")
-        path = "/" + self.name
-        self._get = node.create_client(GetState, f"{path}/get_state")
-        self._change = node.create_client(ChangeState, f"{path}/change_state")
+        # Relative: a graph launched in a namespace has its nodes, and this manager, in it.
+        self._get = node.create_client(GetState, f"{self.name}/get_state")
+        self._change = node.create_client(ChangeState, f"{self.name}/change_state")
 
     def wait_for_services(self, timeout_s: float) -> bool:
         end = time.monotonic() + timeout_s

@@ -89,3 +89,39 @@ def test_sigterm_stops_the_graph_as_ctrl_c_does(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_a_namespace_and_remappings_apply_to_every_node_of_the_graph(tmp_path):
+    """`--namespace cell1 --remap instruction:=task/instruction`: the nodes, their topics and services move into
+    the namespace, the remapped topic is used, and the lifecycle manager (in the namespace too) activates them."""
+    import json
+    import signal
+    import time
+
+    env = isolated_ros_env()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "molmomotion_ros.cli", "launch", "forecaster", "--namespace", "cell1",
+         "--remap", "instruction:=task/instruction", "--log-dir", str(tmp_path / "logs")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        log = tmp_path / "logs" / "forecaster_node.log"
+        deadline = time.monotonic() + 120
+        while "ready:" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ready:" in log.read_text(), log.read_text()[-2000:]  # activated by the namespaced manager
+        probe = subprocess.run([sys.executable, "-c", (
+            "import json, time, rclpy\n"
+            "rclpy.init(); n = rclpy.create_node('probe'); time.sleep(2.0)\n"
+            "for _ in range(20): rclpy.spin_once(n, timeout_sec=0.1)\n"
+            "print(json.dumps({'nodes': n.get_fully_qualified_node_names(),"
+            " 'topics': [t for t, _ in n.get_topic_names_and_types()]}))")],
+            env=env, capture_output=True, text=True, timeout=60)
+        graph = json.loads(probe.stdout.strip().splitlines()[-1])
+        assert "/cell1/forecaster_node" in graph["nodes"], graph
+        assert "/cell1/task/instruction" in graph["topics"] and "/cell1/forecast/trajectory" in graph["topics"], graph
+        assert "/instruction" not in graph["topics"] and "/cell1/instruction" not in graph["topics"], graph
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
