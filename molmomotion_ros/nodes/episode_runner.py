@@ -2,16 +2,16 @@
 
 Before the first episode it waits for sim_node's services and until every managed node of its graph
 (``managed_nodes``) reports 'active' on its lifecycle ``~/get_state``: the models are loaded and the nodes
-subscribed, so the first instruction reaches them. For each episode it sets sim_node's
-``suite``/``family``/``seed`` parameters (the standard set_parameters service), calls ``sim_node/reset``
-(std_srvs/Trigger; names relative to the runner's namespace; sim_node then publishes the instruction, the
-forecaster forecasts, manipulation_node plans and moves or policy_node runs its policy), waits on ``manipulation/status`` for the outcome of a forecast made
-after the reset, lets the scene settle for ``settle_s`` of simulated time and asks ``sim_node/success``. Like
-the in-process harness, an executed attempt that did not succeed is retried (the instruction is published
-again, so a new forecast is made from the new scene) up to the family's ``max_steps``; an attempt that could
-not be planned ends the episode, and so does one the status marks ``"retryable": false`` (a learned policy's
-closed-loop episode, one attempt as in the harness). Results: :func:`molmomotion_sim.evaluation.write_results`
-(same JSON as ``molmomotion sim-eval``) and the same success table on stdout.
+subscribed, so the first instruction reaches them. For each episode it sets sim_node's ``suite``/``family``/``seed``
+parameters (the standard set_parameters service), calls ``sim_node/reset`` (std_srvs/Trigger; names relative to the
+runner's namespace; sim_node then publishes the instruction, the forecaster forecasts, manipulation_node plans and
+moves or policy_node runs its policy), waits on ``manipulation/status`` for the outcome of a forecast made after the
+reset, lets the scene settle for ``settle_s`` of simulated time and asks ``sim_node/success``. Like the in-process
+harness, an executed attempt that did not succeed is retried (the instruction is published again, so a new forecast
+is made from the new scene) up to the family's ``max_steps``; an attempt that could not be planned ends the episode,
+and so does one the status marks ``"retryable": false`` (a learned policy's closed-loop episode, one attempt as in
+the harness). Results: :func:`molmomotion_sim.evaluation.write_results` (same JSON as ``molmomotion sim-eval``) and
+the same success table on stdout.
 """
 
 from __future__ import annotations
