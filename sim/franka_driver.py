@@ -519,7 +519,7 @@ class FrankaHandEmulation:
         return self.width_setpoint_m / 2, self.force_n, self._pop_ended()
 
     def _end(self, reached: bool, width_m: float) -> None:
-        self._ended.append(HandEnd(self.active_goal, reached, width_m))
+        self._ended.append(HandEnd(self.active_goal, bool(reached), float(width_m)))
         self.active_goal = None
 
     def _pop_ended(self) -> list[HandEnd]:

@@ -380,7 +380,7 @@ class FakeFrankaNode(Node):
             return result
         width = self._width(self._state)
         if abs(2 * command.position - width) < HAND_SAME_WIDTH_M:
-            result.position, result.reached_goal = width, True
+            result.position, result.reached_goal = float(width), True
             handle.succeed()
             return result
         record = _Goal(handle)
@@ -399,7 +399,8 @@ class FakeFrankaNode(Node):
                 continue
             handle.publish_feedback(GripperCommand.Feedback(position=self._width(self._state), effort=0.0))
         end = record.end
-        result.position, result.effort, result.reached_goal, result.stalled = end.width_m, 0.0, end.reached_goal, False
+        result.position, result.effort = float(end.width_m), 0.0
+        result.reached_goal, result.stalled = bool(end.reached_goal), False
         if end.reached_goal:
             log.info("gripper command succeeded")
             handle.succeed()
