@@ -26,12 +26,14 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_system_default
+from rosgraph_msgs.msg import Clock
 from rosutil import ROOT, ros_domain, start_node, stop, wait_until
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from molmomotion_ros.conversions.joints import duration_msg
+from molmomotion_ros.conversions.joints import duration_msg, time_to_s
 
 try:
     from action_msgs.msg import GoalStatus
@@ -341,6 +343,42 @@ def test_reset_builds_an_episode_and_success_answers(fake):
     assert report["success"] is False and report["reason"]
     client.wait(lambda: np.abs(client.q() - HOME).max() < ARRIVAL_TOL_RAD, "the arm home after the reset")
     client.move_to(HOME + 0.1, duration_s=1.0)  # the controller runs on after a reset
+
+
+def test_the_controller_topic_moves_the_arm_too(fake):
+    client = fake.client
+    publisher = client.node.create_publisher(JointTrajectory, "/fr3_arm_controller/joint_trajectory",
+                                             qos_profile_system_default)
+    client.wait(lambda: publisher.get_subscription_count() > 0, "the controller's topic")
+    target = client.q() + np.array([0.0, 0.0, 0.2, 0.0, 0.2, 0.0, -0.2])
+    publisher.publish(arm_goal([1.0], [target]).trajectory)
+    client.wait(lambda: np.abs(client.q() - target).max() < ARRIVAL_TOL_RAD, "the arm at the topic's target")
+    client.node.destroy_publisher(publisher)
+
+
+def test_with_the_simulated_clock_stamps_follow_clock(ros_env, tmp_path):
+    """clock:=sim: simulated-time stamps and /clock, here as fast as possible (real_time_factor 0)."""
+    log_path = tmp_path / "fake_franka_sim_clock.log"
+    process = start_node("molmomotion_ros.nodes.fake_franka_node", "--params-file", str(PARAMS), "-p", "clock:=sim",
+                         "-p", "real_time_factor:=0.0", "-p", "reset_on_start:=false", env=ros_env, log_path=log_path)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    client = Client(context)
+    clock: list = []
+    client.node.create_subscription(Clock, "/clock", clock.append, 10)
+    try:
+        client.wait(lambda: client.arm.server_is_ready() and client.states and len(clock) > 10,
+                    "the simulated cell", START_TIMEOUT_S)
+        wall_start, sim_start = time.monotonic(), time_to_s(clock[-1].clock)
+        client.move_to(HOME + 0.2, duration_s=3.0)
+        assert time_to_s(clock[-1].clock) - sim_start > 3.0
+        assert time.monotonic() - wall_start < 3.0 * 0.9, "real_time_factor 0 runs ahead of the wall clock"
+        stamp = time_to_s(client.states[-1].header.stamp)
+        assert stamp < 1e6 and abs(stamp - time_to_s(clock[-1].clock)) < 1.0  # simulated time, not the epoch
+    finally:
+        client.node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        assert stop(process) == 0, log_path.read_text()
 
 
 def test_sigint_stops_the_node_cleanly(fake):
