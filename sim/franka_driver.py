@@ -16,7 +16,19 @@ thread once per physics step:
 - :func:`robot_transforms` gives the FR3's TF tree (franka_description names) from the simulated arm.
 
 Where the fake refuses more than the real cell (a first point the arm cannot reach in its time, a
-position beyond a joint limit: a real FR3 stops there with a reflex error), the reason says so.
+position beyond a joint limit: a real FR3 stops there with a reflex error), the reason says so. Like the
+Jazzy controller, it never sends INVALID_JOINTS or OLD_HEADER_TIMESTAMP: a goal with unknown joints or one
+that ends in the past is *rejected* in the goal callback (the client gets no result); INVALID_GOAL ends a
+goal preempted by a new one (or cut off by a reset, as by the controller's deactivation).
+
+Sources read for the semantics (public repositories, branch and commit):
+ros-controls/ros2_controllers jazzy ed360c9 (joint_trajectory_controller.cpp, tolerances.hpp, the parameter
+file; gripper_controllers for comparison), frankarobotics/franka_ros2 jazzy 29cb85a (franka_bringup
+franka.launch.py, controllers.yaml, franka_gripper gripper_action_server.cpp and its config),
+frankarobotics/franka_description main 566ba44 (fr3 kinematics, hand and TCP offsets, the ``base`` root),
+IntelRealSense/realsense-ros ros2-master 1cbd81b, 4.55.1 (topic names, QoS defaults, TF frames),
+ros/joint_state_publisher ros2 fb29caa and ros/robot_state_publisher rolling e0f77e6 (joint_states merging,
+/tf publishing).
 """
 
 from __future__ import annotations
