@@ -112,8 +112,9 @@ JOINT_STATE_PUBLISHER_QOS = 10  # joint_state_publisher: depth 10, reliable, vol
 GRIPPER_STATE_QOS = 1  # franka_gripper: create_publisher("~/joint_states", 1)
 CAMERA_INFO_QOS = 10  # realsense2_camera's info QoS "DEFAULT"
 CLOCK_RATE_HZ = 100.0  # /clock with clock:=sim
-ACTION_THREADS = 4  # an arm goal and a gripper goal wait at most; the rest answer goal, cancel and result requests
-END_EVENT_TIMEOUT_S = 3600.0  # upper bound on one goal
+# Threads of the drivers' executor: an arm goal, a gripper goal and a preempted goal's last moments wait at most;
+# the rest answer goal, cancel and result requests, the stop service and the topic.
+ACTION_THREADS = 6
 
 
 @dataclass
