@@ -40,6 +40,7 @@ setup(
             "manipulation_node = molmomotion_ros.nodes.manipulation_node:main",
             "policy_node = molmomotion_ros.nodes.policy_node:main",
             "episode_runner = molmomotion_ros.nodes.episode_runner:main",
+            "fake_franka = molmomotion_ros.nodes.fake_franka_node:main",
         ],
     },
 )

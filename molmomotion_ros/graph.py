@@ -86,6 +86,9 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
               ("forecaster_node", "manipulation_node"),
               overrides={"manipulation_node": {"planner_backend": "moveit_py"}}),
 )}
+GRAPHS["fake_franka"] = GraphSpec(
+    "fake_franka", "a simulated Franka cell: the interfaces franka_ros2 and realsense2_camera expose (their default "
+    "names, types, QoS and semantics), backed by the PyBullet world", ("fake_franka",))
 
 
 def graph(name: str) -> GraphSpec:

@@ -347,12 +347,13 @@ class World:
             forces=ARM_FORCES_N, positionGains=[0.1] * 7,
         )
 
-    def _command_gripper(self, closed: bool, opening_m: float | None = None) -> None:
+    def _command_gripper(self, closed: bool, opening_m: float | None = None, force_n: float | None = None) -> None:
         self._gripper_closed = closed
         target = opening_m if opening_m is not None else (0.0 if closed else GRIPPER_OPEN_M)
+        force = GRIPPER_FORCE_N if force_n is None else force_n
         self.client.setJointMotorControlArray(
             self.robot_id, FINGER_JOINTS, pybullet.POSITION_CONTROL, targetPositions=[target] * 2,
-            forces=[GRIPPER_FORCE_N] * 2,
+            forces=[force] * 2,
         )
 
     def down_orientation(self, yaw_rad: float) -> tuple:
@@ -410,9 +411,10 @@ class World:
         """Make ``joints_rad`` (7,) the arm's position set-point (takes effect on the next step)."""
         self._hold_arm(joints_rad)
 
-    def command_gripper(self, closed: bool, opening_m: float | None = None) -> None:
-        """Set the finger set-point without stepping (sim_node steps on its own clock)."""
-        self._command_gripper(closed, opening_m)
+    def command_gripper(self, closed: bool, opening_m: float | None = None, force_n: float | None = None) -> None:
+        """Set the finger set-point (and each finger's force limit, default GRIPPER_FORCE_N) without stepping
+        (sim_node and fake_franka step on their own clock)."""
+        self._command_gripper(closed, opening_m, force_n)
 
     def move_home(self) -> None:
         self._hold_arm(HOME_JOINTS_RAD)

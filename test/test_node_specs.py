@@ -8,7 +8,7 @@ import pytest
 
 from molmomotion_ros import graph, node_specs
 
-SPEC_MODULES = ["episode_runner", "forecaster", "manipulation", "policy", "sim", "speech"]
+SPEC_MODULES = ["episode_runner", "fake_franka", "forecaster", "manipulation", "policy", "sim", "speech"]
 
 
 @pytest.mark.parametrize("module", SPEC_MODULES)
@@ -21,8 +21,8 @@ def test_a_spec_module_imports_neither_the_graph_nor_rclpy(module):
 
 def test_the_graph_reads_every_node_spec_once():
     assert graph.all_nodes() == node_specs.NODES
-    assert sorted(node_specs.NODES) == ["episode_runner", "forecaster_node", "manipulation_node", "policy_node",
-                                        "sim_node", "speech_node"]
+    assert sorted(node_specs.NODES) == ["episode_runner", "fake_franka", "forecaster_node", "manipulation_node",
+                                        "policy_node", "sim_node", "speech_node"]
     assert all(name == spec.name for name, spec in node_specs.NODES.items())
     with pytest.raises(KeyError, match="unknown node"):
         graph.node("no_such_node")
