@@ -36,6 +36,7 @@ def run_node(name: str, make_node: Callable[[], Node], args=None,
 
     A node's optional ``close()`` is called after it has left the executor, before it is destroyed.
     """
+    faulthandler.enable()  # a crash (SIGSEGV, SIGABRT) prints every thread's stack to the log
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
     rclpy.init(args=args)
     node = executor = spinner = None
