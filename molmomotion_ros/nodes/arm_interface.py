@@ -283,21 +283,15 @@ class ActionArmCommands(ArmCommands):
         goal = self._gc.Goal()
         goal.command.position, goal.command.max_effort = float(opening_m), self.max_effort_n
         response = self._run("gripper", self._gripper_client, self.gripper_action, goal, GRIPPER_TIMEOUT_S)
-        from action_msgs.msg import GoalStatus
-
         result = response.result
-        width_m, commanded_m = float(result.position), 2 * float(opening_m)
-        if response.status == GoalStatus.STATUS_SUCCEEDED or result.reached_goal:
-            self.finger_opening_m = width_m / 2
-            return
-        if response.status == GoalStatus.STATUS_ABORTED and (result.stalled or width_m > commanded_m
-                                                              + GRASP_MIN_WIDTH_M):
-            self.finger_opening_m = width_m / 2  # holding an object this wide
-            self._node.get_logger().info(f"grasp: the fingers stopped at {width_m * 1000:.1f} mm on an object")
-            return
-        self.finger_opening_m = width_m / 2 if response.status == GoalStatus.STATUS_ABORTED else self.finger_opening_m
-        raise ArmFailure(f"{self.gripper_action}: the gripper command (width {commanded_m * 1000:.1f} mm) ended "
-                         f"{_status_name(response.status)} at width {width_m * 1000:.1f} mm")
+        held, problem = gripper_outcome(response.status, bool(result.reached_goal), bool(result.stalled),
+                                        float(result.position), float(opening_m))
+        if held is not None:
+            self.finger_opening_m = held / 2
+        if problem:
+            raise ArmFailure(f"{self.gripper_action}: {problem}")
+        if held is not None and not result.reached_goal:
+            self._node.get_logger().info(f"grasp: the fingers stopped at {held * 1000:.1f} mm on an object")
 
     def _run(self, key: str, client, name: str, goal, limit_s: float):
         """Send ``goal`` (after a stop check, under the lock) and wait for acceptance and the result; the result
@@ -341,6 +335,27 @@ class ActionArmCommands(ArmCommands):
         """(Under the lock) cancel the active goals: the controller holds where the arm is."""
         for handle in self._active.values():
             handle.cancel_goal_async()
+
+
+def gripper_outcome(status: int, reached_goal: bool, stalled: bool, width_m: float, opening_m: float
+                    ) -> tuple[float | None, str | None]:
+    """How a GripperCommand to each finger's ``opening_m`` ended, from its result (franka_gripper reports the
+    hand's *width*): (the width now held, or None when unknown; None, or why it failed).
+
+    Succeeded or reached_goal: done. Aborted with the fingers stopped wider than commanded (by more than
+    GRASP_MIN_WIDTH_M), or ``stalled``: an object stopped the closing fingers — franka_gripper's grasp ends
+    unreached when the width is outside its epsilons around the commanded one — so the hand holds it: done.
+    Anything else (an opening blocked short of its width, an out-of-range command, cancelled) failed."""
+    from action_msgs.msg import GoalStatus
+
+    commanded_m = 2 * opening_m
+    if status == GoalStatus.STATUS_SUCCEEDED or reached_goal:
+        return width_m, None
+    if status == GoalStatus.STATUS_ABORTED and (stalled or width_m > commanded_m + GRASP_MIN_WIDTH_M):
+        return width_m, None  # holding an object this wide
+    return (width_m if status == GoalStatus.STATUS_ABORTED else None,
+            f"the gripper command (width {commanded_m * 1000:.1f} mm) ended {_status_name(status)} at width "
+            f"{width_m * 1000:.1f} mm")
 
 
 def _status_name(status: int) -> str:

@@ -1,0 +1,279 @@
+"""The arm nodes' action interface (``arm_interface: action``) against fake_franka, across processes with real
+rclpy: FollowJointTrajectory goals with fr3 joint names move the arm and are waited to their result, the
+controller's rejection and abort come back as the reason, ~/stop cancels the running goal and nothing follows
+until a new request, GripperCommand closes and opens the hand, and the finger joints come from franka_gripper's
+own topic when the arm's joint_states lacks them.
+
+ArmCommands and ArmObservations are driven from a small managed test node in this process (the arm nodes'
+parameters, the same factory); the arm nodes' own wiring (configure waits for the servers, fails naming a
+missing one) is checked on a manipulation_node process. One fake_franka process serves the module.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from action_msgs.msg import GoalStatus
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rosutil import ROOT, ros_domain, start_node, stop, wait_until
+from std_srvs.srv import Trigger
+
+from molmomotion_ros.conversions.joints import trajectory_msg
+from molmomotion_ros.node_specs.manipulation import ARM_PARAMETERS
+from molmomotion_ros.node_specs.spec import AUTOSTART, NodeSpec
+from molmomotion_ros.nodes.arm_interface import (
+    ActionArmCommands,
+    ArmFailure,
+    ArmObservations,
+    Stopped,
+    gripper_outcome,
+    make_arm_commands,
+)
+from molmomotion_ros.nodes.lifecycle import FAILURE, SUCCESS, ManagedNode
+
+ARM = [f"fr3_joint{i}" for i in range(1, 8)]
+FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
+HOME = np.array([0.0, -0.5, 0.0, -2.3, 0.0, 1.8, 0.785])
+INTO_THE_TABLE = np.array([0.0, 1.0, 0.0, -1.6, 0.0, 2.6, 0.785])  # the hand meets the table top on the way
+FRANKA = {"arm_interface": "action", "arm_action": "/fr3_arm_controller/follow_joint_trajectory",
+          "gripper_action": "/franka_gripper/gripper_action", "arm_joint_names": ARM, "finger_joint_names": FINGERS,
+          "gripper_joint_states": "/franka_gripper/joint_states"}
+TEST_SPEC = NodeSpec(name="arm_action_test", executable="-", module=__name__, params_file="-",
+                     parameters=(*ARM_PARAMETERS, AUTOSTART), managed=True)
+
+
+class ArmTestNode(ManagedNode):
+    """The arm side of manipulation_node/policy_node, without the planner or the policy."""
+
+    def __init__(self, context, **params):
+        overrides = [Parameter(k, value=v) for k, v in {**FRANKA, "autostart": False, **params}.items()]
+        # franka_ros2's arm joint_states (no fingers) stands in for joint_states.
+        super().__init__(TEST_SPEC, context=context, parameter_overrides=overrides,
+                         cli_args=["--ros-args", "-r", "joint_states:=/franka/joint_states"])
+        self.arm = self.observed = None
+
+    def configure(self) -> None:
+        self.arm = make_arm_commands(self, self._params)
+
+    def activate(self) -> None:
+        p = self._params
+        self.observed = ArmObservations(self, 1.0, lambda *a: None, arm_joint_names=p["arm_joint_names"],
+                                        finger_joint_names=p["finger_joint_names"],
+                                        gripper_joint_states=p["gripper_joint_states"],
+                                        finger_fallback=lambda: self.arm.finger_opening_m)
+        self.while_active(self.arm.stop_service())
+
+    def deactivate(self) -> None:
+        self.arm.stop("stopped: the node was deactivated")
+
+    def cleanup(self) -> None:
+        if self.arm is not None:
+            self.arm.close()
+        self.arm = None
+
+
+class Cell:
+    def __init__(self, context, log_path: Path, env: dict):
+        self.context, self.log_path, self.env = context, log_path, env
+        self.executor = SingleThreadedExecutor(context=context)
+        self.client = rclpy.create_node("arm_action_test_client", context=context)
+        self.executor.add_node(self.client)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.node = ArmTestNode(context)
+        self.executor.add_node(self.node)
+        assert self.node.trigger_configure() == SUCCESS, self.node._configure_problem
+        assert self.node.trigger_activate() == SUCCESS
+        wait_until(lambda: self.node.observed.joints() is not None, 30, what="fr3 joint states")
+
+    @property
+    def arm(self) -> ActionArmCommands:
+        return self.node.arm
+
+    def q(self) -> np.ndarray:
+        return self.node.observed.joints()[0]
+
+    def width(self) -> float:
+        return float(np.sum(self.node.observed.joints()[1]))
+
+    def move(self, target, duration_s: float = 1.5, **kwargs) -> None:
+        q0 = self.q()
+        self.arm.send_trajectory(trajectory_msg([0.0, duration_s], [q0, target], ARM), **kwargs)
+
+    def stop_service(self):
+        client = self.client.create_client(Trigger, "/arm_action_test/stop")
+        try:
+            assert client.wait_for_service(timeout_sec=10)
+            future = client.call_async(Trigger.Request())
+            wait_until(future.done, 10, what="~/stop's answer")
+            return future.result()
+        finally:
+            self.client.destroy_client(client)
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("arm_actions") / "fake_franka.log"
+    with ros_domain():
+        env = dict(os.environ)
+        process = start_node("molmomotion_ros.nodes.fake_franka_node", "--params-file",
+                             str(ROOT / "config" / "fake_franka.yaml"), "-p", "reset_on_start:=false",
+                             "-p", "camera_rate_hz:=1.0", env=env, log_path=log_path)
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        cell = None
+        try:
+            probe = ArmTestNode(context, action_server_timeout_s=60.0)  # waits for the fake's servers
+            assert probe.trigger_configure() == SUCCESS, (probe._configure_problem, log_path.read_text()[-2000:])
+            probe.trigger_cleanup()
+            probe.destroy_node()
+            cell = Cell(context, log_path, env)
+            yield cell
+        finally:
+            if cell is not None:
+                cell.executor.shutdown(timeout_sec=5)
+                cell.node.destroy_node()
+                cell.client.destroy_node()
+            rclpy.try_shutdown(context=context)
+            stop(process)
+
+
+def test_configure_fails_naming_a_missing_action_server(cell):
+    node = ArmTestNode(cell.context, arm_action="/no_such_controller/follow_joint_trajectory",
+                       action_server_timeout_s=0.5)
+    try:
+        assert node.trigger_configure() == FAILURE
+        assert "/no_such_controller/follow_joint_trajectory" in node._configure_problem
+        assert "/franka_gripper/gripper_action" not in node._configure_problem  # that one is there
+    finally:
+        node.destroy_node()
+
+
+def test_joint_names_are_checked_at_configure(cell):
+    node = ArmTestNode(cell.context, arm_joint_names=ARM[:6])
+    try:
+        assert node.trigger_configure() == FAILURE
+        assert "arm_joint_names needs 7 names" in node._configure_problem
+    finally:
+        node.destroy_node()
+
+
+def test_a_trajectory_goal_with_fr3_names_moves_the_arm_and_returns_with_its_result(cell):
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.0, goal_tolerance_rad=0.02, goal_time_s=1.0)
+    target = HOME + np.array([0.3, 0.15, -0.2, 0.2, 0.2, -0.2, 0.3])
+    start = time.monotonic()
+    cell.move(target, duration_s=1.5, goal_tolerance_rad=0.02, goal_time_s=1.0)
+    assert time.monotonic() - start > 1.4, "send_trajectory returns with the result, after the motion"
+    time.sleep(0.1)
+    assert np.abs(cell.q() - target).max() < 0.02, cell.log()
+    # The fingers came from /franka_gripper/joint_states (franka/joint_states has none): the open hand.
+    assert cell.width() == pytest.approx(0.08, abs=0.003)
+
+
+def test_a_goal_with_wrong_joint_names_is_rejected_with_a_reason_and_nothing_moves(cell):
+    cell.arm.resume()
+    q0 = cell.q()
+    panda = [f"panda_joint{i}" for i in range(1, 8)]
+    with pytest.raises(ArmFailure, match="rejected") as failure:
+        cell.arm.send_trajectory(trajectory_msg([0.0, 1.0], [q0, q0 + 0.1], panda))
+    assert "/fr3_arm_controller/follow_joint_trajectory" in str(failure.value)
+    assert "panda_joint1" in str(failure.value)
+    time.sleep(0.3)
+    assert np.abs(cell.q() - q0).max() < 0.005
+
+
+def test_an_aborted_goal_ends_with_the_controllers_error_code_and_string(cell):
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.0)
+    with pytest.raises(ArmFailure, match="aborted") as failure:
+        cell.move(INTO_THE_TABLE, duration_s=2.0, goal_tolerance_rad=0.02, goal_time_s=0.5)
+    assert "GOAL_TOLERANCE_VIOLATED" in str(failure.value) and "goal_time_tolerance" in str(failure.value)
+    cell.move(HOME, duration_s=2.0)
+
+
+def test_stop_cancels_the_running_goal_at_once_and_nothing_follows_until_resume(cell):
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.0)
+    target = HOME + np.array([0.8, 0.0, 0.0, 0.6, 0.0, 0.0, 0.8])
+    outcome = {}
+
+    def worker():
+        try:
+            cell.move(target, duration_s=4.0)
+            outcome["end"] = "returned"
+        except Stopped:
+            outcome["end"] = "stopped"
+        outcome["t"] = time.monotonic()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(1.2)
+    t_stop = time.monotonic()
+    assert cell.stop_service().success
+    thread.join(5)
+    assert outcome.get("end") == "stopped" and outcome["t"] - t_stop < 0.5
+    time.sleep(0.3)  # the cancel reaches the controller, which holds where the arm is
+    held = cell.q()
+    time.sleep(1.0)
+    assert np.abs(cell.q() - held).max() < 0.02, "the arm stays where the cancel found it"
+    assert np.abs(cell.q() - target).max() > 0.3 and np.abs(cell.q() - HOME).max() > 0.05
+    q_now = cell.q()
+    with pytest.raises(Stopped):  # no goal goes out after a stop ...
+        cell.move(HOME, duration_s=1.0)
+    time.sleep(0.3)
+    assert np.abs(cell.q() - q_now).max() < 0.01
+    cell.arm.resume()  # ... until the node takes a new request
+    cell.move(HOME, duration_s=1.5, goal_tolerance_rad=0.02, goal_time_s=1.0)
+    assert np.abs(cell.q() - HOME).max() < 0.02
+
+
+def test_gripper_command_closes_and_opens_the_hand(cell):
+    cell.arm.resume()
+    cell.arm.send_gripper(0.0)  # nothing between the fingers: closes fully, reached
+    assert cell.arm.finger_opening_m == pytest.approx(0.0, abs=0.003)
+    wait_until(lambda: cell.width() < 0.005, 5, what="the closed hand on /franka_gripper/joint_states")
+    cell.arm.send_gripper(0.04)
+    assert cell.arm.finger_opening_m == pytest.approx(0.04, abs=0.003)
+    wait_until(lambda: cell.width() > 0.075, 5, what="the open hand")
+
+
+def test_gripper_outcome_counts_an_object_in_the_hand_as_holding_it():
+    aborted, succeeded, canceled = GoalStatus.STATUS_ABORTED, GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED
+    assert gripper_outcome(succeeded, True, False, 0.0, 0.0) == (0.0, None)
+    # franka_gripper: a grasp stopped by a 3 cm object is outside the epsilons → aborted, reached_goal false.
+    assert gripper_outcome(aborted, False, False, 0.03, 0.0) == (0.03, None)
+    held, problem = gripper_outcome(aborted, False, False, 0.05, 0.04)  # an opening blocked short of 8 cm
+    assert held == 0.05 and "ended aborted at width 50.0 mm" in problem
+    assert gripper_outcome(canceled, False, False, 0.03, 0.0)[1] is not None
+
+
+def test_manipulation_node_configures_the_action_interface_or_names_the_missing_server(cell, tmp_path):
+    args = ["--params-file", str(ROOT / "config" / "manipulation_node.yaml"), "-p", "arm_interface:=action",
+            "-p", "arm_action:=/fr3_arm_controller/follow_joint_trajectory",
+            "-p", "gripper_action:=/franka_gripper/gripper_action",
+            "-p", "arm_joint_names:=[" + ",".join(ARM) + "]", "-p", "finger_joint_names:=[" + ",".join(FINGERS) + "]",
+            "-p", "gripper_joint_states:=/franka_gripper/joint_states", "-r", "joint_states:=/franka/joint_states"]
+    good = start_node("molmomotion_ros.nodes.manipulation_node", *args, env=cell.env, log_path=tmp_path / "good.log")
+    bad = start_node("molmomotion_ros.nodes.manipulation_node", *args, "-r", "__node:=manipulation_bad",
+                     "-p", "gripper_action:=/no_gripper/gripper_action", "-p", "action_server_timeout_s:=3.0",
+                     env=cell.env, log_path=tmp_path / "bad.log")
+    try:
+        wait_until(lambda: "ready: planner" in (tmp_path / "good.log").read_text(), 120, what="the node active")
+        wait_until(lambda: "configure failed" in (tmp_path / "bad.log").read_text(), 120, what="configure failed")
+        reason = (tmp_path / "bad.log").read_text()
+        assert "no action server for" in reason and "/no_gripper/gripper_action within 3.0 s" in reason
+        assert good.poll() is None and bad.poll() is None  # unconfigured, alive, saying why
+    finally:
+        stop(good)
+        stop(bad)
