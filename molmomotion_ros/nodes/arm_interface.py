@@ -136,8 +136,9 @@ class ArmCommands:
             raise Stopped
 
     def send_trajectory(self, msg: JointTrajectory, timeout_s: float | None = None,
-                        goal_tolerance_rad: float = 0.0, goal_time_s: float = 0.0) -> None:
-        """Publish ``msg`` (returns at once; the tolerance and time arguments are the action interface's)."""
+                        goal_tolerance_rad: float = 0.0, goal_time_s: float = 0.0,
+                        check: Callable[[], None] | None = None) -> None:
+        """Publish ``msg`` (returns at once; the other arguments are the action interface's)."""
         self._send(self._pub_trajectory, msg)
 
     def send_gripper(self, opening_m: float) -> None:
@@ -244,11 +245,14 @@ class ActionArmCommands(ArmCommands):
 
     # --- commands ---------------------------------------------------------------------------------------
     def send_trajectory(self, msg: JointTrajectory, timeout_s: float | None = None,
-                        goal_tolerance_rad: float = 0.0, goal_time_s: float = 0.0) -> None:
+                        goal_tolerance_rad: float = 0.0, goal_time_s: float = 0.0,
+                        check: Callable[[], None] | None = None) -> None:
         """Send ``msg`` as a FollowJointTrajectory goal and wait for its result (node clock, ``timeout_s`` or the
         trajectory's duration + RESULT_MARGIN_S; then the goal is cancelled). ``goal_tolerance_rad`` > 0 sets
         each joint's goal tolerance and ``goal_time_s`` > 0 the goal_time_tolerance (0 = the controller's own, as
-        control_msgs/JointTolerance defines). Raises ArmFailure (rejected, aborted, no result in time) or Stopped."""
+        control_msgs/JointTolerance defines); ``check`` is called while waiting and may raise to stop waiting (the goal
+        runs on, as a published trajectory would). Raises ArmFailure (rejected, aborted, no result in time) or
+        Stopped."""
         goal = self._fjt.Goal(trajectory=msg)
         if goal_tolerance_rad > 0:
             from control_msgs.msg import JointTolerance
@@ -260,7 +264,7 @@ class ActionArmCommands(ArmCommands):
         duration_s = msg.points[-1].time_from_start.sec + msg.points[-1].time_from_start.nanosec / NS \
             if msg.points else 0.0
         limit_s = timeout_s if timeout_s is not None else duration_s + RESULT_MARGIN_S
-        response = self._run("arm", self._arm_client, self.arm_action, goal, limit_s)
+        response = self._run("arm", self._arm_client, self.arm_action, goal, limit_s, check)
         result = response.result
         from action_msgs.msg import GoalStatus
 
@@ -293,7 +297,7 @@ class ActionArmCommands(ArmCommands):
         if held is not None and not result.reached_goal:
             self._node.get_logger().info(f"grasp: the fingers stopped at {held * 1000:.1f} mm on an object")
 
-    def _run(self, key: str, client, name: str, goal, limit_s: float):
+    def _run(self, key: str, client, name: str, goal, limit_s: float, check: Callable[[], None] | None = None):
         """Send ``goal`` (after a stop check, under the lock) and wait for acceptance and the result; the result
         response (status, result). Raises Stopped, or ArmFailure when rejected or without a result within
         ``limit_s`` (node clock; the goal is cancelled then)."""
@@ -314,7 +318,7 @@ class ActionArmCommands(ArmCommands):
                 handle.cancel_goal_async()
         try:
             result = handle.get_result_async()
-            self._wait(result.done, start, limit_s, name, "the result", handle)
+            self._wait(result.done, start, limit_s, name, "the result", handle, check)
             return result.result()
         finally:
             with self._lock:
@@ -322,9 +326,11 @@ class ActionArmCommands(ArmCommands):
                     del self._active[key]
 
     def _wait(self, done: Callable[[], bool], start_s: float, limit_s: float, name: str, what: str,
-              handle=None) -> None:
+              handle=None, check: Callable[[], None] | None = None) -> None:
         while not done():
             self.check()
+            if check is not None:
+                check()
             if self.now_s() - start_s > limit_s:
                 if handle is not None:
                     handle.cancel_goal_async()

@@ -309,7 +309,8 @@ class PolicyNode(ManagedNode):
 
 class _RosRobot:
     """A :class:`molmomotion_policies.runner.PolicyRobot` over the node's topics: set-points go out as a
-    zero-order-hold JointTrajectory per gripper segment and the node sleeps through them on its clock;
+    zero-order-hold JointTrajectory per gripper segment and the node sleeps through them on its clock (with the
+    action interface: waits for the goal's result);
     frames come from the node's frame store (the first complete one stamped after the set-points)."""
 
     def __init__(self, node: PolicyNode):
@@ -326,7 +327,8 @@ class _RosRobot:
 
         times = hold_times(len(joint_targets_rad), SAMPLE_S, self.node._params["policy_setpoint_rise_s"])
         arm = self.node._arm
-        arm.send_trajectory(trajectory_msg(times, np.repeat(joint_targets_rad, 2, axis=0), arm.arm_joint_names))
+        arm.send_trajectory(trajectory_msg(times, np.repeat(joint_targets_rad, 2, axis=0), arm.arm_joint_names),
+                            check=self.node._check_preempted)
         if not arm.waits_for_result:  # the action interface returned with the controller's result
             arm.sleep(float(times[-1]), check=self.node._check_preempted)
 

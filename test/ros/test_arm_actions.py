@@ -238,6 +238,35 @@ def test_stop_cancels_the_running_goal_at_once_and_nothing_follows_until_resume(
     assert np.abs(cell.q() - HOME).max() < 0.02
 
 
+def test_deactivate_cancels_the_running_goal(cell):
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.0)
+    target = HOME + np.array([-0.8, 0.0, 0.0, 0.6, 0.0, 0.0, -0.8])
+    outcome = {}
+
+    def worker():
+        try:
+            cell.move(target, duration_s=4.0)
+            outcome["end"] = "returned"
+        except Stopped:
+            outcome["end"] = "stopped"
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(1.2)
+    assert cell.node.trigger_deactivate() == SUCCESS
+    thread.join(5)
+    assert outcome.get("end") == "stopped"
+    assert cell.arm.stop_reason == "stopped: the node was deactivated"
+    assert cell.node.trigger_activate() == SUCCESS
+    wait_until(lambda: cell.node.observed.joints() is not None, 10, what="joint states after re-activation")
+    held = cell.q()
+    time.sleep(1.0)
+    assert np.abs(cell.q() - held).max() < 0.02 and np.abs(cell.q() - target).max() > 0.3
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.5, goal_tolerance_rad=0.02, goal_time_s=1.0)
+
+
 def test_gripper_command_closes_and_opens_the_hand(cell):
     cell.arm.resume()
     cell.arm.send_gripper(0.0)  # nothing between the fingers: closes fully, reached
