@@ -189,6 +189,15 @@ class ArmCommands:
 # control_msgs/action/FollowJointTrajectory Result.error_code names, for the status's reason.
 FJT_ERRORS = {0: "SUCCESSFUL", -1: "INVALID_GOAL", -2: "INVALID_JOINTS", -3: "OLD_HEADER_TIMESTAMP",
               -4: "PATH_TOLERANCE_VIOLATED", -5: "GOAL_TOLERANCE_VIOLATED"}
+class GoalStatus:
+    """action_msgs/msg/GoalStatus's status values that a result carries (fixed by the message definition; rclpy
+    brings action_msgs with its actions, test_arm_actions checks these against it)."""
+
+    STATUS_SUCCEEDED = 4
+    STATUS_CANCELED = 5
+    STATUS_ABORTED = 6
+
+
 GRIPPER_TIMEOUT_S = 10.0  # s (node clock) for a GripperCommand's result (franka_gripper: width / speed + 2 s)
 GRASP_MIN_WIDTH_M = 0.001  # a grasp stopped at least this much wider than commanded has an object in the hand
 RESULT_MARGIN_S = 5.0  # s (node clock) past a trajectory's end to wait for its result without our own limit
@@ -266,8 +275,6 @@ class ActionArmCommands(ArmCommands):
         limit_s = timeout_s if timeout_s is not None else duration_s + RESULT_MARGIN_S
         response = self._run("arm", self._arm_client, self.arm_action, goal, limit_s, check)
         result = response.result
-        from action_msgs.msg import GoalStatus
-
         if response.status != GoalStatus.STATUS_SUCCEEDED:
             code = int(result.error_code)
             raise ArmFailure(f"{self.arm_action}: the controller ended the trajectory "
@@ -352,8 +359,6 @@ def gripper_outcome(status: int, reached_goal: bool, stalled: bool, width_m: flo
     GRASP_MIN_WIDTH_M), or ``stalled``: an object stopped the closing fingers — franka_gripper's grasp ends
     unreached when the width is outside its epsilons around the commanded one — so the hand holds it: done.
     Anything else (an opening blocked short of its width, an out-of-range command, cancelled) failed."""
-    from action_msgs.msg import GoalStatus
-
     commanded_m = 2 * opening_m
     if status == GoalStatus.STATUS_SUCCEEDED or reached_goal:
         return width_m, None
@@ -365,8 +370,6 @@ def gripper_outcome(status: int, reached_goal: bool, stalled: bool, width_m: flo
 
 
 def _status_name(status: int) -> str:
-    from action_msgs.msg import GoalStatus
-
     return {GoalStatus.STATUS_SUCCEEDED: "succeeded", GoalStatus.STATUS_ABORTED: "aborted",
             GoalStatus.STATUS_CANCELED: "canceled"}.get(status, f"with status {status}")
 

@@ -277,6 +277,13 @@ def test_gripper_command_closes_and_opens_the_hand(cell):
     wait_until(lambda: cell.width() > 0.075, 5, what="the open hand")
 
 
+def test_the_goal_status_values_are_action_msgs():
+    from molmomotion_ros.nodes import arm_interface
+
+    for name in ("STATUS_SUCCEEDED", "STATUS_CANCELED", "STATUS_ABORTED"):
+        assert getattr(arm_interface.GoalStatus, name) == getattr(GoalStatus, name)
+
+
 def test_gripper_outcome_counts_an_object_in_the_hand_as_holding_it():
     aborted, succeeded, canceled = GoalStatus.STATUS_ABORTED, GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED
     assert gripper_outcome(succeeded, True, False, 0.0, 0.0) == (0.0, None)
