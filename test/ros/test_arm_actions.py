@@ -313,3 +313,71 @@ def test_manipulation_node_configures_the_action_interface_or_names_the_missing_
     finally:
         stop(good)
         stop(bad)
+
+
+def _timed(q_from, q_to, duration_s: float):
+    """A straight joint-space TimedTrajectory (smoothstep), as the planner hands the node."""
+    from molmomotion_ros.planning.timing import TimedTrajectory
+
+    t = np.linspace(0.0, duration_s, int(duration_s / 0.02) + 1)
+    s = t / duration_s
+    shape, rate = 3 * s**2 - 2 * s**3, (6 * s - 6 * s**2) / duration_s
+    delta = np.asarray(q_to) - np.asarray(q_from)
+    return TimedTrajectory(tuple(f"panda_joint{i}" for i in range(1, 8)), t, q_from + shape[:, None] * delta,
+                           rate[:, None] * delta, np.zeros((t.size, 7)))
+
+
+def test_manipulation_node_ends_the_sequence_failed_with_the_controllers_reason(cell):
+    """manipulation_node in this process with the action interface and fr3 names against the fake: the planner's
+    steps become goals in turn; a goal the controller rejects ends the sequence "failed" with the reason."""
+    from types import SimpleNamespace
+
+    from builtin_interfaces.msg import Time
+
+    from molmomotion_ros.conversions import hypotheses_to_trajectory
+    from molmomotion_ros.nodes.manipulation_node import ManipulationNode
+
+    args = ["--ros-args", "--params-file", str(ROOT / "config" / "manipulation_node.yaml"),
+            "-p", "autostart:=false", "-r", "joint_states:=/franka/joint_states"]
+    for name, value in FRANKA.items():
+        args += ["-p", f"{name}:=" + ("[" + ",".join(value) + "]" if isinstance(value, list) else value)]
+    context = rclpy.utilities.get_default_context()  # ManipulationNode() joins it (the cell has its own)
+    rclpy.init(args=args, context=context)
+    node = ManipulationNode()
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    statuses = []
+    try:
+        assert node.trigger_configure() == SUCCESS, node._configure_problem
+        assert node.trigger_activate() == SUCCESS
+        wait_until(lambda: node._observed.joints() is not None, 30, what="fr3 joint states in the node")
+        cell.arm.resume()
+        cell.move(HOME, duration_s=1.0)
+        q0 = node._observed.joints()[0].copy()
+        q1 = q0 + np.array([0.2, 0.1, 0.0, 0.15, 0.0, 0.0, 0.2])
+        steps = [SimpleNamespace(label="approach", trajectory=_timed(q0, q1, 1.0)),
+                 SimpleNamespace(label="grasp", trajectory=None, gripper_opening_m=0.0),
+                 SimpleNamespace(label="lift", trajectory=_timed(q1 + 0.5, q1 + 0.6, 1.0))]  # starts far away
+        planned = SimpleNamespace(plan=SimpleNamespace(steps=steps, carry_follows_forecast=False),
+                                  skill=SimpleNamespace(kind="pick_place"))
+        node._manipulator.plan = lambda *args: planned  # the planner and the camera are not what is tested
+        node._frame_at = lambda t_ns: (None, None, q0)
+        report = node._report.status
+        node._report.status = lambda state, **kw: (statuses.append((state, kw)), report(state, **kw))
+        points = np.zeros((4, 3))
+        msg = hypotheses_to_trajectory(points, np.zeros((1, 4, 2, 3)), np.array([0.1, 0.2]), Time(sec=1), "world")
+        node._handle(msg)
+        assert [s for s, _ in statuses] == ["planning", "executing", "failed"], statuses
+        reason = statuses[-1][1]["reason"]
+        assert reason.startswith("lift: /fr3_arm_controller/follow_joint_trajectory: the goal was rejected"), reason
+        assert np.abs(node._observed.joints()[0] - q1).max() < 0.03  # the approach ran to its end
+        assert node._arm.finger_opening_m < 0.003  # the grasp closed the empty hand
+        cell.arm.send_gripper(0.04)
+        cell.move(HOME, duration_s=1.5)
+    finally:
+        node.close()  # deactivate and release the planner, as the process does at exit
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
