@@ -45,17 +45,20 @@ INTO_THE_TABLE = np.array([0.0, 1.0, 0.0, -1.6, 0.0, 2.6, 0.785])  # the hand me
 FRANKA = {"arm_interface": "action", "arm_action": "/fr3_arm_controller/follow_joint_trajectory",
           "gripper_action": "/franka_gripper/gripper_action", "arm_joint_names": ARM, "finger_joint_names": FINGERS,
           "gripper_joint_states": "/franka_gripper/joint_states"}
-TEST_SPEC = NodeSpec(name="arm_action_test", executable="-", module=__name__, params_file="-",
-                     parameters=(*ARM_PARAMETERS, AUTOSTART), managed=True)
+
+
+def _spec(name: str = "arm_action_test") -> NodeSpec:
+    return NodeSpec(name=name, executable="-", module=__name__, params_file="-",
+                    parameters=(*ARM_PARAMETERS, AUTOSTART), managed=True)
 
 
 class ArmTestNode(ManagedNode):
     """The arm side of manipulation_node/policy_node, without the planner or the policy."""
 
-    def __init__(self, context, **params):
+    def __init__(self, context, name: str = "arm_action_test", **params):
         overrides = [Parameter(k, value=v) for k, v in {**FRANKA, "autostart": False, **params}.items()]
         # franka_ros2's arm joint_states (no fingers) stands in for joint_states.
-        super().__init__(TEST_SPEC, context=context, parameter_overrides=overrides,
+        super().__init__(_spec(name), context=context, parameter_overrides=overrides,
                          cli_args=["--ros-args", "-r", "joint_states:=/franka/joint_states"])
         self.arm = self.observed = None
 
@@ -275,6 +278,24 @@ def test_gripper_command_closes_and_opens_the_hand(cell):
     cell.arm.send_gripper(0.04)
     assert cell.arm.finger_opening_m == pytest.approx(0.04, abs=0.003)
     wait_until(lambda: cell.width() > 0.075, 5, what="the open hand")
+
+
+def test_without_finger_joints_anywhere_the_fingers_are_the_last_gripper_outcome(cell):
+    node = ArmTestNode(cell.context, name="arm_action_test_no_fingers", gripper_joint_states="")
+    cell.executor.add_node(node)
+    try:
+        assert node.trigger_configure() == SUCCESS, node._configure_problem
+        assert node.trigger_activate() == SUCCESS
+        wait_until(lambda: node.observed.joints() is not None, 30, what="fr3 arm joint states")
+        assert list(node.observed.joints()[1]) == [0.04, 0.04]  # no command yet: taken to be open
+        node.arm.send_gripper(0.0)
+        wait_until(lambda: np.sum(node.observed.joints()[1]) < 0.003, 5, what="the result's width as the fingers")
+        node.arm.send_gripper(0.04)
+        wait_until(lambda: np.sum(node.observed.joints()[1]) > 0.075, 5, what="the open hand's width")
+    finally:
+        cell.executor.remove_node(node)
+        node.close()
+        node.destroy_node()
 
 
 def test_the_goal_status_values_are_action_msgs():
