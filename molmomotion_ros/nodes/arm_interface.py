@@ -189,6 +189,8 @@ class ArmCommands:
 # control_msgs/action/FollowJointTrajectory Result.error_code names, for the status's reason.
 FJT_ERRORS = {0: "SUCCESSFUL", -1: "INVALID_GOAL", -2: "INVALID_JOINTS", -3: "OLD_HEADER_TIMESTAMP",
               -4: "PATH_TOLERANCE_VIOLATED", -5: "GOAL_TOLERANCE_VIOLATED"}
+
+
 class GoalStatus:
     """action_msgs/msg/GoalStatus's status values that a result carries (fixed by the message definition; rclpy
     brings action_msgs with its actions, test_arm_actions checks these against it)."""
@@ -209,7 +211,7 @@ class ActionArmCommands(ArmCommands):
     A trajectory goes out as one FollowJointTrajectory goal and :meth:`send_trajectory` returns with its
     SUCCEEDED result; a gripper command is one GripperCommand goal, :meth:`send_gripper` returns with its
     result. Goals are sent under the lock after a stop check, and a goal whose acceptance arrives after a stop is
-    cancelled then, so a stop is never undone by a goal in flight. ``stop`` cancels the active goals
+    cancelled on arrival, so a stop is never undone by a goal in flight. ``stop`` cancels the active goals
     (cancel_goal_async: joint_trajectory_controller then holds the current position, franka_gripper stops the
     fingers); the wait then ends at once with :class:`Stopped` (not waiting for the cancel's answer: deactivate
     joins the worker on the executor's thread)."""
@@ -313,16 +315,15 @@ class ActionArmCommands(ArmCommands):
             if not client.server_is_ready():
                 raise ArmFailure(f"no action server for {name}")
             sent = client.send_goal_async(goal)
+        # The accepted goal becomes the active one on the executor's thread, under the lock, when its acceptance
+        # arrives — or is cancelled then, when a stop came first (this thread has left with Stopped by then).
+        sent.add_done_callback(lambda future: self._on_accepted(key, future))
         start = self.now_s()
         self._wait(sent.done, start, limit_s, name, "the goal's acceptance")
         handle = sent.result()
         if handle is None or not handle.accepted:
             raise ArmFailure(f"{name}: the goal was rejected by the server (its log says why; the joints sent were "
                              f"{list(getattr(goal, 'trajectory', JointTrajectory()).joint_names) or 'n/a'})")
-        with self._lock:
-            self._active[key] = handle
-            if self._stopped.is_set():  # the stop came while the goal was in flight
-                handle.cancel_goal_async()
         try:
             result = handle.get_result_async()
             self._wait(result.done, start, limit_s, name, "the result", handle, check)
@@ -331,6 +332,15 @@ class ActionArmCommands(ArmCommands):
             with self._lock:
                 if self._active.get(key) is handle:
                     del self._active[key]
+
+    def _on_accepted(self, key: str, sent) -> None:
+        handle = sent.result()
+        if handle is not None and handle.accepted:
+            with self._lock:
+                if self._stopped.is_set():
+                    handle.cancel_goal_async()
+                else:
+                    self._active[key] = handle  # stop() cancels it from now on
 
     def _wait(self, done: Callable[[], bool], start_s: float, limit_s: float, name: str, what: str,
               handle=None, check: Callable[[], None] | None = None) -> None:

@@ -241,6 +241,31 @@ def test_stop_cancels_the_running_goal_at_once_and_nothing_follows_until_resume(
     assert np.abs(cell.q() - HOME).max() < 0.02
 
 
+def test_a_stop_while_the_goal_is_in_flight_cancels_it_on_acceptance(cell):
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.0)
+    target = HOME + np.array([0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.8])
+    outcome = {}
+
+    def worker():
+        try:
+            cell.move(target, duration_s=3.0)
+        except Stopped:
+            outcome["end"] = "stopped"
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(0.002)  # the goal is sent; its acceptance takes a round trip
+    cell.arm.stop("stopped by the test")
+    thread.join(5)
+    assert outcome.get("end") == "stopped"
+    time.sleep(2.5)
+    assert np.abs(cell.q() - HOME).max() < 0.35 and np.abs(cell.q() - target).max() > 0.3, \
+        "the goal accepted after the stop was cancelled, not carried out"
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.5)
+
+
 def test_deactivate_cancels_the_running_goal(cell):
     cell.arm.resume()
     cell.move(HOME, duration_s=1.0)
