@@ -6,7 +6,9 @@ own topic when the arm's joint_states lacks them.
 
 ArmCommands and ArmObservations are driven from a small managed test node in this process (the arm nodes'
 parameters, the same factory); the arm nodes' own wiring (configure waits for the servers, fails naming a
-missing one) is checked on a manipulation_node process. One fake_franka process serves the module.
+missing one) is checked on a manipulation_node process, its steps-to-status path on an in-process manipulation_node
+(planner and camera stubbed), and policy_node's chunk-as-one-goal on its _RosRobot. One fake_franka process serves
+the module.
 """
 
 from __future__ import annotations
@@ -427,3 +429,29 @@ def test_manipulation_node_ends_the_sequence_failed_with_the_controllers_reason(
         executor.shutdown(timeout_sec=5)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_the_policys_robot_follows_a_chunk_as_one_goal_to_its_result(cell):
+    """policy_node's _RosRobot with the action interface: a chunk of 15 fps set-points is one
+    FollowJointTrajectory goal (a zero-order hold), waited to its result; the gripper is a GripperCommand."""
+    from types import SimpleNamespace
+
+    from molmomotion_ros.nodes.policy_node import _RosRobot
+
+    cell.arm.resume()
+    cell.move(HOME, duration_s=1.0)
+    node = SimpleNamespace(_arm=cell.arm, _params={"policy_setpoint_rise_s": 1.0 / 240.0},
+                           _check_preempted=lambda: None, _observed=cell.node.observed)
+    robot = _RosRobot(node)
+    q0 = robot.joints()[0]
+    targets = q0 + np.outer(np.arange(1, 5) / 4, [0.08, 0.0, 0.0, 0.08, 0.0, 0.0, 0.1])  # 4 samples, 0.27 s
+    start = time.monotonic()
+    robot.follow(targets)
+    assert time.monotonic() - start > 0.25
+    time.sleep(0.1)
+    assert np.abs(robot.joints()[0] - targets[-1]).max() < 0.02
+    robot.command_gripper(True)
+    assert cell.width() < 0.005 or cell.arm.finger_opening_m < 0.003
+    robot.command_gripper(False)
+    assert cell.arm.finger_opening_m == pytest.approx(0.04, abs=0.003)
+    cell.move(HOME, duration_s=1.0)
