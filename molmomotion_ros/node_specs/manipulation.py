@@ -1,6 +1,38 @@
 """manipulation_node: forecast + depth frame + joint states → planned arm motions (the forecast-driven planner)."""
 
+from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES
 from .spec import AUTOSTART, NodeSpec, ParamSpec
+
+# How the arm nodes (manipulation_node, policy_node) command the arm and read its joints (nodes/arm_interface.py).
+# The action names default to relative names beside today's topics (arm_controller/joint_trajectory,
+# gripper/command), so that one namespace or remap convention covers both interfaces; a real cell (franka_ros2)
+# sets /fr3_arm_controller/follow_joint_trajectory and /franka_gripper/gripper_action together with its fr3 joint
+# names, in one parameter file.
+ARM_PARAMETERS = (
+    ParamSpec("arm_interface", "topic", "how the arm is commanded: topic = JointTrajectory on "
+              "arm_controller/joint_trajectory and Float64 on gripper/command (the simulated graphs); action = "
+              "control_msgs FollowJointTrajectory on arm_action and GripperCommand on gripper_action (ros2_control's "
+              "joint_trajectory_controller, MoveIt, franka_gripper), each command waiting for its result",
+              choices=("topic", "action"), read_only=True),
+    ParamSpec("arm_action", "arm_controller/follow_joint_trajectory", "FollowJointTrajectory action of the arm's "
+              "controller (arm_interface = action; franka_ros2: /fr3_arm_controller/follow_joint_trajectory)",
+              read_only=True),
+    ParamSpec("gripper_action", "gripper/gripper_action", "GripperCommand action of the gripper (arm_interface = "
+              "action; franka_ros2: /franka_gripper/gripper_action; position = one finger's opening, as "
+              "franka_gripper reads it)", read_only=True),
+    ParamSpec("gripper_max_effort_n", 40.0, "N, GripperCommand max_effort: the grasp force when closing",
+              range=(1.0, 70.0), read_only=True),
+    ParamSpec("action_server_timeout_s", 10.0, "wall s configure waits for the action servers (arm_interface = "
+              "action); configure fails naming the one missing", range=(0.0, 120.0), read_only=True),
+    ParamSpec("arm_joint_names", list(ARM_JOINT_NAMES), "the arm's 7 joint names in the robot's order (planning "
+              "and IK order), as joint_states and the controller name them (franka_ros2: fr3_joint1..7)",
+              read_only=True),
+    ParamSpec("finger_joint_names", list(FINGER_JOINT_NAMES), "the 2 finger joints (franka_ros2: "
+              "fr3_finger_joint1, fr3_finger_joint2); a joint_states without them is accepted and the fingers come "
+              "from gripper_joint_states, else the last gripper command's outcome", read_only=True),
+    ParamSpec("gripper_joint_states", "", "a JointState topic with the finger joints when joint_states lacks them "
+              "(franka_ros2: /franka_gripper/joint_states); empty = none", read_only=True),
+)
 
 MANIPULATION_NODE = NodeSpec(
     name="manipulation_node",
@@ -26,6 +58,7 @@ MANIPULATION_NODE = NodeSpec(
         ParamSpec("max_frame_offset_s", 0.5, "s; without a depth frame at the forecast's stamp, the nearest one "
                   "this close is used (the scene holds still while the node is idle)", range=(0.0, 5.0)),
         ParamSpec("world_frame", "world", "frame the forecast, camera pose and planning use (REP-103)"),
+        *ARM_PARAMETERS,
         AUTOSTART,
     ),
     managed=True,

@@ -1,5 +1,6 @@
 """policy_node: instruction + camera frames + joint states → a learned closed-loop policy's arm motions."""
 
+from .manipulation import ARM_PARAMETERS
 from .spec import AUTOSTART, NodeSpec, ParamSpec
 
 POLICY_NODE = NodeSpec(
@@ -21,6 +22,7 @@ POLICY_NODE = NodeSpec(
                   "sooner may answer a latched instruction before this node hears it)", range=(0.5, 60.0)),
         ParamSpec("max_frame_offset_s", 0.5, "s; a forecast-conditioned policy takes a forecast made at most this "
                   "long before the instruction reached the node", range=(0.0, 5.0)),
+        *ARM_PARAMETERS,
         AUTOSTART,
     ),
     managed=True,

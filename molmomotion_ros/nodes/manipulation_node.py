@@ -10,10 +10,12 @@ Subscribes (relative names, remappable):
     shape and the obstacles; ``camera/pose``, ``joint_states``: see :mod:`.arm_interface`.
 
 Publishes ``arm_controller/joint_trajectory`` (one planned segment at a time: approach, descend, carry, ...,
-each sent when the previous one has arrived), ``gripper/command``, ``manipulation/status`` (``agent`` =
-"planner (<backend>)", ``forecast_stamp`` = the forecast's, plus "skill", "steps", "planning_time_s",
-"carry_follows_forecast") and ``/diagnostics``; serves ``~/stop`` (abort at once: the controller holds the
-current position and the rest of the sequence is dropped). See :mod:`.arm_interface`.
+each sent when the previous one has arrived), ``gripper/command`` (with ``arm_interface: action`` instead:
+FollowJointTrajectory goals on ``arm_action``, each sent after the previous one's result, and GripperCommand
+goals on ``gripper_action``; a rejected or aborted goal ends the sequence "failed" with the controller's reason),
+``manipulation/status`` (``agent`` = "planner (<backend>)", ``forecast_stamp`` = the forecast's, plus "skill",
+"steps", "planning_time_s", "carry_follows_forecast") and ``/diagnostics``; serves ``~/stop`` (abort at once:
+the controller holds the current position and the rest of the sequence is dropped). See :mod:`.arm_interface`.
 
 Planning and execution run on one worker thread (a newer forecast replaces one not yet started), so
 callbacks only convert and store. With ``use_sim_time`` the waits follow the simulator's /clock.
@@ -42,7 +44,7 @@ from ..node_specs.manipulation import MANIPULATION_NODE
 from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError
 from ..planning.skills import SkillError
 from ..streams import NS, LatestMailbox, seconds_to_ns, stamp_ns
-from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
+from .arm_interface import LATCHED, POLL_S, ArmFailure, ArmObservations, StatusReporter, Stopped, make_arm_commands
 from .lifecycle import ManagedNode, TakenMessages
 from .runtime import StartupError, run_node
 
@@ -61,10 +63,15 @@ class ManipulationNode(ManagedNode):
     def configure(self) -> None:
         self._manipulator = self._load_planner()
         self._report = StatusReporter(self, f"planner ({self._params['planner_backend']})")
-        self._arm = ArmCommands(self, on_stop=self._drop_pending)
+        self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
 
     def activate(self) -> None:
-        self._observed = ArmObservations(self, self._params["frame_buffer_s"], self._report.diag)
+        p = self._params
+        self._observed = ArmObservations(self, p["frame_buffer_s"], self._report.diag,
+                                         arm_joint_names=p["arm_joint_names"],
+                                         finger_joint_names=p["finger_joint_names"],
+                                         gripper_joint_states=p["gripper_joint_states"],
+                                         finger_fallback=lambda arm=self._arm: arm.finger_opening_m)
         self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
                                                    LATCHED))
         self.while_active(self._arm.stop_service())
@@ -85,6 +92,8 @@ class ManipulationNode(ManagedNode):
         self._observed = None
 
     def cleanup(self) -> None:
+        if self._arm is not None:
+            self._arm.close()
         self._manipulator = self._report = self._arm = None
 
     def _load_planner(self):
@@ -161,13 +170,17 @@ class ManipulationNode(ManagedNode):
         self._report.status("executing", stamp=stamp, **summary)
         for step in plan.steps:
             self._arm.check()
-            if step.trajectory is not None:
-                problem = self._run_trajectory(step.trajectory)
-                if problem:
-                    return self._fail(stamp, f"{step.label}: {problem}", **summary)
-            else:
-                self._arm.send_gripper(step.gripper_opening_m)
-                self._arm.sleep(self._params["gripper_settle_s"])
+            try:
+                if step.trajectory is not None:
+                    problem = self._run_trajectory(step.trajectory)
+                else:
+                    problem = None
+                    self._arm.send_gripper(step.gripper_opening_m)
+                    self._arm.sleep(self._params["gripper_settle_s"])
+            except ArmFailure as err:  # the action interface: the controller's reason
+                problem = str(err)
+            if problem:
+                return self._fail(stamp, f"{step.label}: {problem}", **summary)
         self._report.status("done", stamp=stamp, **summary)
         return None
 
@@ -199,10 +212,18 @@ class ManipulationNode(ManagedNode):
         return depth, camera, joints[0].copy()
 
     def _run_trajectory(self, trajectory) -> str | None:
-        """Send one timed trajectory and wait until the joints arrive; a problem sentence or None."""
-        self._arm.send_trajectory(timed_trajectory_to_msg(trajectory, joint_names=ARM_JOINTS))
-        goal = trajectory.positions_rad[-1]
+        """Send one timed trajectory and wait until the joints arrive (the action interface: until the
+        controller's result); a problem sentence or None."""
+        msg = timed_trajectory_to_msg(trajectory, joint_names=self._arm.arm_joint_names)
         limit = trajectory.duration_s * self._params["execution_timeout_factor"] + 1.0
+        if self._arm.waits_for_result:
+            # The controller judges arrival: goal_tolerance_rad per joint, and the same time past the end that
+            # the topic interface allows (goal_time_tolerance); our own wait ends a little later.
+            self._arm.send_trajectory(msg, timeout_s=limit + 1.0, goal_tolerance_rad=self._params["goal_tolerance_rad"],
+                                      goal_time_s=limit - trajectory.duration_s)
+            return None
+        self._arm.send_trajectory(msg)
+        goal = trajectory.positions_rad[-1]
         start = self._arm.now_s()
         self._arm.sleep(trajectory.duration_s)
         while True:

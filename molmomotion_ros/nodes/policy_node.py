@@ -16,7 +16,9 @@ Subscribes (relative names, remappable):
     ``camera/pose``, ``joint_states``: see :mod:`.arm_interface`.
 
 Publishes ``arm_controller/joint_trajectory`` (each chunk of 15 fps set-points through IK, a zero-order
-hold), ``gripper/command``, ``manipulation/status`` (``agent`` = the policy's label, ``forecast_stamp`` =
+hold), ``gripper/command`` (with ``arm_interface: action``: a FollowJointTrajectory goal per chunk, waited for
+to its result, and GripperCommand goals; a rejected or aborted goal ends the episode "failed" with the
+controller's reason), ``manipulation/status`` (``agent`` = the policy's label, ``forecast_stamp`` =
 the episode's first frame, plus "chunks", "samples", "ik_failures" and, forecast-conditioned,
 "forecast_used"; ``retryable`` is false: an episode is the policy's one closed-loop attempt) and
 ``/diagnostics``; serves ``~/stop`` (the controller holds the current position; the episode ends). See
@@ -48,7 +50,7 @@ from ..conversions.joints import trajectory_msg
 from ..node_specs.policy import POLICY_NODE
 from ..robot import GRIPPER_OPEN_M
 from ..streams import NS, LatestMailbox, stamp_ns
-from .arm_interface import ARM_JOINTS, LATCHED, POLL_S, ArmCommands, ArmObservations, StatusReporter, Stopped
+from .arm_interface import LATCHED, POLL_S, ArmFailure, ArmObservations, StatusReporter, Stopped, make_arm_commands
 from .lifecycle import ManagedNode, TakenMessages
 from .runtime import StartupError, run_node
 
@@ -80,12 +82,17 @@ class PolicyNode(ManagedNode):
     def configure(self) -> None:
         self._policy, label = self._load_policy()
         self._report = StatusReporter(self, label)
-        self._arm = ArmCommands(self, on_stop=self._drop_pending)
+        self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
 
     def activate(self) -> None:
         self._active_since_ns = time.time_ns()
         self._forecast_msg = None
-        self._observed = ArmObservations(self, self._params["frame_buffer_s"], self._report.diag, color=True)
+        p = self._params
+        self._observed = ArmObservations(self, p["frame_buffer_s"], self._report.diag, color=True,
+                                         arm_joint_names=p["arm_joint_names"],
+                                         finger_joint_names=p["finger_joint_names"],
+                                         gripper_joint_states=p["gripper_joint_states"],
+                                         finger_fallback=lambda arm=self._arm: arm.finger_opening_m)
         self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
                                                    LATCHED))
         self.subscribe_instructions(self._on_instruction)
@@ -107,6 +114,8 @@ class PolicyNode(ManagedNode):
         self._observed = None
 
     def cleanup(self) -> None:
+        if self._arm is not None:
+            self._arm.close()
         self._policy = self._kinematics = self._report = self._arm = None
 
     def _load_policy(self):
@@ -177,6 +186,8 @@ class PolicyNode(ManagedNode):
             self._episode(instruction, received_ns, held_ns, early)
         except Stopped:
             self._report.status("stopped", stamp=self._episode_stamp, reason=self._arm.stop_reason, retryable=False)
+        except ArmFailure as err:  # the action interface: the controller refused or aborted a command
+            self._fail(str(err))
         except Superseded:
             self._report.status("stopped", stamp=self._episode_stamp, reason="replaced by a new instruction",
                                 retryable=False)
@@ -298,7 +309,8 @@ class PolicyNode(ManagedNode):
 
 class _RosRobot:
     """A :class:`molmomotion_policies.runner.PolicyRobot` over the node's topics: set-points go out as a
-    zero-order-hold JointTrajectory per gripper segment and the node sleeps through them on its clock;
+    zero-order-hold JointTrajectory per gripper segment and the node sleeps through them on its clock (with the
+    action interface: waits for the goal's result);
     frames come from the node's frame store (the first complete one stamped after the set-points)."""
 
     def __init__(self, node: PolicyNode):
@@ -314,8 +326,11 @@ class _RosRobot:
         from molmomotion_policies.controller import hold_times
 
         times = hold_times(len(joint_targets_rad), SAMPLE_S, self.node._params["policy_setpoint_rise_s"])
-        self.node._arm.send_trajectory(trajectory_msg(times, np.repeat(joint_targets_rad, 2, axis=0), ARM_JOINTS))
-        self.node._arm.sleep(float(times[-1]), check=self.node._check_preempted)
+        arm = self.node._arm
+        arm.send_trajectory(trajectory_msg(times, np.repeat(joint_targets_rad, 2, axis=0), arm.arm_joint_names),
+                            check=self.node._check_preempted)
+        if not arm.waits_for_result:  # the action interface returned with the controller's result
+            arm.sleep(float(times[-1]), check=self.node._check_preempted)
 
     def observe(self):
         from molmomotion_policies.runner import Frame
