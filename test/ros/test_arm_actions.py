@@ -389,10 +389,11 @@ def test_manipulation_node_ends_the_sequence_failed_with_the_controllers_reason(
             "-p", "autostart:=false", "-r", "joint_states:=/franka/joint_states"]
     for name, value in FRANKA.items():
         args += ["-p", f"{name}:=" + ("[" + ",".join(value) + "]" if isinstance(value, list) else value)]
-    context = rclpy.utilities.get_default_context()  # ManipulationNode() joins it (the cell has its own)
-    rclpy.init(args=args, context=context)
+    # The default context (ManipulationNode() joins it; the cell has its own). Initialised and shut down
+    # without naming it, so that rclpy makes a fresh default context for the tests after this one.
+    rclpy.init(args=args)
     node = ManipulationNode()
-    executor = SingleThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
@@ -428,7 +429,7 @@ def test_manipulation_node_ends_the_sequence_failed_with_the_controllers_reason(
         node.close()  # deactivate and release the planner, as the process does at exit
         executor.shutdown(timeout_sec=5)
         node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        rclpy.try_shutdown()
 
 
 def test_the_policys_robot_follows_a_chunk_as_one_goal_to_its_result(cell):
