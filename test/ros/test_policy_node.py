@@ -18,6 +18,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from molmomotion_ros.conversions import hypotheses_to_trajectory
+from molmomotion_ros.planning.kinematics import PandaKinematics
 
 ROOT = Path(__file__).resolve().parents[2]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -89,11 +90,15 @@ def test_policy_drives_the_arm_from_frames_stop_and_restart(ros_env, tmp_path):
         assert first["agent"].startswith("policy-A") and first["retryable"] is False
         wait_until(lambda: len(trajectories) >= 3, 30, spin, "three chunks")
         # The graph runs the harness's loop: from the same scene (at rest, arm at home), the first set-points
-        # the node sends are the ones the harness agent commands (the policy's IK; rgb8 and 32FC1 depth
-        # arrive unchanged).
+        # the node sends put the grasp target where the harness agent's do (rgb8 and 32FC1 depth arrive
+        # unchanged). Compared as grasp-target positions: the joints agree to 2e-4 rad on a quiet machine, but
+        # a set-point whose yaw lies near the last joint's limit may take the other half-turn IK branch.
         sent = np.array([p.positions for p in trajectories[0].points])[1::2]  # zero-order hold: 2 points each
-        harness = _harness_first_set_points("place-in-container", 110_000, "A")
-        assert np.abs(sent - harness[: len(sent)]).max() < 1e-3, np.abs(sent - harness[: len(sent)]).max()
+        harness = _harness_first_set_points("place-in-container", 110_000, "A")[: len(sent)]
+        kinematics = PandaKinematics()
+        apart_m = max(np.linalg.norm(kinematics.fk(a)[:3, 3] - kinematics.fk(b)[:3, 3])
+                      for a, b in zip(sent, harness, strict=True))
+        assert apart_m < 0.002, (apart_m, np.abs(sent - harness).max())
         chunk = trajectories[-1]
         assert chunk.joint_names == [f"panda_joint{i}" for i in range(1, 8)]
         times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in chunk.points]
