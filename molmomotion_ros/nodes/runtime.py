@@ -43,14 +43,16 @@ def run_node(name: str, make_node: Callable[[], Node], args=None,
     status = 0
     try:
         node = make_node()
-        if isinstance(node, LifecycleNode):
-            node.start()
         # Single-threaded on purpose: every callback only converts and stores (the nodes' worker threads do
         # the long work). rclpy's MultiThreadedExecutor (Jazzy 7.1) re-submits tasks still queued in its pool
         # on every spin without waiting; under CPU load that busy loop holds the GIL and delays every
         # callback, an instruction by tens of seconds (bench/bench_executor_resubmission.py).
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        # Started only now: a managed node announces itself when active, and a Ctrl-C right after that must
+        # find the executor built (built after a SIGINT, its constructor fails on the shut-down context).
+        if isinstance(node, LifecycleNode):
+            node.start()
         if work is None:
             executor.spin()
         else:
