@@ -67,11 +67,11 @@ class ForecastManipulator:
     """Plans the arm's motions for one forecast. Not thread-safe (one planner, one checker)."""
 
     def __init__(self, planner_config: PlannerConfig | None = None, kinematics: PandaKinematics | None = None,
-                 free_scaling: float = 0.5, contact_scaling: float = 0.2):
+                 free_scaling: float = 0.5, contact_scaling: float = 0.2, acceleration_scaling: float = 0.0):
         self.kinematics = kinematics or PandaKinematics()
         self.checker = PointCloudChecker(self.kinematics)
         self.planner = MotionPlanner(planner_config, checker=self.checker, kinematics=self.kinematics)
-        self.skills = SkillPlanner(self.planner, free_scaling, contact_scaling)
+        self.skills = SkillPlanner(self.planner, free_scaling, contact_scaling, acceleration_scaling)
         self.table_z_m = float(self.kinematics.base_pose[2, 3])
 
     def plan(self, depth_m: np.ndarray, camera: PinholeCamera, q_arm_rad: np.ndarray,

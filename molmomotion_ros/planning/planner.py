@@ -49,11 +49,14 @@ class PlannerUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class WorkspaceBounds:
-    """An axis-aligned box in the world frame (metres) that pose goals must lie in."""
+    """An axis-aligned box in the world frame (metres) that pose goals must lie in. ``base_m``: where it was given
+    relative to the robot base (:meth:`from_base_box`), the base's position in the world; messages then state the
+    box and positions in the robot base frame, as the user gave them."""
 
     x_m: tuple[float, float]
     y_m: tuple[float, float]
     z_m: tuple[float, float]
+    base_m: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("x_m", "y_m", "z_m"):
@@ -61,13 +64,33 @@ class WorkspaceBounds:
             if not lo < hi:
                 raise PlannerConfigError(f"workspace {name} must be [low, high] with low < high")
             object.__setattr__(self, name, (lo, hi))
+        if self.base_m is not None:
+            object.__setattr__(self, "base_m", tuple(float(v) for v in self.base_m))
+
+    @classmethod
+    def from_base_box(cls, box_m, base_m) -> "WorkspaceBounds":
+        """[xmin, xmax, ymin, ymax, zmin, zmax] in the robot base frame → the box in the planner's world, whose
+        robot base sits at ``base_m`` (3,) unrotated (config/robot.yaml)."""
+        box = [float(v) for v in box_m]
+        if len(box) != 6 or not np.all(np.isfinite(box)):
+            raise PlannerConfigError(f"a workspace box needs 6 finite numbers [xmin, xmax, ymin, ymax, zmin, zmax], "
+                                     f"got {box}")
+        bx, by, bz = (float(v) for v in base_m)
+        return cls((box[0] + bx, box[1] + bx), (box[2] + by, box[3] + by), (box[4] + bz, box[5] + bz), (bx, by, bz))
 
     def contains(self, position_m) -> bool:
         return all(lo <= float(v) <= hi for v, (lo, hi) in zip(position_m, (self.x_m, self.y_m, self.z_m),
                                                                 strict=True))
 
     def describe(self) -> str:
-        return "x [{:.2f}, {:.2f}] y [{:.2f}, {:.2f}] z [{:.2f}, {:.2f}] m".format(*self.x_m, *self.y_m, *self.z_m)
+        offset = np.repeat(self.base_m or (0.0, 0.0, 0.0), 2)
+        bounds = np.array([*self.x_m, *self.y_m, *self.z_m]) - offset
+        frame = "" if self.base_m is None else " in the robot base frame"
+        return "x [{:.2f}, {:.2f}] y [{:.2f}, {:.2f}] z [{:.2f}, {:.2f}] m".format(*bounds) + frame
+
+    def describe_point(self, position_m) -> str:
+        """A position (world) as :meth:`describe` states the box (in the base frame when given there)."""
+        return _fmt(np.asarray(position_m, dtype=float) - np.asarray(self.base_m or (0.0, 0.0, 0.0)))
 
 
 # The cell's object workspace (config/robot.yaml) grown by 10 cm, from the table top to 60 cm above it.
@@ -98,6 +121,7 @@ class PlannerConfig:
     moveit_planning_group: str = "panda_arm"
     moveit_pipeline: str = "ompl"
     moveit_planner_id: str = "RRTConnectkConfigDefault"
+    moveit_config: str = ""  # MoveItPy's parameter YAML (robot description, pipelines, controllers)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -254,21 +278,27 @@ class MoveItPyBackend:
     """
 
     def __init__(self, config: PlannerConfig, limits: JointLimits):
+        problems = []
         try:
             from moveit.core.robot_state import RobotState
             from moveit.planning import MoveItPy, PlanRequestParameters
         except ImportError as err:
-            raise PlannerUnavailableError(
-                "the 'moveit_py' planner backend needs MoveIt 2's Python bindings (the moveit_py package of a "
-                "ROS 2 Humble/Jazzy install, e.g. `apt install ros-$ROS_DISTRO-moveit-py`, with a sourced "
-                f"workspace and a MoveIt configuration for the arm); import failed: {err}. "
-                "Set `backend: ompl` in config/planner.yaml to plan without MoveIt."
-            ) from err
+            problems.append(f"MoveIt 2's Python bindings are not importable ({err}): on a ROS 2 install run "
+                            "`sudo apt install ros-$ROS_DISTRO-moveit-py` (Jazzy: ros-jazzy-moveit-py) and source "
+                            "/opt/ros/$ROS_DISTRO/setup.bash; the pip venv cannot hold them")
+        if not config.moveit_config:
+            problems.append("no MoveItPy configuration: pass its YAML as the node parameter moveit_config "
+                            "(launch argument moveit_config:=/path/moveit_py.yaml) or moveit_py.config in planner.yaml")
+        elif not Path(config.moveit_config).is_file():
+            problems.append(f"the MoveItPy configuration {config.moveit_config} does not exist")
+        if problems:
+            raise PlannerUnavailableError("the moveit_py planner backend cannot start: " + "; ".join(problems)
+                                          + " (or plan without MoveIt: planner_backend:=ompl)")
         self.label = f"moveit_py ({config.moveit_pipeline}/{config.moveit_planner_id})"
         self.config = config
         self.joint_names = limits.joint_names
         self._RobotState, self._PlanRequestParameters = RobotState, PlanRequestParameters
-        self._moveit = MoveItPy(node_name=config.moveit_node_name)
+        self._moveit = MoveItPy(node_name=config.moveit_node_name, launch_params_filepaths=[config.moveit_config])
         self._component = self._moveit.get_planning_component(config.moveit_planning_group)
 
     def _robot_state(self, q: np.ndarray):
@@ -321,8 +351,10 @@ class MotionPlanner:
         self.backend = make_backend(self.config, limits, self.checker)
 
     # --- public API ---------------------------------------------------------------------------
-    def plan_to_joints(self, q_start, q_goal, velocity_scaling: float | None = None) -> PlanResult:
-        """A trajectory from ``q_start`` to ``q_goal`` (both (7,) rad)."""
+    def plan_to_joints(self, q_start, q_goal, velocity_scaling: float | None = None,
+                       acceleration_scaling: float | None = None) -> PlanResult:
+        """A trajectory from ``q_start`` to ``q_goal`` (both (7,) rad). The scalings (fractions of robot.yaml's
+        limits) override the config's for this trajectory; acceleration None = as the velocity scaling."""
         t0 = time.perf_counter()
         q_start, q_goal = np.asarray(q_start, dtype=float), np.asarray(q_goal, dtype=float)
         refusal = self._check_start(q_start)
@@ -340,9 +372,10 @@ class MotionPlanner:
                 refusal = (PlanStatus.GOAL_IN_COLLISION, f"the joint goal is in collision: {problem}")
         if refusal is not None:
             return self._refuse(*refusal, t0)
-        return self._connect(q_start, [q_goal], t0, velocity_scaling)
+        return self._connect(q_start, [q_goal], t0, self._scaled(velocity_scaling, acceleration_scaling))
 
-    def plan_to_pose(self, q_start, T_goal, velocity_scaling: float | None = None) -> PlanResult:
+    def plan_to_pose(self, q_start, T_goal, velocity_scaling: float | None = None,
+                     acceleration_scaling: float | None = None) -> PlanResult:
         """A trajectory from ``q_start`` (7,) that brings the grasp target to ``T_goal`` (4x4, world)."""
         t0 = time.perf_counter()
         q_start, T_goal = np.asarray(q_start, dtype=float), np.asarray(T_goal, dtype=float)
@@ -375,11 +408,11 @@ class MotionPlanner:
             return self._refuse(PlanStatus.GOAL_IN_COLLISION,
                                 f"the goal pose at {_fmt(position)} m is in collision for all {len(solutions)} IK "
                                 f"solutions found: {problems[0]}", t0)
-        return self._connect(q_start, valid, t0, velocity_scaling)
+        return self._connect(q_start, valid, t0, self._scaled(velocity_scaling, acceleration_scaling))
 
     def plan_cartesian(self, q_start, poses_world, max_step_m: float = 0.01, max_step_rad: float = 0.1,
                        jump_threshold_rad: float = 0.25, velocity_scaling: float | None = None,
-                       require_complete: bool = True) -> CartesianResult:
+                       require_complete: bool = True, acceleration_scaling: float | None = None) -> CartesianResult:
         """A joint path that moves the grasp target through ``poses_world`` (N, 4, 4) in straight lines.
 
         Like MoveIt's ``compute_cartesian_path``: the segments between waypoints (start pose first) are
@@ -426,7 +459,7 @@ class MotionPlanner:
         if status is not PlanStatus.SUCCESS and (require_complete or len(path) < 2):
             result = self._refuse(status, f"the Cartesian path stops at {fraction:.0%}: {reason}", t0)
             return CartesianResult(replace(result, path_rad=path_rad), fraction)
-        limits = self.limits if velocity_scaling is None else self.limits.scaled(velocity_scaling)
+        limits = self._scaled(velocity_scaling, acceleration_scaling)
         try:
             trajectory = time_parameterize(path_rad, limits)
         except TimingError as err:
@@ -444,8 +477,15 @@ class MotionPlanner:
         return None if problem is None else (PlanStatus.INVALID_START, f"the start state is invalid: {problem}")
 
     def _outside_workspace(self, position: np.ndarray, what: str) -> str:
-        return (f"the {what} grasp-target position {_fmt(position)} m lies outside the workspace bounds "
-                f"({self.config.workspace.describe()})")
+        workspace = self.config.workspace
+        return (f"the {what} grasp-target position {workspace.describe_point(position)} m lies outside the "
+                f"workspace bounds ({workspace.describe()})")
+
+    def _scaled(self, velocity_scaling: float | None, acceleration_scaling: float | None) -> JointLimits:
+        """The limits one trajectory is timed under (None, None: the planner's own)."""
+        if velocity_scaling is None and acceleration_scaling is None:
+            return self.limits
+        return self.limits.scaled(velocity_scaling or self.limits.velocity_scaling, acceleration_scaling)
 
     def _refuse(self, status: PlanStatus, reason: str, t0: float, goal_rad=None) -> PlanResult:
         log.info("plan refused (%s): %s", status.value, reason)
@@ -457,8 +497,7 @@ class MotionPlanner:
         n = max(1, int(np.ceil(np.max(np.abs(q_b - q_a)) / self.config.collision_resolution_rad)))
         return all(self.checker.is_valid(q_a + (q_b - q_a) * (i / n)) for i in _bisection_order(n))
 
-    def _connect(self, q_start: np.ndarray, q_goals: list[np.ndarray], t0: float,
-                 velocity_scaling: float | None) -> PlanResult:
+    def _connect(self, q_start: np.ndarray, q_goals: list[np.ndarray], t0: float, limits: JointLimits) -> PlanResult:
         path, straight = None, False
         for q_goal in q_goals[:2]:  # the nearest IK solutions: a straight line there is the natural motion
             if self.segment_valid(q_start, q_goal):
@@ -475,7 +514,6 @@ class MotionPlanner:
                 return self._refuse(PlanStatus.NO_PATH, f"{self.backend.label} returned a path that does not join "
                                     "the start to the goal", t0)
             path[0], path[-1] = q_start, goal  # exact endpoints (the backend may round them)
-        limits = self.limits if velocity_scaling is None else self.limits.scaled(velocity_scaling)
         try:
             trajectory = time_parameterize(path, limits)
         except TimingError as err:

@@ -172,13 +172,19 @@ class SkillPlanner:
 
     The planner's checker must describe the scene without the target (it is touched on purpose).
     Free motions are planned at ``free_scaling`` of the velocity limits; contact and carry
-    segments at ``contact_scaling`` (slow enough not to shake a held object loose).
+    segments at ``contact_scaling`` (slow enough not to shake a held object loose). Every segment's
+    acceleration and jerk limits are scaled by ``acceleration_scaling`` (0: by its velocity scaling).
     """
 
-    def __init__(self, planner: MotionPlanner, free_scaling: float = 0.5, contact_scaling: float = 0.2):
+    def __init__(self, planner: MotionPlanner, free_scaling: float = 0.5, contact_scaling: float = 0.2,
+                 acceleration_scaling: float = 0.0):
         self.planner = planner
         self.free_scaling = free_scaling
         self.contact_scaling = contact_scaling
+        self.acceleration_scaling = acceleration_scaling
+
+    def _scaling(self, velocity_scaling: float) -> dict:
+        return {"velocity_scaling": velocity_scaling, "acceleration_scaling": self.acceleration_scaling or None}
 
     def plan(self, q_start: np.ndarray, skill: Skill) -> SkillPlan:
         q = np.asarray(q_start, dtype=float)
@@ -196,10 +202,10 @@ class SkillPlanner:
             # Grasping, carrying, pushing and releasing touch the scene with the fingers on purpose.
             allowing = getattr(self.planner.checker, "allowing", None)
             if allowing is None:
-                result = self.planner.plan_cartesian(q_from, poses, velocity_scaling=scaling)
+                result = self.planner.plan_cartesian(q_from, poses, **self._scaling(scaling))
             else:
                 with allowing(CONTACT_LINKS):
-                    result = self.planner.plan_cartesian(q_from, poses, velocity_scaling=scaling)
+                    result = self.planner.plan_cartesian(q_from, poses, **self._scaling(scaling))
             plan.planning_time_s += result.plan.planning_time_s
             return result
 
@@ -224,7 +230,7 @@ class SkillPlanner:
                 if not descend.success:
                     failures.append(f"descend: {descend.plan.reason}")
                     continue
-                approach = self.planner.plan_to_joints(q, q_above, velocity_scaling=self.free_scaling)
+                approach = self.planner.plan_to_joints(q, q_above, **self._scaling(self.free_scaling))
                 plan.planning_time_s += approach.planning_time_s
                 if not approach.success:
                     failures.append(f"approach: {approach.reason}")
@@ -281,5 +287,6 @@ class SkillPlanner:
             q = add("retreat", cartesian("retreat", q, above(back, APPROACH_HEIGHT_M)[None],
                                          self.contact_scaling).plan)
             steps.append(MotionStep("open gripper", gripper_opening_m=GRIPPER_OPEN_M))
-        add("home", self.planner.plan_to_joints(q, np.asarray(HOME_JOINTS_RAD), velocity_scaling=self.free_scaling))
+        add("home", self.planner.plan_to_joints(q, np.asarray(HOME_JOINTS_RAD),
+                                                **self._scaling(self.free_scaling)))
         return plan

@@ -1,5 +1,7 @@
 """Kinematics, collision checking and motion planning with the real OMPL and PyBullet."""
 
+from pathlib import Path
+
 import numpy as np
 import pybullet
 import pybullet_data
@@ -39,6 +41,7 @@ from molmomotion_ros.robot import (
 )
 from molmomotion_sim import world as harness
 
+ROOT = Path(__file__).resolve().parents[2]
 LIMITS = JointLimits.from_yaml()
 HOME = np.array(HOME_JOINTS_RAD)
 # Two arm postures that differ only in the base joint; a box on the arc between them blocks the straight line.
@@ -338,6 +341,16 @@ def test_velocity_scaling_slows_the_trajectory(planner):
     assert slow.trajectory.violations(LIMITS.scaled(0.25)) == []
 
 
+def test_acceleration_scaling_limits_acceleration_and_jerk_apart_from_velocity(planner):
+    as_velocity = planner.plan_to_joints(HOME, Q_LEFT, velocity_scaling=0.5)
+    gentle = planner.plan_to_joints(HOME, Q_LEFT, velocity_scaling=0.5, acceleration_scaling=0.1)
+    assert gentle.trajectory.duration_s > 1.3 * as_velocity.trajectory.duration_s
+    assert gentle.trajectory.violations(LIMITS.scaled(0.5, 0.1)) == []
+    assert as_velocity.trajectory.violations(LIMITS.scaled(0.5, 0.1)) != []  # it used the larger limits
+    peak = np.max(np.abs(gentle.trajectory.accelerations_rad_s2) / LIMITS.acceleration_rad_s2)
+    assert 0.05 < peak <= 0.1 + 1e-6
+
+
 def reachable_goal(kinematics, checker, rng) -> np.ndarray:
     """A grasp-target pose inside the workspace, 2 cm or more above the table, of a valid configuration."""
     while True:
@@ -379,6 +392,42 @@ def test_bad_configs_are_refused(fields):
         WorkspaceBounds((1.0, 0.0), (0, 1), (0, 1))
 
 
-def test_moveit_py_backend_says_it_is_absent(checker, kinematics):
-    with pytest.raises(PlannerUnavailableError, match="moveit_py.*backend: ompl"):
+def test_moveit_py_backend_says_what_to_install_and_what_to_pass(checker, kinematics, tmp_path):
+    with pytest.raises(PlannerUnavailableError) as absent:
         MotionPlanner(PlannerConfig(backend="moveit_py"), checker=checker, kinematics=kinematics)
+    message = str(absent.value)
+    assert "\n" not in message  # one line, for a log and manipulation/status
+    assert "apt install ros-$ROS_DISTRO-moveit-py" in message and "ros-jazzy-moveit-py" in message
+    assert "moveit_config:=" in message and "planner_backend:=ompl" in message
+    config = tmp_path / "moveit_py.yaml"
+    config.write_text("moveit_cpp: {}\n")
+    with pytest.raises(PlannerUnavailableError) as no_bindings:
+        MotionPlanner(PlannerConfig(backend="moveit_py", moveit_config=str(config)), checker=checker,
+                      kinematics=kinematics)
+    assert "ros-jazzy-moveit-py" in str(no_bindings.value) and "moveit_config:=" not in str(no_bindings.value)
+    with pytest.raises(PlannerUnavailableError, match="no_such.yaml does not exist"):
+        MotionPlanner(PlannerConfig(backend="moveit_py", moveit_config=str(tmp_path / "no_such.yaml")),
+                      checker=checker, kinematics=kinematics)
+
+
+def test_planner_yaml_names_the_moveit_config(tmp_path):
+    text = (ROOT / "config" / "planner.yaml").read_text().replace('config: ""', "config: /etc/moveit_py.yaml")
+    (tmp_path / "planner.yaml").write_text(text)
+    assert PlannerConfig.from_yaml(tmp_path / "planner.yaml").moveit_config == "/etc/moveit_py.yaml"
+
+
+def test_a_workspace_box_in_the_robot_base_frame_is_moved_to_the_planners_world(planner, kinematics):
+    box = WorkspaceBounds.from_base_box([0.2, 0.6, -0.3, 0.3, 0.0, 0.5], ROBOT_BASE_M)
+    assert box.z_m == pytest.approx((ROBOT_BASE_M[2], ROBOT_BASE_M[2] + 0.5))
+    assert box.contains(np.array(ROBOT_BASE_M) + [0.5, 0.0, 0.1]) and not box.contains([0.5, 0.0, 0.1])
+    narrow = planner.with_config(workspace=box)
+    outside = narrow.plan_to_pose(HOME, top_down(np.array(ROBOT_BASE_M) + [0.7, 0.0, 0.2]))
+    assert outside.status is PlanStatus.GOAL_OUTSIDE_WORKSPACE
+    # Stated as the user gave it: the base frame.
+    assert "(0.700, 0.000, 0.200) m" in outside.reason and "z [0.00, 0.50] m in the robot base frame" in outside.reason
+    inside = narrow.plan_to_pose(HOME, top_down(np.array(ROBOT_BASE_M) + [0.5, 0.0, 0.2]))
+    assert inside.success, inside.reason
+    with pytest.raises(PlannerConfigError, match="6 finite numbers"):
+        WorkspaceBounds.from_base_box([0.2, 0.6], ROBOT_BASE_M)
+    with pytest.raises(PlannerConfigError, match="low < high"):
+        WorkspaceBounds.from_base_box([0.6, 0.2, -0.3, 0.3, 0.0, 0.5], ROBOT_BASE_M)
