@@ -40,14 +40,28 @@ MANIPULATION_NODE = NodeSpec(
     module="molmomotion_ros.nodes.manipulation_node",
     params_file="manipulation_node.yaml",
     parameters=(
-        ParamSpec("planner_backend", "ompl", "motion planning backend: OMPL with the perceived point cloud, or "
-                  "MoveIt 2's moveit_py on a real arm", choices=("ompl", "moveit_py"), read_only=True),
+        ParamSpec("planner_backend", "", "motion planning backend: empty = planner_config's `backend`; ompl = "
+                  "OMPL with the perceived point cloud (no MoveIt needed); moveit_py = MoveIt 2's MoveItPy (needs "
+                  "ros-$ROS_DISTRO-moveit-py and moveit_config)", choices=("", "ompl", "moveit_py"), read_only=True),
         ParamSpec("planner_config", "", "planner YAML (empty = the package's config/planner.yaml)", read_only=True),
+        ParamSpec("moveit_config", "", "MoveItPy's parameter YAML for the moveit_py backend (robot description, "
+                  "planning pipelines); empty = planner_config's moveit_py.config", read_only=True),
         ParamSpec("free_velocity_scaling", 0.5, "fraction of the joint velocity limits for free motions",
                   range=(0.01, 1.0)),
         ParamSpec("contact_velocity_scaling", 0.2, "fraction of the joint velocity limits while approaching, "
                   "carrying, placing and pushing", range=(0.01, 1.0)),
-        ParamSpec("execute", True, "publish the planned motions to the controller (false: plan and report only)"),
+        ParamSpec("acceleration_scaling", 0.0, "fraction of the joint acceleration and jerk limits for every motion "
+                  "(0 = the motion's velocity scaling)", range=(0.0, 1.0)),
+        ParamSpec("workspace_box_m", [], "m, [xmin, xmax, ymin, ymax, zmin, zmax] in the robot base frame that every "
+                  "grasp-target goal must lie in (home included); a goal outside fails the forecast with the reason; "
+                  "empty = planner_config's workspace", read_only=True),
+        ParamSpec("execute", True, "send the planned motions to the arm; false = dry run: plan, publish "
+                  "manipulation/preview and manipulation/markers, report \"planned\" and send nothing until "
+                  "~/execute is called"),
+        ParamSpec("plan_expiry_s", 60.0, "s (node clock): ~/execute refuses a dry-run plan older than this",
+                  range=(1.0, 3600.0)),
+        ParamSpec("max_joint_state_age_s", 0.5, "s (node clock): joint states received longer ago than this refuse "
+                  "planning and each step (a silent driver)", range=(0.01, 60.0)),
         ParamSpec("goal_tolerance_rad", 0.02, "rad, joints this close to a trajectory's end count as arrived",
                   range=(0.001, 0.5)),
         ParamSpec("execution_timeout_factor", 3.0, "a trajectory not finished after this many times its "

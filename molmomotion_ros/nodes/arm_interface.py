@@ -430,6 +430,10 @@ class ArmObservations:
         self.frames = FrameStore(("color", "depth", "info") if color else ("depth", "info"), window_s=buffer_s)
         self._camera_pose: PoseStamped | None = None
         self._joints: tuple[np.ndarray, np.ndarray] | None = None  # arm (7,), fingers (2,)
+        # Receipt time (node clock) of the newest joint_states: its age tells a silent driver (the stamps may
+        # come from another machine's clock).
+        self._clock = node.get_clock()
+        self._joints_received_ns: int | None = None
         subscriptions = [(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data),
                          (CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data),
                          (PoseStamped, "camera/pose", self._on_pose, LATCHED),
@@ -483,6 +487,7 @@ class ArmObservations:
             if fingers is None:
                 fingers = np.full(len(self._finger_names), float(self._finger_fallback()))
             self._joints = (arm, fingers)
+            self._joints_received_ns = self._clock.now().nanoseconds
 
     def _on_gripper_joints(self, msg: JointState) -> None:
         try:
@@ -500,6 +505,12 @@ class ArmObservations:
         """(arm (7,), fingers (2,)) positions in rad and m, or None before the first joint_states."""
         with self._lock:
             return self._joints
+
+    def joints_age_s(self) -> float | None:
+        """s (node clock) since the newest joint_states arrived, or None before the first."""
+        with self._lock:
+            received_ns = self._joints_received_ns
+        return None if received_ns is None else (self._clock.now().nanoseconds - received_ns) / NS
 
     def camera_pose(self) -> PoseStamped | None:
         with self._lock:

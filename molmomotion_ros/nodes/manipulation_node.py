@@ -17,6 +17,19 @@ goals on ``gripper_action``; a rejected or aborted goal ends the sequence "faile
 "steps", "planning_time_s", "carry_follows_forecast") and ``/diagnostics``; serves ``~/stop`` (abort at once:
 the controller holds the current position and the rest of the sequence is dropped). See :mod:`.arm_interface`.
 
+Safety for hardware: the planner's backend comes from planner.yaml unless ``planner_backend`` names one; every
+motion is timed under the velocity and ``acceleration_scaling``; grasp-target goals outside ``workspace_box_m``
+(robot base frame) fail the forecast with the reason; joint states older than ``max_joint_state_age_s`` (receipt,
+node clock) refuse planning and each step. Dry run (``execute: false``): the plan is published whole on
+``manipulation/preview`` (trajectory_msgs/JointTrajectory in ``world_frame``, ``arm_joint_names``, time_from_start
+running across the steps, each gripper step a hold of ``gripper_settle_s``) and ``manipulation/markers``
+(visualization_msgs/MarkerArray in ``world_frame``: the grasp target's path by forward kinematics, the forecast's
+query-point tracks, the gripper steps as labels), both reliable + transient-local; the status is "planned" (a state
+of its own: "done" only ever follows execution) and nothing goes to the arm until ``~/execute``
+(std_srvs/Trigger), which carries out that plan once, or refuses saying why: no plan, older than
+``plan_expiry_s``, joint states stale, or the arm more than START_TOLERANCE_FACTOR x ``goal_tolerance_rad`` from
+the plan's start.
+
 Planning and execution run on one worker thread (a newer forecast replaces one not yet started), so
 callbacks only convert and store. With ``use_sim_time`` the waits follow the simulator's /clock.
 
@@ -32,23 +45,43 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
-from trajectory_msgs.msg import MultiDOFJointTrajectory
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+from visualization_msgs.msg import Marker, MarkerArray
 
 from .. import conversions
-from ..conversions.joints import timed_trajectory_to_msg
+from ..conversions.joints import timed_trajectory_to_msg, trajectory_msg
 from ..forecasting.types import ForecastInputError
 from ..geometry import FitError
 from ..node_specs.manipulation import MANIPULATION_NODE
-from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError
-from ..planning.skills import SkillError
+from ..planning.planner import PlannerConfig, PlannerConfigError, PlannerUnavailableError, WorkspaceBounds
+from ..planning.skills import SkillError, sequence_samples
+from ..robot import ROBOT_BASE_M
 from ..streams import NS, LatestMailbox, seconds_to_ns, stamp_ns
 from .arm_interface import LATCHED, POLL_S, ArmFailure, ArmObservations, StatusReporter, Stopped, make_arm_commands
 from .lifecycle import ManagedNode, TakenMessages
 from .runtime import StartupError, run_node
 
 FRAME_WAIT_S = 1.0  # wall s a forecast waits for its depth frame (the small forecast may overtake it in transit)
+# ~/execute refuses when the arm is further than this many goal tolerances from the plan's start: the first goal
+# would start far from the state (joint_trajectory_controller rejects that too, but only after the steps before).
+START_TOLERANCE_FACTOR = 2.0
+
+
+@dataclass
+class PendingPlan:
+    """A dry run's plan, kept for ~/execute."""
+
+    steps: list
+    summary: dict
+    stamp: object  # the forecast's (builtin_interfaces/Time)
+    planned_at_s: float  # node clock
+    q_start: np.ndarray  # (7,) the joints it was planned from
 
 
 class ManipulationNode(ManagedNode):
@@ -58,12 +91,18 @@ class ManipulationNode(ManagedNode):
         self._mailbox: LatestMailbox | None = None  # the next forecast to carry out
         self._worker: threading.Thread | None = None
         self._taken = TakenMessages()
+        self._pending: PendingPlan | None = None  # a dry run's plan until ~/execute
+        self._pending_lock = threading.Lock()
+        self._pub_preview = self._pub_markers = None
+        self._backend = ""  # the planner's backend (planner_backend, else planner.yaml's)
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def configure(self) -> None:
         self._manipulator = self._load_planner()
-        self._report = StatusReporter(self, f"planner ({self._params['planner_backend']})")
+        self._report = StatusReporter(self, f"planner ({self._backend})")
         self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
+        self._pub_preview = self.create_lifecycle_publisher(JointTrajectory, "manipulation/preview", LATCHED)
+        self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "manipulation/markers", LATCHED)
 
     def activate(self) -> None:
         p = self._params
@@ -75,11 +114,13 @@ class ManipulationNode(ManagedNode):
         self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
                                                    LATCHED))
         self.while_active(self._arm.stop_service())
+        self.while_active(self.create_service(Trigger, "~/execute", self._on_execute))
         self._mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="manipulation", daemon=True)
         self._worker.start()
         self._report.status("idle")
-        self.get_logger().info(f"ready: planner {self._params['planner_backend']}")
+        self.get_logger().info(f"ready: planner {self._backend}" + ("" if self._params["execute"] else
+                                                                      " (dry run: execute = false)"))
 
     def deactivate(self) -> None:
         """Stop the arm (the hold goes out) and the worker (a sequence under way ends with "stopped")."""
@@ -90,6 +131,7 @@ class ManipulationNode(ManagedNode):
             self._worker.join(timeout=5.0)
             self._mailbox = self._worker = None
         self._observed = None
+        self._set_pending(None)
 
     def cleanup(self) -> None:
         if self._arm is not None:
@@ -97,22 +139,31 @@ class ManipulationNode(ManagedNode):
         self._manipulator = self._report = self._arm = None
 
     def _load_planner(self):
-        overrides = {"backend": self._params["planner_backend"]}
+        p = self._params
+        # Empty parameters leave planner.yaml's values (its backend, MoveIt configuration and workspace) in force.
+        overrides = {"backend": p["planner_backend"], "moveit_config": p["moveit_config"]}
+        overrides = {key: value for key, value in overrides.items() if value}
         try:
-            config = PlannerConfig.from_yaml(self._params["planner_config"] or None, **overrides)
+            if p["workspace_box_m"]:
+                # The planner's world has the robot base at robot.yaml's base position (the model world).
+                overrides["workspace"] = WorkspaceBounds.from_base_box(p["workspace_box_m"], ROBOT_BASE_M)
+            config = PlannerConfig.from_yaml(p["planner_config"] or None, **overrides)
+            self._backend = config.backend
             from ..planning.manipulator import ForecastManipulator
 
-            return ForecastManipulator(config, free_scaling=self._params["free_velocity_scaling"],
-                                       contact_scaling=self._params["contact_velocity_scaling"])
+            return ForecastManipulator(config, free_scaling=p["free_velocity_scaling"],
+                                       contact_scaling=p["contact_velocity_scaling"],
+                                       acceleration_scaling=p["acceleration_scaling"])
         except (PlannerConfigError, PlannerUnavailableError) as err:
             raise StartupError(f"manipulation_node cannot build its planner: {err}") from None
 
     # --- callbacks: convert and store -----------------------------------------------------------
     def apply_parameter(self, name: str, value) -> None:
-        if name in ("free_velocity_scaling", "contact_velocity_scaling"):
+        if name in ("free_velocity_scaling", "contact_velocity_scaling", "acceleration_scaling"):
             skills = self._manipulator.skills
             skills.free_scaling = self._params["free_velocity_scaling"]
             skills.contact_scaling = self._params["contact_velocity_scaling"]
+            skills.acceleration_scaling = self._params["acceleration_scaling"]
         elif name == "frame_buffer_s" and self._observed is not None:
             self._observed.set_buffer_s(value)
 
@@ -123,22 +174,81 @@ class ManipulationNode(ManagedNode):
         self._mailbox.put(msg)
 
     def _drop_pending(self) -> None:
+        """~/stop: the queued request and a dry run's plan are dropped."""
         if self._mailbox is not None:
             self._mailbox.discard()
+        self._set_pending(None)
+
+    def _set_pending(self, plan: PendingPlan | None) -> PendingPlan | None:
+        """Replace the dry run's plan; the one it replaced."""
+        with self._pending_lock:
+            old, self._pending = self._pending, plan
+        return old
+
+    def _on_execute(self, request, response):
+        """~/execute: carry out the dry run's plan (on the worker), or refuse saying why."""
+        with self._pending_lock:
+            plan = self._pending
+            problem = self._execute_problem(plan)
+            if problem is None:
+                self._pending = None  # a plan is carried out once
+        if problem is not None:
+            self.get_logger().warning(f"~/execute refused: {problem}")
+            response.success, response.message = False, problem
+            return response
+        self._arm.resume()
+        self._mailbox.put(plan)
+        response.success = True
+        response.message = (f"executing the plan of the forecast at {stamp_ns(plan.stamp) / NS:.3f} s: "
+                            f"{', '.join(plan.summary['steps'])}")
+        return response
+
+    def _execute_problem(self, plan: PendingPlan | None) -> str | None:
+        if plan is None:
+            return "no plan to execute (a dry run's plan is kept until it is executed, stopped or replaced)"
+        age_s = self._arm.now_s() - plan.planned_at_s
+        if age_s > self._params["plan_expiry_s"]:
+            return f"the plan is {age_s:.1f} s old (plan_expiry_s {self._params['plan_expiry_s']}): send a new forecast"
+        problem = self._joint_state_problem()
+        if problem:
+            return problem
+        q = self._observed.joints()[0]
+        limit = self._params["goal_tolerance_rad"] * START_TOLERANCE_FACTOR
+        moved = float(np.max(np.abs(q - plan.q_start)))
+        if moved > limit:
+            return (f"the arm has moved {moved:.3f} rad (max joint) from the plan's start since planning (limit "
+                    f"{limit:.3f} rad = {START_TOLERANCE_FACTOR} x goal_tolerance_rad): send a new forecast")
+        return None
+
+    def _joint_state_problem(self) -> str | None:
+        """Why the joint states may not be acted on (none, or older than max_joint_state_age_s), or None."""
+        age_s = self._observed.joints_age_s() if self._observed is not None else None
+        if age_s is None:
+            return "no joint_states received"
+        if age_s > self._params["max_joint_state_age_s"]:
+            return (f"the newest joint_states is {age_s:.2f} s old (max_joint_state_age_s "
+                    f"{self._params['max_joint_state_age_s']}): is the arm's driver publishing?")
+        return None
 
     # --- worker: plan and execute one forecast at a time ------------------------------------------
     def _work(self, mailbox: LatestMailbox) -> None:
-        while (msg := mailbox.take()) is not None:
+        while (item := mailbox.take()) is not None:
+            # A forecast to plan (and execute), or a dry run's plan that ~/execute released.
+            stamp = item.stamp if isinstance(item, PendingPlan) else item.header.stamp
             try:
-                self._handle(msg)
+                if isinstance(item, PendingPlan):
+                    self._execute(item.steps, item.stamp, item.summary)
+                else:
+                    self._handle(item)
             except Stopped:
-                self._report.status("stopped", stamp=msg.header.stamp, reason=self._arm.stop_reason)
+                self._report.status("stopped", stamp=stamp, reason=self._arm.stop_reason)
             except Exception as err:  # noqa: BLE001  (a node must survive a bug in one request)
                 self.get_logger().error(f"unexpected error while handling a forecast: {type(err).__name__}: {err}")
-                self._report.status("failed", stamp=msg.header.stamp, reason=f"{type(err).__name__}: {err}")
+                self._report.status("failed", stamp=stamp, reason=f"{type(err).__name__}: {err}")
 
     def _handle(self, msg: MultiDOFJointTrajectory) -> None:
         stamp = msg.header.stamp
+        self._set_pending(None)  # a new forecast replaces a dry run's plan
         if msg.header.frame_id != self._params["world_frame"]:
             return self._fail(stamp, f"forecast in frame {msg.header.frame_id!r}, expected "
                                      f"{self._params['world_frame']!r}")
@@ -154,6 +264,9 @@ class ManipulationNode(ManagedNode):
         if isinstance(frame, str):
             return self._fail(stamp, frame)
         depth, camera, q_arm = frame
+        problem = self._joint_state_problem()
+        if problem:
+            return self._fail(stamp, problem)
         self._report.status("planning", stamp=stamp)
         t0 = time.perf_counter()
         try:
@@ -165,11 +278,22 @@ class ManipulationNode(ManagedNode):
                    "planning_time_s": round(time.perf_counter() - t0, 3),
                    "carry_follows_forecast": plan.carry_follows_forecast}
         if not self._params["execute"]:
-            self._report.status("done", stamp=stamp, reason="planned only (execute = false)", **summary)
+            self._set_pending(PendingPlan(plan.steps, summary, stamp, self._arm.now_s(), np.asarray(q_arm).copy()))
+            self._publish_preview(plan.steps, q_arm, points_t0, hypotheses)
+            self._report.status("planned", stamp=stamp, reason="dry run (execute = false): nothing was sent to the "
+                                "arm; the plan is on manipulation/preview and manipulation/markers; call ~/execute "
+                                f"within plan_expiry_s = {self._params['plan_expiry_s']} s to carry it out", **summary)
             return None
+        return self._execute(plan.steps, stamp, summary)
+
+    def _execute(self, steps, stamp, summary: dict) -> None:
+        """Send the steps in turn, each after the previous one has arrived; the outcome goes to the status."""
         self._report.status("executing", stamp=stamp, **summary)
-        for step in plan.steps:
+        for step in steps:
             self._arm.check()
+            problem = self._joint_state_problem()
+            if problem:
+                return self._fail(stamp, f"{step.label}: not sent: {problem}", **summary)
             try:
                 if step.trajectory is not None:
                     problem = self._run_trajectory(step.trajectory)
@@ -183,6 +307,65 @@ class ManipulationNode(ManagedNode):
                 return self._fail(stamp, f"{step.label}: {problem}", **summary)
         self._report.status("done", stamp=stamp, **summary)
         return None
+
+    # --- dry run: the plan for RViz ----------------------------------------------------------------------
+    def _publish_preview(self, steps, q_start, points_t0, hypotheses) -> None:
+        """The whole sequence on manipulation/preview and its grasp-target path, the forecast and the gripper
+        steps on manipulation/markers (world_frame)."""
+        from ..planning.manipulator import consensus_tracks
+
+        p = self._params
+        samples = sequence_samples(steps, q_start, p["gripper_settle_s"])
+        preview = trajectory_msg(samples.times_s, samples.positions_rad, self._arm.arm_joint_names)
+        preview.header.frame_id = p["world_frame"]
+        preview.header.stamp = self.get_clock().now().to_msg()
+        self._pub_preview.publish(preview)
+        T_world_model = self._T_world_model()
+        fk = self._manipulator.kinematics.fk
+        tcp_model = np.array([fk(q)[:3, 3] for q in samples.positions_rad])  # (N, 3)
+        tcp = tcp_model @ T_world_model[:3, :3].T + T_world_model[:3, 3]
+        at = {t: tcp[i] for i, t in enumerate(samples.times_s)}
+        tracks = consensus_tracks(hypotheses)  # (P, F, 3) in world_frame, what the planner followed
+        markers = [Marker(action=Marker.DELETEALL)]
+        markers.append(self._marker("tcp_path", 0, Marker.LINE_STRIP, tcp, (0.1, 0.6, 1.0), 0.005))
+        for i, track in enumerate(tracks):
+            markers.append(self._marker("forecast", i, Marker.LINE_STRIP, np.vstack([points_t0[i], track]),
+                                        (1.0, 0.5, 0.0), 0.003))
+        markers.append(self._marker("forecast_t0", 0, Marker.SPHERE_LIST, points_t0, (1.0, 0.9, 0.0), 0.01))
+        for i, (t, label, opening_m) in enumerate(samples.gripper_events):
+            text = self._marker("gripper", i, Marker.TEXT_VIEW_FACING, [at[t] + [0.0, 0.0, 0.04]],
+                                (1.0, 1.0, 1.0), 0.02)
+            text.text = f"{label} ({opening_m * 2000:.0f} mm)"
+            markers.append(text)
+        self._pub_markers.publish(MarkerArray(markers=markers))
+
+    def _marker(self, ns: str, marker_id: int, kind: int, points_m, rgb, size_m: float) -> Marker:
+        marker = Marker(ns=ns, id=marker_id, type=kind, action=Marker.ADD, lifetime=Duration())
+        marker.header.frame_id = self._params["world_frame"]
+        marker.header.stamp = self.get_clock().now().to_msg()
+        marker.pose.orientation.w = 1.0
+        marker.scale.x = marker.scale.y = marker.scale.z = size_m
+        marker.color.r, marker.color.g, marker.color.b, marker.color.a = (*map(float, rgb), 1.0)
+        if kind == Marker.TEXT_VIEW_FACING:
+            marker.pose.position = Point(x=float(points_m[0][0]), y=float(points_m[0][1]), z=float(points_m[0][2]))
+        else:
+            marker.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in np.asarray(points_m)]
+        return marker
+
+    def _T_world_model(self) -> np.ndarray:
+        """world_frame ← the planner's model world (robot base at ROBOT_BASE_M): identity unless the node knows
+        the robot base's pose in world_frame (``robot_base_pose`` x y z qx qy qz qw, where declared)."""
+        T_model_base = np.eye(4)
+        T_model_base[:3, 3] = ROBOT_BASE_M
+        pose = self._params.get("robot_base_pose")
+        if not pose:
+            return np.eye(4)
+        from scipy.spatial.transform import Rotation
+
+        T_world_base = np.eye(4)
+        T_world_base[:3, :3] = Rotation.from_quat(pose[3:7]).as_matrix()
+        T_world_base[:3, 3] = pose[:3]
+        return T_world_base @ np.linalg.inv(T_model_base)
 
     def _frame_at(self, t_ns: int):
         """(depth_m, camera, q_arm) at the forecast's stamp, or a sentence saying what is missing."""

@@ -47,6 +47,8 @@ def _plain(p: ParamSpec, value):
         value = float(value)
     if hasattr(value, "tolist"):  # array-valued parameters come back as array.array
         value = value.tolist()
+    if value is None and type(p.default) is list:  # a params file's `[]` declares no value
+        value = []
     return value
 
 

@@ -290,3 +290,34 @@ class SkillPlanner:
         add("home", self.planner.plan_to_joints(q, np.asarray(HOME_JOINTS_RAD),
                                                 **self._scaling(self.free_scaling)))
         return plan
+
+
+@dataclass(frozen=True)
+class SequenceSamples:
+    """A plan's steps laid end to end on one time axis (a preview of the whole sequence)."""
+
+    times_s: np.ndarray  # (N,) strictly increasing, from 0
+    positions_rad: np.ndarray  # (N, 7)
+    gripper_events: list[tuple[float, str, float]]  # (time s, step label, per-finger opening m)
+
+
+def sequence_samples(steps: list[MotionStep], q_start: np.ndarray, gripper_settle_s: float,
+                     stride_s: float = 0.05) -> SequenceSamples:
+    """The arm's positions over the whole plan: each trajectory's samples (about every ``stride_s``, always its
+    last) after the previous step's end; a gripper step holds the arm for ``gripper_settle_s``, as execution does."""
+    times, positions, events = [0.0], [np.asarray(q_start, dtype=float)], []
+    for step in steps:
+        t_end, q_end = times[-1], positions[-1]
+        if step.trajectory is None:
+            events.append((t_end, step.label, float(step.gripper_opening_m)))
+            if gripper_settle_s > 0:
+                times.append(t_end + gripper_settle_s)
+                positions.append(q_end)
+            continue
+        trajectory = step.trajectory
+        every = max(1, int(round(stride_s / max(np.min(np.diff(trajectory.times_s)), 1e-9))))
+        keep = np.unique(np.r_[np.arange(1, len(trajectory.times_s), every), len(trajectory.times_s) - 1])
+        keep = keep[trajectory.times_s[keep] > 0]
+        times.extend(t_end + trajectory.times_s[keep])
+        positions.extend(trajectory.positions_rad[keep])
+    return SequenceSamples(np.array(times), np.array(positions), events)
