@@ -11,14 +11,17 @@ from molmomotion_ros.planning.kinematics import PandaKinematics, pose_error
 from molmomotion_ros.planning.manipulator import ForecastManipulator, consensus_tracks, target_region
 from molmomotion_ros.planning.planner import MotionPlanner
 from molmomotion_ros.planning.skills import (
+    MotionStep,
     SkillError,
     SkillPlanner,
     down_pose,
     perceive_target,
+    sequence_samples,
     skill_from_forecast,
     wrap_half_turn,
     yaw_of,
 )
+from molmomotion_ros.planning.timing import TimedTrajectory
 from molmomotion_ros.robot import HOME_JOINTS_RAD
 
 TABLE_Z = 0.626
@@ -185,3 +188,23 @@ def test_target_region_grows_from_the_forecast_points_in_a_rendered_frame():
 
 def test_camera_config_is_the_one_the_harness_uses():
     assert PinholeCamera.from_yaml(config_path("camera.yaml")).width == 160
+
+
+def test_sequence_samples_lay_the_steps_end_to_end_with_gripper_holds():
+    def line(q_from, q_to, duration_s):
+        t = np.linspace(0.0, duration_s, int(round(duration_s / 0.01)) + 1)
+        q = q_from + (t / duration_s)[:, None] * (q_to - q_from)
+        return TimedTrajectory(tuple(f"j{i}" for i in range(7)), t, q, np.zeros_like(q), np.zeros_like(q))
+
+    q0 = np.zeros(7)
+    q1, q2 = q0 + 0.1, q0 + 0.3
+    steps = [MotionStep("approach", line(q0, q1, 1.0)), MotionStep("close gripper", gripper_opening_m=0.0),
+             MotionStep("lift", line(q1, q2, 0.5))]
+    samples = sequence_samples(steps, q0, gripper_settle_s=0.4)
+    assert np.all(np.diff(samples.times_s) > 0) and samples.times_s[0] == 0.0
+    assert samples.times_s[-1] == pytest.approx(1.0 + 0.4 + 0.5)
+    np.testing.assert_allclose(samples.positions_rad[[0, -1]], [q0, q2])
+    held = (samples.times_s >= 1.0 - 1e-9) & (samples.times_s <= 1.4 + 1e-9)
+    np.testing.assert_allclose(samples.positions_rad[held], np.tile(q1, (held.sum(), 1)))  # the arm waits
+    assert samples.gripper_events == [(pytest.approx(1.0), "close gripper", 0.0)]
+    assert 0.04 < np.max(np.diff(samples.times_s)) <= 0.4 + 1e-9  # about every 50 ms, the hold excepted
