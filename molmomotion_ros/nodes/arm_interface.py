@@ -25,8 +25,9 @@
   the finger joints (franka_ros2's arm topic) is accepted: the fingers then come from ``gripper_joint_states``
   when set, else from the last gripper command's outcome (:attr:`ArmCommands.finger_opening_m`).
 * :class:`StatusReporter`: ``manipulation/status`` (std_msgs/String, JSON, reliable + transient-local:
-  ``{"state": idle | planning | executing | done | failed | stopped, "reason", "forecast_stamp",
-  "agent", ...}`` on every change, read by the episode runner) and ``/diagnostics``.
+  ``{"state": idle | planning | planned | executing | done | failed | stopped, "reason", "forecast_stamp",
+  "agent", ...}`` on every change, read by the episode runner; "planned" = a dry run's plan waiting for
+  ``~/execute``, "done" = executed) and ``/diagnostics``.
 
 The node (a :class:`~.lifecycle.ManagedNode`) builds StatusReporter and ArmCommands at configure (their
 publishers) and ArmObservations and ``~/stop`` at activate (subscriptions and service, destroyed at deactivate).

@@ -9,7 +9,7 @@ from molmomotion_ros.paths import config_path
 from molmomotion_ros.planning.collision import PointCloudChecker
 from molmomotion_ros.planning.kinematics import PandaKinematics, pose_error
 from molmomotion_ros.planning.manipulator import ForecastManipulator, consensus_tracks, target_region
-from molmomotion_ros.planning.planner import MotionPlanner
+from molmomotion_ros.planning.planner import MotionPlanner, PlannerConfig, WorkspaceBounds
 from molmomotion_ros.planning.skills import (
     MotionStep,
     SkillError,
@@ -208,3 +208,27 @@ def test_sequence_samples_lay_the_steps_end_to_end_with_gripper_holds():
     np.testing.assert_allclose(samples.positions_rad[held], np.tile(q1, (held.sum(), 1)))  # the arm waits
     assert samples.gripper_events == [(pytest.approx(1.0), "close gripper", 0.0)]
     assert 0.04 < np.max(np.diff(samples.times_s)) <= 0.4 + 1e-9  # about every 50 ms, the hold excepted
+
+
+def test_a_skill_outside_the_workspace_box_fails_with_the_reason_and_acceleration_scaling_times_it(kinematics):
+    checker = PointCloudChecker(kinematics)
+    rng = np.random.default_rng(4)
+    pts = box_surface(np.array([0.5, -0.1, TABLE_Z + 0.02]), np.array([0.02, 0.02, 0.02]), 0.2, rng)
+    target = perceive_target(pts, TABLE_Z)
+    points_t0 = pts[:8]
+    tracks = rigid_tracks(points_t0, np.array([0.0, 0.2, 0.0]), lift_m=0.12)
+    skill = skill_from_forecast(target, points_t0, tracks, object_motion_from_tracks(points_t0, tracks)[0], TABLE_Z)
+    checker.set_points(pts)
+    # The grasp (x 0.5 in the world, on the base's x) lies beyond a box that ends 0.4 m in front of the base.
+    box = WorkspaceBounds.from_base_box([0.0, 0.4, -0.5, 0.5, 0.0, 0.8], kinematics.base_pose[:3, 3])
+    narrow = MotionPlanner(PlannerConfig(workspace=box), checker=checker, kinematics=kinematics)
+    with pytest.raises(SkillError, match="outside the workspace bounds .*robot base frame"):
+        SkillPlanner(narrow).plan(HOME, skill)
+    planner = MotionPlanner(checker=checker, kinematics=kinematics)
+    brisk = SkillPlanner(planner, acceleration_scaling=0.0).plan(HOME, skill)
+    gentle_planner = SkillPlanner(planner, acceleration_scaling=0.05)
+    gentle = gentle_planner.plan(HOME, skill)
+    home = [s.trajectory for s in (brisk.steps[-1], gentle.steps[-1])]
+    assert home[1].duration_s > home[0].duration_s * 1.2
+    limits = planner.limits.scaled(gentle_planner.free_scaling, 0.05)
+    assert home[1].violations(limits) == [] and home[0].violations(limits) != []
