@@ -270,3 +270,41 @@ def test_manipulation_plans_the_same_from_tf_in_the_base_frame_as_from_the_topic
     finally:
         stop(topic)
         stop(tf)
+
+
+def test_forecaster_against_fake_franka_as_on_a_real_cell(scene, driver, ros_env, tmp_path):
+    """fake_franka (the real cell's names: RealSense topics and QoS, plumb_bob camera_info, the hand-eye on
+    /tf_static, no world frame) and the forecaster remapped onto it with TF extrinsics in fr3_link0: the forecast
+    starts on the episode's target (the same scene as this test's: place-in-container, seed 110000)."""
+    logs = logs_of(tmp_path)
+    fake = start_node("molmomotion_ros.nodes.fake_franka_node", "--params-file",
+                      str(ROOT / "config" / "fake_franka.yaml"), "-p", "family:=place-in-container",
+                      "-p", f"seed:={SEED}", "-p", "camera_rate_hz:=10.0", env=ros_env, log_path=tmp_path / "fake.log")
+    camera = "/camera/camera"
+    forecaster = start_node("molmomotion_ros.nodes.forecaster_node", "--params-file",
+                            str(ROOT / "config" / "forecaster_node.yaml"), "-p", "extrinsics_source:=tf",
+                            "-p", f"world_frame:={BASE}", "-p", "torch_threads:=1",
+                            "-r", f"camera/color/image_raw:={camera}/color/image_raw",
+                            "-r", f"camera/depth/image_raw:={camera}/aligned_depth_to_color/image_raw",
+                            "-r", f"camera/color/camera_info:={camera}/color/camera_info",
+                            env=ros_env, log_path=tmp_path / "forecaster.log")
+    forecasts: list[MultiDOFJointTrajectory] = []
+    driver.node.create_subscription(MultiDOFJointTrajectory, "forecast/trajectory", forecasts.append, LATCHED)
+    pub_instruction = driver.node.create_publisher(String, "instruction", LATCHED)
+    try:
+        wait_until(lambda: pub_instruction.get_subscription_count() > 0 or forecaster.poll() is not None, 90,
+                   driver.spin, "the forecaster")
+        pub_instruction.publish(String(data=scene["instruction"]))
+        try:
+            wait_until(lambda: forecasts or fake.poll() is not None or forecaster.poll() is not None, 120,
+                       driver.spin, "a forecast from fake_franka's camera")
+        except TimeoutError as err:
+            raise AssertionError(f"{err}\n{logs()}") from None
+        assert forecasts, logs()
+        assert forecasts[-1].header.frame_id == BASE
+        points_t0, _, _ = conv.msg_to_forecast_tracks(forecasts[-1])
+        target_in_base = scene["target_center_m"] - np.asarray(ROBOT_BASE_M)
+        assert np.linalg.norm(points_t0.mean(0) - target_in_base) < 0.03, (points_t0.mean(0), target_in_base, logs())
+    finally:
+        stop(forecaster)
+        stop(fake)
