@@ -16,11 +16,15 @@ lengths; the canvas covers every raw pixel's ray) and samples the render there, 
 and by nearest neighbour for depth and labels (a depth edge must not blend two surfaces). Depth along
 the optical axis is the same number in both images, so an aligned depth image is remapped the same
 way. With all coefficients zero the view is the render itself.
+
+:class:`Rectifier` goes the other way, as the nodes do with a real camera's raw images: it resamples them into
+the pinhole image of the same K.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -162,3 +166,59 @@ class DistortedView:
                                                 axis=-1))
         z = np.asarray(depth_m, dtype=float)
         return np.stack([xy[..., 0] * z, xy[..., 1] * z, z], axis=-1)
+
+
+@dataclass(frozen=True, eq=False)
+class Rectifier:
+    """Raw (distorted) images → the pinhole images of the same K, as image_proc's rectify does with P = K.
+
+    For every rectified pixel, :meth:`PlumbBob.distort` says where its ray lands in the raw image; colour is
+    sampled there bilinearly, depth and labels by nearest neighbour (blending two surfaces would invent a
+    depth). Rectified pixels whose ray falls outside the raw image get 0 colour and NaN depth. The maps depend
+    only on (K, D, size): :meth:`for_camera` caches them."""
+
+    camera: PinholeCamera  # the rectified camera: the raw one's K and size, no distortion
+    distortion: PlumbBob
+    raw_u: np.ndarray  # (H, W) float: the raw pixel each rectified pixel samples
+    raw_v: np.ndarray  # (H, W)
+    inside: np.ndarray  # (H, W) bool: that raw pixel lies inside the raw image
+
+    @classmethod
+    def for_camera(cls, camera: PinholeCamera, distortion: PlumbBob) -> "Rectifier":
+        maps = _rectify_maps(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy, distortion)
+        return cls(camera, distortion, *maps)
+
+    def rgb(self, raw_rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 raw colour → (H, W, 3) uint8 rectified (bilinear)."""
+        img = np.asarray(raw_rgb, dtype=np.float32)
+        h, w = img.shape[:2]
+        u0 = np.clip(np.floor(self.raw_u).astype(int), 0, w - 2)
+        v0 = np.clip(np.floor(self.raw_v).astype(int), 0, h - 2)
+        fu = np.clip(self.raw_u - u0, 0, 1)[..., None].astype(np.float32)
+        fv = np.clip(self.raw_v - v0, 0, 1)[..., None].astype(np.float32)
+        top = img[v0, u0] * (1 - fu) + img[v0, u0 + 1] * fu
+        bottom = img[v0 + 1, u0] * (1 - fu) + img[v0 + 1, u0 + 1] * fu
+        out = np.clip(np.rint(top * (1 - fv) + bottom * fv), 0, 255).astype(np.uint8)
+        out[~self.inside] = 0
+        return out
+
+    def depth(self, raw_depth_m: np.ndarray) -> np.ndarray:
+        """(H, W) raw-geometry depth (m along the optical axis, NaN = none) → rectified (nearest; NaN outside)."""
+        depth = np.asarray(raw_depth_m, dtype=np.float32)
+        h, w = depth.shape
+        out = depth[np.clip(np.rint(self.raw_v).astype(int), 0, h - 1), np.clip(np.rint(self.raw_u).astype(int), 0,
+                                                                                  w - 1)]
+        out[~self.inside] = np.nan
+        return out
+
+
+@lru_cache(maxsize=8)
+def _rectify_maps(width: int, height: int, fx: float, fy: float, cx: float, cy: float, distortion: PlumbBob):
+    v, u = np.mgrid[0:height, 0:width].astype(float)
+    xy_d = distortion.distort(np.stack([(u - cx) / fx, (v - cy) / fy], axis=-1))  # (H, W, 2)
+    raw_u, raw_v = fx * xy_d[..., 0] + cx, fy * xy_d[..., 1] + cy
+    # Nearest-neighbour reach: a raw pixel covers ±0.5 around its centre.
+    inside = (raw_u > -0.5) & (raw_u < width - 0.5) & (raw_v > -0.5) & (raw_v < height - 0.5)
+    for array in (raw_u, raw_v, inside):
+        array.flags.writeable = False  # shared by every Rectifier of this camera
+    return raw_u, raw_v, inside

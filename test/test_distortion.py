@@ -4,7 +4,7 @@ the way OpenCV and image_geometry do finds every object where the images show it
 import numpy as np
 import pytest
 
-from molmomotion_ros.distortion import DistortedView, DistortionError, PlumbBob
+from molmomotion_ros.distortion import DistortedView, DistortionError, PlumbBob, Rectifier
 from molmomotion_ros.robot import TABLE_TOP_Z_M
 from molmomotion_sim.world import World
 
@@ -69,3 +69,36 @@ def test_objects_appear_where_the_distortion_model_projects_them(world):
         assert abs(points_world[:, 2].max() - world.object_top_z(cube)) < 0.003, cube.name
         centre_xy = world.object_center(cube)[:2]
         assert np.linalg.norm(np.median(points_world[:, :2], axis=0) - centre_xy) < 0.02, cube.name
+
+
+def test_rectifying_the_raw_images_gives_back_the_pinhole_render(world):
+    """fake_franka's raw images, rectified as the nodes do, are the pinhole render (away from the borders, where
+    the raw image has no data): colour within bilinear blur, depth exactly (nearest neighbour, no invented
+    depths), and without rectification they would not be."""
+    world.reset()
+    world.add_object("cube", "red", [0.45, 0.1])
+    world.add_object("cube", "blue", [0.6, -0.15])
+    world.settle()
+    view = DistortedView.build(world.camera, STRONG)
+    canvas = world.render(view.source)
+    raw_rgb, raw_depth = view.rgb(canvas.rgb), view.depth(canvas.depth_m)
+    pinhole = world.render()
+    rectifier = Rectifier.for_camera(world.camera, STRONG)
+    assert Rectifier.for_camera(world.camera, STRONG).raw_u is rectifier.raw_u  # maps cached per (K, D, size)
+    rgb, depth = rectifier.rgb(raw_rgb), rectifier.depth(raw_depth)
+    margin = 12
+    inner = (slice(margin, -margin), slice(margin, -margin))
+    assert rectifier.inside[inner].all()
+    colour_error = np.abs(rgb[inner].astype(int) - pinhole.rgb[inner].astype(int))
+    assert np.median(colour_error) <= 2 and np.mean(colour_error) < 6
+    raw_colour_error = np.abs(raw_rgb[inner].astype(int) - pinhole.rgb[inner].astype(int))
+    assert np.mean(raw_colour_error) > 2 * np.mean(colour_error)
+    both = np.isfinite(depth[inner]) & np.isfinite(pinhole.depth_m[inner])
+    depth_error = np.abs(depth[inner] - pinhole.depth_m[inner])[both]
+    assert both.mean() > 0.95 and np.mean(depth_error < 0.005) > 0.97
+    assert set(np.unique(depth[np.isfinite(depth)])) <= set(np.unique(raw_depth[np.isfinite(raw_depth)]))
+    # Pincushion distortion: the corner rays leave the raw image, so those pixels have no depth, black colour.
+    pincushion = Rectifier.for_camera(world.camera, PlumbBob(k1=0.3))
+    outside = ~pincushion.inside
+    assert outside[0, 0] and outside[-1, -1] and not outside[60, 80]
+    assert np.isnan(pincushion.depth(raw_depth)[outside]).all() and (pincushion.rgb(raw_rgb)[outside] == 0).all()

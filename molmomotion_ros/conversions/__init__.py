@@ -19,7 +19,15 @@ from .forecasts import (
     scores_to_msg,
     tracks_to_trajectory,
 )
-from .images import camera_info_msg, camera_info_to_camera, depth_to_msg, msg_to_depth_m, msg_to_rgb, rgb_to_msg
+from .images import (
+    camera_info_msg,
+    camera_info_to_camera,
+    camera_info_to_rectified,
+    depth_to_msg,
+    msg_to_depth_m,
+    msg_to_rgb,
+    rgb_to_msg,
+)
 from .poses import (
     matrix_to_pose,
     matrix_to_transform,
@@ -31,7 +39,8 @@ from .poses import (
 )
 
 __all__ = [
-    "ConversionError", "camera_info_msg", "camera_info_to_camera", "depth_to_msg", "diagnostic_array",
+    "ConversionError", "camera_info_msg", "camera_info_to_camera", "camera_info_to_rectified", "depth_to_msg",
+    "diagnostic_array",
     "forecast_to_hypotheses", "forecast_to_markers", "forecast_to_trajectory", "hypotheses_to_trajectory",
     "matrix_to_pose", "matrix_to_transform", "matrix_to_xyz_quat", "msg_to_depth_m", "msg_to_forecast_hypotheses",
     "msg_to_forecast_tracks", "msg_to_rgb", "msg_to_scores", "pose_stamped", "pose_to_matrix", "rgb_to_msg",

@@ -14,6 +14,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..camera import CameraConfigError, PinholeCamera
+from ..distortion import DistortionError, PlumbBob, Rectifier
 from .errors import ConversionError
 
 # encoding → (numpy dtype of one channel, channels)
@@ -121,14 +122,40 @@ def camera_info_to_camera(msg: CameraInfo, T_world_cam: np.ndarray | None = None
     """CameraInfo → PinholeCamera (intrinsics from P when set, else K; frame_id from the header).
 
     Distortion is not modelled: a message with non-zero distortion coefficients is refused, since
-    deprojecting raw pixels with it would silently misplace points (use the rectified image).
+    deprojecting raw pixels with it would silently misplace points (use :func:`camera_info_to_rectified`).
     """
-    k = np.asarray(msg.k, dtype=float).reshape(3, 3)
-    p = np.asarray(msg.p, dtype=float).reshape(3, 4)
-    intrinsics = p[:, :3] if p[0, 0] > 0 and p[1, 1] > 0 else k
     if np.any(np.asarray(msg.d, dtype=float) != 0):
         raise ConversionError(f"camera_info has distortion {list(msg.d)} ({msg.distortion_model}); "
-                              "only rectified (zero-distortion) images are supported")
+                              "only rectified (zero-distortion) images are supported here")
+    k = np.asarray(msg.k, dtype=float).reshape(3, 3)
+    p = np.asarray(msg.p, dtype=float).reshape(3, 4)
+    return _pinhole(msg, p[:, :3] if p[0, 0] > 0 and p[1, 1] > 0 else k, T_world_cam)
+
+
+def camera_info_to_rectified(msg: CameraInfo, T_world_cam: np.ndarray | None = None
+                             ) -> tuple[PinholeCamera, Rectifier | None]:
+    """CameraInfo of a raw camera → (the pinhole camera its images are used as, the Rectifier that makes them
+    so, or None when they already are).
+
+    Zero distortion (any model): :func:`camera_info_to_camera`. ``plumb_bob`` with non-zero D (every
+    RealSense): the images are rectified into the pinhole image of the same K (image_proc's rectify with
+    P = K). Other models with non-zero coefficients are refused, naming the model."""
+    d = np.asarray(msg.d, dtype=float)
+    if not np.any(d != 0):
+        return camera_info_to_camera(msg, T_world_cam), None
+    if msg.distortion_model != "plumb_bob":
+        raise ConversionError(f"camera_info distortion model {msg.distortion_model!r} with coefficients "
+                              f"{d.tolist()} is not supported: only plumb_bob is rectified here (publish "
+                              "rectified images with zero D, or a plumb_bob calibration)")
+    try:
+        distortion = PlumbBob.from_list(d)
+    except DistortionError as err:
+        raise ConversionError(f"camera_info: {err}") from None
+    camera = _pinhole(msg, np.asarray(msg.k, dtype=float).reshape(3, 3), T_world_cam)
+    return camera, Rectifier.for_camera(camera, distortion)
+
+
+def _pinhole(msg: CameraInfo, intrinsics: np.ndarray, T_world_cam: np.ndarray | None) -> PinholeCamera:
     kwargs = {}
     if T_world_cam is not None:
         kwargs["T_world_cam"] = np.asarray(T_world_cam, dtype=float)

@@ -10,7 +10,7 @@ from .spec import AUTOSTART, NodeSpec, ParamSpec
 # [x, y, z, qx, qy, qz, qw] of the optical frame in the world frame (test/ros/test_forecaster_node.py checks it).
 DEFAULT_T_WORLD_CAMERA = [0.85, 0.0, 1.3, 0.686927, 0.686927, -0.167723, -0.167723]
 MODES = ("on_instruction", "continuous")
-EXTRINSICS_SOURCES = ("parameter", "topic", "tf2")
+EXTRINSICS_SOURCES = ("parameter", "topic", "tf", "tf2")  # tf2: the older name of tf
 
 FORECASTER_NODE = NodeSpec(
     name="forecaster_node",
@@ -54,8 +54,14 @@ FORECASTER_NODE = NodeSpec(
         ParamSpec("max_instruction_chars", 500, "longer instructions are refused", range=(1, 500)),
         ParamSpec("world_frame", "world", "frame of every published forecast (REP-103, metres)"),
         ParamSpec("extrinsics_source", "parameter", "where T_world_camera comes from: parameter (T_world_camera), "
-                                                    "topic (geometry_msgs/PoseStamped on camera/pose) or tf2",
+                                                    "topic (geometry_msgs/PoseStamped on camera/pose) or tf "
+                                                    "(world_frame ← camera_frame at the colour image's stamp, from "
+                                                    "/tf + /tf_static; tf2 is a synonym)",
                   choices=EXTRINSICS_SOURCES, read_only=True),
+        ParamSpec("camera_frame", "", "extrinsics_source = tf: the camera's optical frame (empty = the camera_info "
+                                      "header's frame_id)", read_only=True),
+        ParamSpec("tf_timeout_s", 0.2, "extrinsics_source = tf: wall s to wait for the transform at a frame's stamp; "
+                                       "without it the frame is dropped with the reason", range=(0.0, 10.0)),
         ParamSpec("T_world_camera", DEFAULT_T_WORLD_CAMERA, "camera optical frame pose in world_frame, "
                                                            "[x, y, z, qx, qy, qz, qw] (m), when "
                                                            "extrinsics_source = parameter"),

@@ -1,7 +1,10 @@
 """manipulation_node: forecast + depth frame + joint states → planned arm motions (the forecast-driven planner)."""
 
-from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES
+from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, ROBOT_BASE_M
 from .spec import AUTOSTART, NodeSpec, ParamSpec
+
+# The harness's cell: the base stands on the table at config/robot.yaml's position in the world frame.
+DEFAULT_ROBOT_BASE_POSE = [*map(float, ROBOT_BASE_M), 0.0, 0.0, 0.0, 1.0]
 
 # How the arm nodes (manipulation_node, policy_node) command the arm and read its joints (nodes/arm_interface.py).
 # The action names default to relative names beside today's topics (arm_controller/joint_trajectory,
@@ -71,7 +74,20 @@ MANIPULATION_NODE = NodeSpec(
                   range=(0.5, 60.0)),
         ParamSpec("max_frame_offset_s", 0.5, "s; without a depth frame at the forecast's stamp, the nearest one "
                   "this close is used (the scene holds still while the node is idle)", range=(0.0, 5.0)),
-        ParamSpec("world_frame", "world", "frame the forecast, camera pose and planning use (REP-103)"),
+        ParamSpec("world_frame", "world", "frame of the incoming forecasts and camera poses (REP-103); a real cell "
+                  "without a world frame uses the robot base frame (fr3_link0)"),
+        ParamSpec("extrinsics_source", "topic", "where the camera pose comes from: topic (geometry_msgs/PoseStamped "
+                  "on camera/pose, in world_frame) or tf (world_frame ← camera_frame at the depth frame's stamp, from "
+                  "/tf + /tf_static)", choices=("topic", "tf"), read_only=True),
+        ParamSpec("camera_frame", "", "extrinsics_source = tf: the camera's optical frame (empty = the camera_info "
+                  "header's frame_id)", read_only=True),
+        ParamSpec("tf_timeout_s", 0.2, "extrinsics_source = tf: wall s to wait for the camera transform at a frame's "
+                  "stamp; without it the forecast fails with the reason", range=(0.0, 10.0)),
+        ParamSpec("robot_base_pose", DEFAULT_ROBOT_BASE_POSE, "pose of the robot base in world_frame, [x, y, z (m), "
+                  "qx, qy, qz, qw]; the planner's model puts the base at config/robot.yaml's position, and "
+                  "forecasts and camera poses are moved there (a real cell: world_frame fr3_link0 and "
+                  "[0, 0, 0, 0, 0, 0, 1])",
+                  read_only=True),
         *ARM_PARAMETERS,
         AUTOSTART,
     ),

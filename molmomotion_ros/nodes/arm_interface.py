@@ -52,8 +52,10 @@ from .. import conversions
 from ..conversions.joints import duration_msg, msg_to_joint_positions
 from ..robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, GRIPPER_OPEN_M
 from ..streams import NS, Frame, FrameStore, stamp_ns
+from ..transforms import TransformError
 from .lifecycle import ManagedNode
 from .runtime import StartupError
+from .tf_listener import make_tf_lookup
 
 ARM_JOINTS = ARM_JOINT_NAMES  # the default robot (config/robot.yaml)
 FINGER_JOINTS = FINGER_JOINT_NAMES
@@ -416,11 +418,19 @@ def check_joint_names(params: dict) -> tuple[list[str], list[str]]:
 class ArmObservations:
     """Joint states, the camera pose and the camera frames of the last ``buffer_s`` of stamps (a
     :class:`~molmomotion_ros.streams.FrameStore`: depth is the primary part, or colour when subscribed; the
-    parts of a frame carry the same stamp)."""
+    parts of a frame carry the same stamp).
+
+    The camera pose comes from ``camera/pose`` (``extrinsics = "topic"``: the newest pose holds) or from TF
+    (``"tf"``: ``world_frame`` ← ``camera_frame``, or the camera_info's frame_id, at the frame's stamp, waiting
+    up to ``tf_timeout_s``; :mod:`.tf_listener`)."""
 
     def __init__(self, node: ManagedNode, buffer_s: float, report: Callable[[str, str, str], None],
                  color: bool = False, arm_joint_names=ARM_JOINTS, finger_joint_names=FINGER_JOINTS,
-                 gripper_joint_states: str = "", finger_fallback: Callable[[], float] | None = None):
+                 gripper_joint_states: str = "", finger_fallback: Callable[[], float] | None = None,
+                 extrinsics: str = "topic", world_frame: str = "world", camera_frame: str = "",
+                 tf_timeout_s: float = 0.2):
+        self._world_frame, self._camera_frame, self._tf_timeout_s = world_frame, camera_frame, tf_timeout_s
+        self._tf = make_tf_lookup(node) if extrinsics == "tf" else None
         self._report = report  # (level, stage, message) → /diagnostics
         self._lock = threading.Lock()
         self._arm_names, self._finger_names = list(arm_joint_names), list(finger_joint_names)
@@ -437,8 +447,9 @@ class ArmObservations:
         self._joints_received_ns: int | None = None
         subscriptions = [(Image, "camera/depth/image_raw", self._on_depth, qos_profile_sensor_data),
                          (CameraInfo, "camera/color/camera_info", self._on_info, qos_profile_sensor_data),
-                         (PoseStamped, "camera/pose", self._on_pose, LATCHED),
                          (JointState, "joint_states", self._on_joints, 10)]
+        if self._tf is None:
+            subscriptions.append((PoseStamped, "camera/pose", self._on_pose, LATCHED))
         if color:
             subscriptions.append((Image, "camera/color/image_raw", self._on_color, qos_profile_sensor_data))
         if gripper_joint_states:
@@ -448,6 +459,12 @@ class ArmObservations:
 
     def set_buffer_s(self, seconds: float) -> None:
         self.frames.set_window(seconds)
+
+    def close(self) -> None:
+        """Release the TF listener (at deactivate; the subscriptions go with the node's while_active ones)."""
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
 
     # --- callbacks: convert and store -----------------------------------------------------------------
     def _on_depth(self, msg: Image) -> None:
@@ -522,9 +539,49 @@ class ArmObservations:
         n, oldest_ns, newest_ns = self.frames.held()
         return f"{n} frames held, {oldest_ns / NS:.3f}–{newest_ns / NS:.3f} s" if n else "no frames received yet"
 
+    def camera_pose_at(self, frame: Frame) -> np.ndarray | str:
+        """T_world_cam for ``frame`` (topic: the newest camera/pose; tf: at the frame's stamp), or a sentence
+        saying why there is none. With TF this may wait up to tf_timeout_s: call it from a worker thread."""
+        if self._tf is None:
+            pose = self.camera_pose()
+            if pose is None:
+                return "no camera pose received on camera/pose"
+            try:
+                return conversions.pose_to_matrix(pose.pose)
+            except conversions.ConversionError as err:
+                return f"camera pose refused: {err}"
+        info = frame["info"]
+        camera_frame = self._camera_frame or (info.header.frame_id if info is not None else "")
+        if not camera_frame:
+            return "no camera frame to look up in TF (camera_frame is empty and camera_info has no frame_id)"
+        try:
+            return self._tf.lookup(self._world_frame, camera_frame, frame.stamp_ns, self._tf_timeout_s)
+        except TransformError as err:
+            return f"no camera pose {self._world_frame} ← {camera_frame} in TF at {frame.stamp_ns / NS:.3f} s: {err}"
+
+    def view(self, frame: Frame):
+        """(camera, depth_m, rgb or None) of a complete frame, rectified when its camera_info has plumb_bob
+        distortion (the camera is then the pinhole of the same K), the camera posed by :meth:`camera_pose_at`;
+        or a sentence saying why there is none."""
+        try:
+            camera, rectifier = conversions.camera_info_to_rectified(frame["info"])
+        except conversions.ConversionError as err:
+            return f"camera refused: {err}"
+        depth, rgb = frame["depth"], frame["color"] if "color" in frame.parts else None
+        if depth.shape != (camera.height, camera.width):
+            return (f"camera_info is {camera.width}x{camera.height} but the depth frame is "
+                    f"{depth.shape[1]}x{depth.shape[0]}")
+        if rectifier is not None:
+            depth = rectifier.depth(depth)
+            rgb = rectifier.rgb(rgb) if rgb is not None else None
+        T_world_cam = self.camera_pose_at(frame)
+        if isinstance(T_world_cam, str):
+            return T_world_cam
+        return camera.with_pose(T_world_cam), depth, rgb
+
     def camera(self, frame: Frame):
         """The frame's :class:`~molmomotion_ros.camera.PinholeCamera` (its camera_info, the camera pose now),
-        or a sentence saying why there is none."""
+        or a sentence saying why there is none (distorted images are refused: see :meth:`view`)."""
         pose = self.camera_pose()
         if pose is None:
             return "no camera pose received on camera/pose"

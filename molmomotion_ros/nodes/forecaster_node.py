@@ -15,6 +15,12 @@ Subscribes (relative names, remappable):
   * ``camera/pose`` (geometry_msgs/PoseStamped, when ``extrinsics_source = topic``): the camera
     optical frame's pose in ``world_frame``, reliable + transient-local (as sim_node publishes it).
     A pose holds until the next one: a frame uses the newest pose stamped at or before it.
+  * ``/tf`` and ``/tf_static`` (when ``extrinsics_source = tf``; :mod:`.tf_listener`): T_world_camera is
+    world_frame ← camera_frame (or camera_info's frame_id) at the colour image's stamp, looked up on the
+    worker (waiting up to ``tf_timeout_s``); a missing or stale transform drops the frame with the reason.
+
+A ``camera_info`` with plumb_bob distortion (every RealSense) has its colour and depth rectified into the pinhole
+image of the same K before forecasting; other models with non-zero coefficients are refused per frame.
 
 Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_frame``; metres, seconds):
   ``forecast/trajectory``, ``forecast/hypotheses``, ``forecast/scores``, ``forecast/markers`` (see
@@ -42,7 +48,6 @@ import yaml
 from geometry_msgs.msg import PolygonStamped, PoseStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32MultiArray, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -54,9 +59,11 @@ from ..forecasting.types import BackendUnavailableError, ForecastInputError
 from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
 from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
+from ..transforms import TransformError
 from .lifecycle import ManagedNode
 from .params import ParameterValueError
 from .runtime import StartupError, run_node
+from .tf_listener import make_tf_lookup
 
 COLOR_TOPIC = "camera/color/image_raw"
 DEPTH_TOPIC = "camera/depth/image_raw"
@@ -73,7 +80,7 @@ class Request:
     frames: FrameSet
     instruction: str
     generation: int  # which instruction (or query-point set) this serves
-    T_world_cam: np.ndarray
+    T_world_cam: np.ndarray | None  # None: looked up in TF by the worker
     points_2d: np.ndarray | None
 
 
@@ -102,7 +109,7 @@ class ForecasterNode(ManagedNode):
         super().__init__(FORECASTER_NODE, **kwargs)
         self.add_on_set_parameters_callback(self._check_extrinsics_parameter)
         self._pipeline = None
-        self._tf_buffer = self._tf_listener = None
+        self._tf = None  # extrinsics_source = tf: a .tf_listener lookup, while active
         self._lock = threading.Lock()  # guards the request state below (callbacks vs worker)
         self._mailbox: LatestMailbox | None = None
         self._worker: threading.Thread | None = None
@@ -133,14 +140,6 @@ class ForecasterNode(ManagedNode):
         except conversions.ConversionError as err:
             raise ParameterValueError(f"forecaster_node: bad parameter value(s): T_world_camera: {err}") from None
         self._known_words = known_object_words() if p["require_known_object"] else frozenset()
-        if p["extrinsics_source"] == "tf2":
-            try:
-                import tf2_ros
-            except ImportError:
-                raise StartupError("extrinsics_source=tf2 needs tf2_ros, which is not installed here (it has no "
-                                   "PyPI wheel); use extrinsics_source:=topic (camera/pose) or parameter") from None
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
         self._pipeline = self._load_pipeline()
         self._sync = StampSynchronizer(p["sync_tolerance_s"], queue_size=SYNC_QUEUE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -166,12 +165,15 @@ class ForecasterNode(ManagedNode):
         if p["extrinsics_source"] == "topic":
             self.while_active(subscribe(PoseStamped, POSE_TOPIC, self._on_camera_pose, latched,
                                         event_callbacks=self._report_incompatible_qos(POSE_TOPIC)))
+        if self._uses_tf:
+            self._tf = make_tf_lookup(self)
         self.while_active(self.create_timer(0.25, self._expire_frames))
         self._mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, args=(self._mailbox,), name="forecaster_worker",
                                         daemon=True)
         self._worker.start()
-        self.get_logger().info(f"ready: mode {p['mode']}, extrinsics from {p['extrinsics_source']}, "
+        source = f"tf ({self._tf.backend})" if self._tf is not None else p["extrinsics_source"]
+        self.get_logger().info(f"ready: mode {p['mode']}, extrinsics from {source}, "
                                f"forecasts in frame {p['world_frame']!r}")
 
     def deactivate(self) -> None:
@@ -180,11 +182,15 @@ class ForecasterNode(ManagedNode):
             self._mailbox.close()
             self._worker.join(timeout=10.0)
             self._mailbox = self._worker = None
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
+
+    @property
+    def _uses_tf(self) -> bool:
+        return self._params["extrinsics_source"] in ("tf", "tf2")
 
     def cleanup(self) -> None:
-        if self._tf_listener is not None:
-            self._tf_listener.unregister()
-        self._tf_buffer = self._tf_listener = None
         if self._pipeline is not None:
             device = self._params["device"]
             self._pipeline = None
@@ -364,7 +370,7 @@ class ForecasterNode(ManagedNode):
                 generation = self._generation
             instruction, points_2d = self._instruction, self._points_2d
         T_world_cam = self._extrinsics(frames)
-        if T_world_cam is None:
+        if T_world_cam is None and not self._uses_tf:
             return
         with self._lock:
             self._in_flight = generation
@@ -382,14 +388,22 @@ class ForecasterNode(ManagedNode):
                 self._problem("extrinsics_missing", POSE_TOPIC, "no camera pose received yet; frame dropped")
                 return None
             return pose[1]
-        try:  # tf2: non-blocking lookup at the frame's stamp
-            transform = self._tf_buffer.lookup_transform(self._params["world_frame"], frames.info.header.frame_id,
-                                                         Time(nanoseconds=frames.stamp_ns))
-            return conversions.transform_to_matrix(transform.transform)
-        except Exception as err:  # tf2 raises several lookup exception types
-            self._problem("extrinsics_tf2", "tf2", f"no transform {self._params['world_frame']} ← "
-                                                   f"{frames.info.header.frame_id}: {err}")
-            return None
+        return None  # tf: the worker looks it up (it may wait for the transform; a callback must not)
+
+    def _tf_extrinsics(self, frames: FrameSet) -> np.ndarray:
+        """T_world_cam at the colour stamp from TF, or FrameProblem saying why there is none."""
+        world, camera = self._params["world_frame"], self._params["camera_frame"] or frames.info.header.frame_id
+        if not camera:
+            raise FrameProblem("extrinsics_tf", "tf", "camera_info has no header.frame_id and camera_frame is empty: "
+                                                      "no frame to look up")
+        tf = self._tf
+        if tf is None:  # deactivated meanwhile
+            raise FrameProblem("extrinsics_tf", "tf", "the node is not active")
+        try:
+            return tf.lookup(world, camera, frames.stamp_ns, self._params["tf_timeout_s"])
+        except TransformError as err:
+            raise FrameProblem("extrinsics_tf", "tf", f"no camera pose {world} ← {camera} at the colour stamp "
+                                                      f"{frames.stamp_ns / NS:.3f} s: {err}") from None
 
     def _expire_frames(self) -> None:
         for missing in self._sync.expire(time.monotonic()):
@@ -442,9 +456,13 @@ class ForecasterNode(ManagedNode):
         except conversions.ConversionError as err:
             raise FrameProblem("depth_image", DEPTH_TOPIC, str(err)) from None
         try:
-            camera = conversions.camera_info_to_camera(frames.info, request.T_world_cam)
+            camera, rectifier = conversions.camera_info_to_rectified(frames.info)
         except conversions.ConversionError as err:
             raise FrameProblem("camera_info", INFO_TOPIC, str(err)) from None
+        if rectifier is not None and rgb.shape[:2] == depth_m.shape == (camera.height, camera.width):
+            rgb, depth_m = rectifier.rgb(rgb), rectifier.depth(depth_m)
+        T_world_cam = request.T_world_cam if request.T_world_cam is not None else self._tf_extrinsics(frames)
+        camera = camera.with_pose(T_world_cam)
         if rgb.shape[:2] != depth_m.shape or depth_m.shape != (camera.height, camera.width):
             raise FrameProblem("size_mismatch", DEPTH_TOPIC,
                                f"colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth_m.shape[1]}x{depth_m.shape[0]} "

@@ -7,7 +7,13 @@ Subscribes (relative names, remappable):
     encoding in :mod:`molmomotion_ros.conversions.forecasts`, reliable + transient-local).
   * ``camera/depth/image_raw`` and ``camera/color/camera_info`` (sensor-data QoS): the depth frame with the
     forecast's stamp t0 (else the nearest complete one within ``max_frame_offset_s``) gives the target's
-    shape and the obstacles; ``camera/pose``, ``joint_states``: see :mod:`.arm_interface`.
+    shape and the obstacles; ``camera/pose`` (or TF with ``extrinsics_source: tf``), ``joint_states``: see
+    :mod:`.arm_interface`. A plumb_bob-distorted camera_info's depth is rectified first; other models are refused.
+
+Frames: forecasts and camera poses arrive in ``world_frame``; the planner's model world has the robot base at
+config/robot.yaml's position, so both are moved by T_model_world = T_model_base · inv(T_world_base), with
+T_world_base = ``robot_base_pose`` (identity for the harness's world; a real cell sets world_frame fr3_link0 and
+an identity robot_base_pose).
 
 Publishes ``arm_controller/joint_trajectory`` (one planned segment at a time: approach, descend, carry, ...,
 each sent when the previous one has arrived), ``gripper/command`` (with ``arm_interface: action`` instead:
@@ -95,9 +101,17 @@ class ManipulationNode(ManagedNode):
         self._pending_lock = threading.Lock()
         self._pub_preview = self._pub_markers = None
         self._backend = ""  # the planner's backend (planner_backend, else planner.yaml's)
+        self._T_model_world = np.eye(4)  # world_frame → the planner's model world (robot_base_pose)
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def configure(self) -> None:
+        try:
+            T_world_base = conversions.xyz_quat_to_matrix(self._params["robot_base_pose"])
+        except conversions.ConversionError as err:
+            raise StartupError(f"manipulation_node: bad robot_base_pose: {err}") from None
+        T_model_base = np.eye(4)
+        T_model_base[:3, 3] = ROBOT_BASE_M
+        self._T_model_world = T_model_base @ np.linalg.inv(T_world_base)
         self._manipulator = self._load_planner()
         self._report = StatusReporter(self, f"planner ({self._backend})")
         self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
@@ -110,7 +124,9 @@ class ManipulationNode(ManagedNode):
                                          arm_joint_names=p["arm_joint_names"],
                                          finger_joint_names=p["finger_joint_names"],
                                          gripper_joint_states=p["gripper_joint_states"],
-                                         finger_fallback=lambda arm=self._arm: arm.finger_opening_m)
+                                         finger_fallback=lambda arm=self._arm: arm.finger_opening_m,
+                                         extrinsics=p["extrinsics_source"], world_frame=p["world_frame"],
+                                         camera_frame=p["camera_frame"], tf_timeout_s=p["tf_timeout_s"])
         self.while_active(self.create_subscription(MultiDOFJointTrajectory, "forecast/hypotheses", self._on_forecast,
                                                    LATCHED))
         self.while_active(self._arm.stop_service())
@@ -130,6 +146,8 @@ class ManipulationNode(ManagedNode):
             self._mailbox.close()
             self._worker.join(timeout=5.0)
             self._mailbox = self._worker = None
+        if self._observed is not None:
+            self._observed.close()
         self._observed = None
         self._set_pending(None)
 
@@ -256,6 +274,8 @@ class ManipulationNode(ManagedNode):
             points_t0, hypotheses, _ = conversions.msg_to_forecast_hypotheses(msg)
         except conversions.ConversionError as err:
             return self._fail(stamp, f"forecast refused: {err}")
+        forecast_world = (points_t0, hypotheses)  # for the dry run's markers, in world_frame as received
+        points_t0, hypotheses = self._to_model(points_t0), self._to_model(hypotheses)
         frame = self._frame_at(stamp_ns(stamp))
         deadline = time.monotonic() + FRAME_WAIT_S
         while isinstance(frame, str) and time.monotonic() < deadline:
@@ -279,7 +299,7 @@ class ManipulationNode(ManagedNode):
                    "carry_follows_forecast": plan.carry_follows_forecast}
         if not self._params["execute"]:
             self._set_pending(PendingPlan(plan.steps, summary, stamp, self._arm.now_s(), np.asarray(q_arm).copy()))
-            self._publish_preview(plan.steps, q_arm, points_t0, hypotheses)
+            self._publish_preview(plan.steps, q_arm, *forecast_world)
             self._report.status("planned", stamp=stamp, reason="dry run (execute = false): nothing was sent to the "
                                 "arm; the plan is on manipulation/preview and manipulation/markers; call ~/execute "
                                 f"within plan_expiry_s = {self._params['plan_expiry_s']} s to carry it out", **summary)
@@ -353,19 +373,8 @@ class ManipulationNode(ManagedNode):
         return marker
 
     def _T_world_model(self) -> np.ndarray:
-        """world_frame ← the planner's model world (robot base at ROBOT_BASE_M): identity unless the node knows
-        the robot base's pose in world_frame (``robot_base_pose`` x y z qx qy qz qw, where declared)."""
-        T_model_base = np.eye(4)
-        T_model_base[:3, 3] = ROBOT_BASE_M
-        pose = self._params.get("robot_base_pose")
-        if not pose:
-            return np.eye(4)
-        from scipy.spatial.transform import Rotation
-
-        T_world_base = np.eye(4)
-        T_world_base[:3, :3] = Rotation.from_quat(pose[3:7]).as_matrix()
-        T_world_base[:3, 3] = pose[:3]
-        return T_world_base @ np.linalg.inv(T_model_base)
+        """world_frame ← the planner's model world."""
+        return np.linalg.inv(self._T_model_world)
 
     def _frame_at(self, t_ns: int):
         """(depth_m, camera, q_arm) at the forecast's stamp, or a sentence saying what is missing."""
@@ -380,19 +389,21 @@ class ManipulationNode(ManagedNode):
         if not complete:
             return (f"no camera_info with the stamp of any of the {len(near)} depth frames within {offset_s} s of "
                     f"the forecast's stamp {t_ns / NS:.3f} s")
-        frame = complete[0]
-        depth, joints = frame["depth"], self._observed.joints()
-        if self._observed.camera_pose() is None:
-            return "no camera pose received on camera/pose"
+        joints = self._observed.joints()
         if joints is None:
             return "no joint_states received"
-        camera = self._observed.camera(frame)
-        if isinstance(camera, str):
-            return camera
-        if camera.width != depth.shape[1] or camera.height != depth.shape[0]:
-            return (f"camera_info is {camera.width}x{camera.height} but the depth frame is "
-                    f"{depth.shape[1]}x{depth.shape[0]}")
-        return depth, camera, joints[0].copy()
+        view = self._observed.view(complete[0])  # rectified, posed in world_frame (camera/pose or TF)
+        if isinstance(view, str):
+            return view
+        camera, depth, _ = view
+        return depth, camera.with_pose(self._T_model_world @ camera.T_world_cam), joints[0].copy()
+
+    def _to_model(self, points_world_m: np.ndarray) -> np.ndarray:
+        """world_frame points (..., 3) → the planner's model world; untouched when that is the same frame, so
+        that the simulated graphs plan bit for bit as before."""
+        if np.array_equal(self._T_model_world, np.eye(4)):
+            return points_world_m
+        return points_world_m @ self._T_model_world[:3, :3].T + self._T_model_world[:3, 3]
 
     def _run_trajectory(self, trajectory) -> str | None:
         """Send one timed trajectory and wait until the joints arrive (the action interface: until the

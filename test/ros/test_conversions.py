@@ -139,6 +139,26 @@ def test_camera_info_refusals(camera):
         conv.camera_info_to_camera(empty)
 
 
+def test_camera_info_distortion_models(camera):
+    """plumb_bob with non-zero D gets a rectifier into the pinhole image of the same K; other models with
+    non-zero coefficients are refused naming the model; zero D of any model needs no rectification."""
+    msg = conv.camera_info_msg(camera, STAMP, "cam")
+    msg.p = [0.0] * 12  # rectified into K, whatever P says
+    msg.d = [-0.055, 0.063, -0.0004, 0.0007, -0.02]
+    pinhole, rectifier = conv.camera_info_to_rectified(msg, camera.T_world_cam)
+    assert np.allclose(pinhole.K, camera.K) and np.allclose(pinhole.T_world_cam, camera.T_world_cam)
+    assert rectifier is not None and rectifier.distortion.as_list() == list(msg.d)
+    assert rectifier.raw_u.shape == (camera.height, camera.width)
+    msg.distortion_model, msg.d = "equidistant", [0.1, 0.0, 0.0, 0.0]
+    with pytest.raises(ConversionError, match="model 'equidistant' .* not supported: only plumb_bob"):
+        conv.camera_info_to_rectified(msg)
+    msg.d = [0.0] * 4
+    assert conv.camera_info_to_rectified(msg)[1] is None
+    msg.distortion_model, msg.d = "plumb_bob", [0.1, 0.0]
+    with pytest.raises(ConversionError, match="5 finite"):
+        conv.camera_info_to_rectified(msg)
+
+
 # --- poses --------------------------------------------------------------------------------------
 def test_pose_round_trip(rng):
     T = np.eye(4)

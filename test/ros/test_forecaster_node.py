@@ -222,7 +222,6 @@ def check_forecast(msg: MultiDOFJointTrajectory, scene, tolerance_m: float = 0.0
 # --- the lifecycle: these start their own node (before the module's node starts, the file's first tests) ------
 @pytest.mark.parametrize(("args", "message"), [
     (("-p", "mode:=sometimes"), "mode"),
-    (("-p", "extrinsics_source:=tf2"), "needs tf2_ros, which is not installed"),
 ])
 def test_a_bad_configuration_leaves_the_node_unconfigured_with_the_reason(ros_env, tmp_path, args, message):
     log_path = tmp_path / "node.log"
