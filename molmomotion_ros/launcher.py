@@ -177,6 +177,49 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
     return status
 
 
+CELL_RUNNER = {"simulator": "fake_franka", "publish_instruction": True}  # the runner's settings for the fake cell
+
+
+@dataclass(frozen=True)
+class CellEval:
+    """The processes of the fake-cell proof: fake_franka (its graph, unchanged), the real_arm graph with its launch
+    arguments (execute:=true unless given) and the episode runner resetting fake_franka."""
+
+    processes: list[Process]  # fake_franka first, then real_arm's nodes
+    manager: Process | None
+    runner: Process
+
+
+def cell_eval_processes(arguments: dict[str, str] | None = None, overrides: dict[str, dict] | None = None,
+                        runner: dict | None = None) -> CellEval:
+    """fake_franka + real_arm (``arguments``: its launch arguments; ``overrides``: ``--set`` values per node of
+    either graph) + the episode runner (``runner``: its parameters besides :data:`CELL_RUNNER`)."""
+    from .graph import GRAPHS
+    from .node_specs import NODES
+
+    arguments = {"execute": "true", **(arguments or {})}
+    overrides = overrides or {}
+    cell, arm = GRAPHS["fake_franka"], GRAPHS["real_arm"]
+    unknown = sorted(set(overrides) - set(cell.nodes) - set(arm.resolve(arguments).nodes) - {"episode_runner"})
+    if unknown:
+        raise KeyError(f"cell-eval starts no node {', '.join(unknown)}")
+    fake = node_commands(cell, {n: v for n, v in overrides.items() if n in cell.nodes})
+    nodes = node_commands(arm, {n: v for n, v in overrides.items() if n in arm.nodes}, arguments=arguments)
+    resolved = arm.resolve(arguments)
+    values = {**CELL_RUNNER, "managed_nodes": ",".join(resolved.managed_nodes), **(runner or {}),
+              **overrides.get("episode_runner", {})}
+    spec = NODES["episode_runner"]
+    command = [sys.executable, "-m", spec.module, "--ros-args", "--params-file", str(spec.params_path)]
+    for key, value in values.items():
+        spec.spec(key)
+        command += ["-p", f"{key}:={ros_value(value)}"]
+    # The runner publishes the instruction where the forecaster reads it.
+    command += [arg for source, target in resolved.remappings.get("forecaster_node", []) if source == "instruction"
+                for arg in ("-r", f"instruction:={target}")]
+    return CellEval(fake + nodes, lifecycle_manager_command(arm, arguments=arguments),
+                    Process("episode_runner", tuple(command)))
+
+
 class Terminated(Exception):
     """The launcher was sent SIGTERM."""
 

@@ -100,7 +100,7 @@ def _launch(args: argparse.Namespace) -> int:
             try:
                 problem = nodes[node].spec(param).problem(value)
             except KeyError as err:
-                raise UsageError(str(err).strip("'\"")) from None
+                raise UsageError(err.args[0]) from None
             if problem:
                 raise UsageError(f"--set {key}: {problem}")
         overrides.setdefault(node, {})[param] = value
@@ -138,4 +138,4 @@ def _launch(args: argparse.Namespace) -> int:
         return launch(args.graph, overrides, args.log_dir, env, namespace=namespace, remaps=tuple(args.remaps),
                       arguments=arguments)
     except KeyError as err:
-        raise UsageError(str(err).strip("'\"")) from None
+        raise UsageError(err.args[0]) from None

@@ -292,3 +292,39 @@ def test_cli_show_args_lists_every_launch_argument_with_its_default():
         assert f"'{argument.name}':\n        {argument.description}" in result.stdout
         assert f"(default: '{argument.default_text}')" in result.stdout
     assert "dry run" in result.stdout
+
+
+# --- molmomotion cell-eval: fake_franka + the real_arm graph unchanged but for its launch arguments + the runner --
+def test_cell_eval_starts_fake_franka_the_real_arm_graph_as_launched_and_the_runner_on_fake_franka():
+    from molmomotion_ros.launcher import cell_eval_processes
+
+    cell = cell_eval_processes({"velocity_scaling": "0.3"}, runner={"episodes_per_family": 2, "out": "x.json"})
+    (fake, *arm) = cell.processes
+    assert fake == node_commands(GRAPHS["fake_franka"])[0]
+    # Exactly what `molmomotion launch real_arm execute:=true velocity_scaling:=0.3` starts.
+    launched = node_commands(GRAPHS["real_arm"], arguments={"execute": "true", "velocity_scaling": "0.3"})
+    assert arm == launched
+    assert cell.manager == lifecycle_manager_command(GRAPHS["real_arm"], arguments={"execute": "true"})
+    runner = dict(_flag_values(cell.runner.command, "-p"))
+    assert runner["simulator"] == "fake_franka" and runner["publish_instruction"] == "true"
+    assert runner["managed_nodes"] == "forecaster_node,manipulation_node" and runner["episodes_per_family"] == "2"
+    assert _flag_values(cell.runner.command, "-r") == []  # the instruction topic is the forecaster's
+
+
+def test_cell_eval_runner_follows_a_remapped_instruction_topic():
+    from molmomotion_ros.launcher import cell_eval_processes
+
+    cell = cell_eval_processes({"instruction_topic": "/operator/instruction"})
+    assert _flag_values(cell.runner.command, "-r") == [("instruction", "/operator/instruction")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["arm:=fr3"], "no launch argument 'arm'"),
+    (["--set", "fake_franka.no_such=1"], "fake_franka declares no parameter 'no_such'"),
+    (["--compare", "/nonexistent/results.json"], "not a readable results file"),
+])
+def test_cell_eval_refuses_bad_input_before_starting_anything(argv, message):
+    result = subprocess.run([sys.executable, "-m", "molmomotion_ros.cli", "cell-eval", *argv],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "launching" not in result.stdout
