@@ -178,6 +178,9 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
 
 
 CELL_RUNNER = {"simulator": "fake_franka", "publish_instruction": True}  # the runner's settings for the fake cell
+# The camera at 15 fps (a RealSense colour profile): rendering 30 fps slows the simulation below real time on a
+# small machine, and then the controller's time lags the manipulation node's wall-clock timeouts.
+CELL_FAKE = {"camera_rate_hz": 15.0}
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def cell_eval_processes(arguments: dict[str, str] | None = None, overrides: dict
     unknown = sorted(set(overrides) - set(cell.nodes) - set(arm.resolve(arguments).nodes) - {"episode_runner"})
     if unknown:
         raise KeyError(f"cell-eval starts no node {', '.join(unknown)}")
-    fake = node_commands(cell, {n: v for n, v in overrides.items() if n in cell.nodes})
+    fake = node_commands(cell, {"fake_franka": {**CELL_FAKE, **overrides.get("fake_franka", {})}})
     nodes = node_commands(arm, {n: v for n, v in overrides.items() if n in arm.nodes}, arguments=arguments)
     resolved = arm.resolve(arguments)
     values = {**CELL_RUNNER, "managed_nodes": ",".join(resolved.managed_nodes), **(runner or {}),

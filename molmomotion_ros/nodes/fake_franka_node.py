@@ -124,6 +124,26 @@ CLOCK_RATE_HZ = 100.0  # /clock with clock:=sim
 ACTION_THREADS = 6
 
 
+SLOW_PACE = 0.9  # a simulation below this fraction of its real-time factor over PACE_WINDOW_S is reported
+PACE_WINDOW_S = 5.0
+
+
+@dataclass
+class _Pace:
+    """Simulated seconds per wall second, measured over windows of PACE_WINDOW_S."""
+
+    wall_s: float
+    sim_s: float
+
+    def update(self, wall_s: float, sim_s: float) -> float | None:
+        """The pace of the window that ends now, or None while it lasts."""
+        if wall_s - self.wall_s < PACE_WINDOW_S:
+            return None
+        pace = (sim_s - self.sim_s) / (wall_s - self.wall_s)
+        self.wall_s, self.sim_s = wall_s, sim_s
+        return pace
+
+
 @dataclass
 class _Goal:
     """An accepted action goal as the simulation thread sees it: ``end`` is set when it ends."""
@@ -543,11 +563,13 @@ class FakeFrankaNode(Node):
             return self._params["real_time_factor"] if self._sim_clock else 1.0
 
         wall_anchor, sim_anchor, factor = time.monotonic(), self._sim_time_s(), rtf()
+        pace = _Pace(time.monotonic(), self._sim_time_s())
         while not self._stop.is_set():
             before_s = self._sim_time_s()
             self._drain_commands()
             if self._sim_time_s() != before_s or rtf() != factor:  # a reset settled its scene, or a new factor
                 wall_anchor, sim_anchor, factor = time.monotonic(), self._sim_time_s(), rtf()
+                pace = _Pace(time.monotonic(), self._sim_time_s())
             self._step()
             self._publish_due()
             if factor > 0:
@@ -556,6 +578,14 @@ class FakeFrankaNode(Node):
                     time.sleep(delay_s)
                 elif delay_s < -MAX_LAG_S:  # rendering or the machine is too slow: run late, don't burst
                     wall_anchor, sim_anchor = time.monotonic(), self._sim_time_s()
+                achieved = pace.update(time.monotonic(), self._sim_time_s())
+                if achieved is not None and achieved < SLOW_PACE * factor and not self._sim_clock:
+                    # With wall-clock stamps the controllers' time then lags the clients' clocks, whose timeouts
+                    # (a real controller runs in real time) may fire before a goal ends.
+                    self.get_logger().warning(
+                        f"the simulation runs at {achieved:.2f}x real time (machine too slow): the arm's goals take "
+                        f"longer than their trajectories' times; lower camera_rate_hz or the load",
+                        throttle_duration_sec=30.0)
 
     def _drain_commands(self) -> None:
         while True:

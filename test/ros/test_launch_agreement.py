@@ -296,11 +296,11 @@ def test_cli_show_args_lists_every_launch_argument_with_its_default():
 
 # --- molmomotion cell-eval: fake_franka + the real_arm graph unchanged but for its launch arguments + the runner --
 def test_cell_eval_starts_fake_franka_the_real_arm_graph_as_launched_and_the_runner_on_fake_franka():
-    from molmomotion_ros.launcher import cell_eval_processes
+    from molmomotion_ros.launcher import CELL_FAKE, cell_eval_processes
 
     cell = cell_eval_processes({"velocity_scaling": "0.3"}, runner={"episodes_per_family": 2, "out": "x.json"})
     (fake, *arm) = cell.processes
-    assert fake == node_commands(GRAPHS["fake_franka"])[0]
+    assert fake == node_commands(GRAPHS["fake_franka"], {"fake_franka": CELL_FAKE})[0]
     # Exactly what `molmomotion launch real_arm execute:=true velocity_scaling:=0.3` starts.
     launched = node_commands(GRAPHS["real_arm"], arguments={"execute": "true", "velocity_scaling": "0.3"})
     assert arm == launched
