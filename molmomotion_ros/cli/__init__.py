@@ -87,7 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # Launch arguments (NAME:=VALUE) may follow options, as on `ros2 launch`; argparse takes positionals only
+        # before the first option, so the later ones arrive here.
+        launch_arguments = [a for a in extra if ":=" in a and not a.startswith("-")]
+        if launch_arguments and hasattr(args, "arguments"):
+            args.arguments = [*args.arguments, *launch_arguments]
+            extra = [a for a in extra if a not in launch_arguments]
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command is None:

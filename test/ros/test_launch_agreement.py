@@ -284,6 +284,12 @@ def test_cli_refuses_a_bad_launch_argument(argv, message):
     assert result.stderr.count("\n") == 1 and "launching" not in result.stdout
 
 
+def test_cli_takes_launch_arguments_after_options_too():
+    result = subprocess.run([sys.executable, "-m", "molmomotion_ros.cli", "launch", "real_arm", "--isolated",
+                             "execute:=true", "no_such_argument:=1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no launch argument 'no_such_argument'" in result.stderr, result.stderr
+
+
 def test_cli_show_args_lists_every_launch_argument_with_its_default():
     result = subprocess.run([sys.executable, "-m", "molmomotion_ros.cli", "launch", "real_arm", "--show-args"],
                             capture_output=True, text=True, timeout=60)
