@@ -1,29 +1,18 @@
-"""Forecast-driven manipulation on a real Panda: forecaster_node + manipulation_node (moveit_py).
+"""Forecast-driven manipulation on a Franka FR3 cell: forecaster_node + manipulation_node (+ speech_node).
 
-    ros2 launch molmomotion_ros real_arm.launch.py camera:=/camera controller:=/panda_arm_controller/joint_trajectory
-    (pip route, for inspection without MoveIt: molmomotion launch real_arm)
+    ros2 launch franka_bringup franka.launch.py robot_type:=fr3 robot_ip:=<ip> load_gripper:=true
+    ros2 launch realsense2_camera rs_launch.py align_depth.enable:=true
+    ros2 run tf2_ros static_transform_publisher --frame-id fr3_link0 --child-frame-id camera_link <hand-eye>
+    ros2 launch molmomotion_ros real_arm.launch.py                 # dry run: plans and previews, never moves
+    ros2 launch molmomotion_ros real_arm.launch.py execute:=true   # moves the arm
+    (pip route: molmomotion launch real_arm execute:=true; against the simulated cell: molmomotion cell-eval)
 
-Needs MoveIt 2 with moveit_py and a running move_group configuration for the Panda; the arm's
-trajectories go to the controller topic, the gripper command to gripper:=... (std_msgs/Float64).
+Every argument (`ros2 launch molmomotion_ros real_arm.launch.py -s`, `molmomotion launch real_arm --show-args`)
+is declared in molmomotion_ros/graph.py; the defaults are franka_ros2's and realsense2_camera's names.
 """
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration
-
-from molmomotion_ros.launch_support import camera_remappings, launch_description
+from molmomotion_ros.launch_support import launch_description
 
 
 def generate_launch_description():
-    manipulation = [("arm_controller/joint_trajectory", LaunchConfiguration("controller")),
-                    ("gripper/command", LaunchConfiguration("gripper")), *camera_remappings()]
-    graph = launch_description("real_arm", {"forecaster_node": camera_remappings(),
-                                            "manipulation_node": manipulation})
-    return LaunchDescription([
-        DeclareLaunchArgument("camera", default_value="camera", description="namespace of the RGB-D camera"),
-        DeclareLaunchArgument("controller", default_value="/panda_arm_controller/joint_trajectory",
-                              description="JointTrajectory topic of the arm's controller"),
-        DeclareLaunchArgument("gripper", default_value="/gripper/command",
-                              description="gripper opening topic (std_msgs/Float64, metres per finger)"),
-        *graph.entities,
-    ])
+    return launch_description("real_arm")

@@ -17,10 +17,35 @@ from .graph import PACKAGE, all_nodes, graph
 
 
 def launch_description(graph_name: str, remappings: dict[str, list[tuple[str, str]]] | None = None):
-    """The LaunchDescription of a graph. ``remappings``: node → [(from, to)], applied where given;
-    every graph also takes the launch argument ``namespace``."""
+    """The LaunchDescription of a graph. ``remappings``: node → [(from, to)], applied where given; every graph
+    takes the launch argument ``namespace``, and declares its own (``GraphSpec.arguments``, listed by ``ros2
+    launch -s``). A graph with arguments starts its nodes from an OpaqueFunction: their values are resolved by
+    ``GraphSpec.resolve`` — the same function ``molmomotion launch`` uses, so both start the same nodes with the
+    same parameters and remappings (computed ones included, e.g. joint names from arm_id; optional nodes only
+    when their argument is true)."""
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+    from launch.actions import DeclareLaunchArgument
+
+    spec = graph(graph_name)
+    actions = [DeclareLaunchArgument("namespace", default_value="", description="namespace of every node")]
+    for argument in spec.arguments:
+        extra = {"choices": [str(c) for c in argument.choices]} if argument.choices else {}
+        actions.append(DeclareLaunchArgument(argument.name, default_value=argument.default_text,
+                                             description=argument.description, **extra))
+    if not spec.arguments:
+        return LaunchDescription(actions + node_actions(graph_name, {}, remappings))
+    from launch.actions import OpaqueFunction
+
+    def resolve(context):
+        values = {a.name: context.launch_configurations[a.name] for a in spec.arguments}
+        return node_actions(graph_name, values, remappings)
+
+    return LaunchDescription([*actions, OpaqueFunction(function=resolve)])
+
+
+def node_actions(graph_name: str, arguments: dict[str, str], remappings: dict | None = None) -> list:
+    """The node actions (and their lifecycle bring-up) of a graph with ``arguments`` (name → string value)."""
+    from launch.actions import EmitEvent, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
     from launch.substitutions import LaunchConfiguration
@@ -32,20 +57,22 @@ def launch_description(graph_name: str, remappings: dict[str, list[tuple[str, st
         LifecycleNode = None  # noqa: N806  (the managed nodes then start themselves: autostart)
 
     spec = graph(graph_name)
+    resolved = spec.resolve(arguments)
     nodes = all_nodes()
-    actions = [DeclareLaunchArgument("namespace", default_value="", description="namespace of every node")]
+    actions: list = []
     runner_action = None
-    for name in spec.nodes + ((spec.runner,) if spec.runner else ()):
+    for name in resolved.nodes:
         node = nodes[name]
         params: list = [str(node.params_path)]
-        if spec.overrides.get(name):
-            params.append(dict(spec.overrides[name]))
+        if resolved.overrides.get(name):
+            params.append(dict(resolved.overrides[name]))
         managed = node.managed and LifecycleNode is not None
         if managed:
             params.append({"autostart": False})
         action = (LifecycleNode if managed else Node)(
             package=PACKAGE, executable=node.executable, name=node.name, namespace=LaunchConfiguration("namespace"),
-            parameters=params, remappings=(remappings or {}).get(name, []), output="screen", emulate_tty=True)
+            parameters=params, remappings=[*(remappings or {}).get(name, []), *resolved.remappings.get(name, [])],
+            output="screen", emulate_tty=True)
         actions.append(action)
         if managed:
             actions += bring_up_actions(action, name)
@@ -54,7 +81,7 @@ def launch_description(graph_name: str, remappings: dict[str, list[tuple[str, st
     if runner_action is not None:  # the runner's end is the graph's end
         actions.append(RegisterEventHandler(OnProcessExit(target_action=runner_action,
                                                           on_exit=[EmitEvent(event=Shutdown(reason="episodes done"))])))
-    return LaunchDescription(actions)
+    return actions
 
 
 def bring_up_actions(node_action, name: str) -> list:

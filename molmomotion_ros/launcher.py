@@ -64,20 +64,23 @@ def graph_ros_args(namespace: str | None = None, remaps: tuple[str, ...] = ()) -
 
 
 def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None, managed: bool = True,
-                  ros_args: tuple[str, ...] = ()) -> list[Process]:
-    """The command of every node of ``spec`` (and of its runner, last). ``managed``: a lifecycle manager brings
-    the managed nodes up (they start with ``autostart:=false``; a ``--set node.autostart=true`` still wins).
-    ``ros_args`` (:func:`graph_ros_args`) go to every process."""
+                  ros_args: tuple[str, ...] = (), arguments: dict[str, str] | None = None) -> list[Process]:
+    """The command of every node of ``spec`` (and of its runner, last) with its launch ``arguments`` (name →
+    value string, :meth:`GraphSpec.resolve`; ArgumentError for one it lacks). ``overrides`` (``--set``) win over
+    the graph's and the arguments'. ``managed``: a lifecycle manager brings the managed nodes up (they start with
+    ``autostart:=false``; a ``--set node.autostart=true`` still wins). ``ros_args`` (:func:`graph_ros_args`) go to
+    every process, then each node's remappings from the arguments."""
     nodes = all_nodes()
-    merged: dict[str, dict] = {name: dict(values) for name, values in spec.overrides.items()}
+    resolved = spec.resolve(arguments)
+    merged: dict[str, dict] = {name: dict(values) for name, values in resolved.overrides.items()}
     for name, values in (overrides or {}).items():
         merged.setdefault(name, {}).update(values)
-    unknown = sorted(set(merged) - set(spec.nodes) - {spec.runner})
+    unknown = sorted(set(merged) - set(resolved.nodes))
     if unknown:
         raise KeyError(f"graph {spec.name!r} has no node {', '.join(unknown)}; its nodes: "
-                       f"{', '.join(spec.nodes + ((spec.runner,) if spec.runner else ()))}")
+                       f"{', '.join(resolved.nodes)}")
     out = []
-    for name in spec.nodes + ((spec.runner,) if spec.runner else ()):
+    for name in resolved.nodes:
         node = nodes[name]
         cmd = [sys.executable, "-m", node.module, "--ros-args", "--params-file", str(node.params_path)]
         if managed and node.managed:
@@ -86,28 +89,42 @@ def node_commands(spec: GraphSpec, overrides: dict[str, dict] | None = None, man
             if key != "use_sim_time":
                 node.spec(key)  # KeyError for a parameter the node does not declare
             cmd += ["-p", f"{key}:={ros_value(value)}"]
-        out.append(Process(name, tuple(cmd) + tuple(ros_args)))
+        remaps = [arg for source, target in resolved.remappings.get(name, []) for arg in ("-r", f"{source}:={target}")]
+        out.append(Process(name, tuple(cmd) + tuple(ros_args) + tuple(remaps)))
     return out
 
 
-def lifecycle_manager_command(spec: GraphSpec, ros_args: tuple[str, ...] = ()) -> Process | None:
+def lifecycle_manager_command(spec: GraphSpec, ros_args: tuple[str, ...] = (),
+                              arguments: dict[str, str] | None = None) -> Process | None:
     """The process that configures and activates the graph's managed nodes (None: the graph has none)."""
-    if not spec.managed_nodes:
+    managed = spec.resolve(arguments).managed_nodes
+    if not managed:
         return None
     return Process("lifecycle_manager", (sys.executable, "-m", LIFECYCLE_MANAGER, "--ros-args",
-                                         "-p", f"node_names:={ros_value(list(spec.managed_nodes))}",
+                                         "-p", f"node_names:={ros_value(list(managed))}",
                                          "-p", f"timeout_s:={BRING_UP_TIMEOUT_S}", *ros_args))
 
 
 def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: Path | None = None,
-           env: dict | None = None, namespace: str | None = None, remaps: tuple[str, ...] = ()) -> int:
-    """Start the graph; return the runner's exit status (0 after Ctrl-C for a graph without runner), 2 when a
-    managed node failed to configure, or a node's exit status when it exits (the graph is stopped then)."""
+           env: dict | None = None, namespace: str | None = None, remaps: tuple[str, ...] = (),
+           arguments: dict[str, str] | None = None) -> int:
+    """Start the graph with its launch ``arguments``; return the runner's exit status (0 after Ctrl-C for a graph
+    without runner), 2 when a managed node failed to configure, or a node's exit status when it exits (the graph
+    is stopped then)."""
     spec = graph(graph_name)
     ros_args = graph_ros_args(namespace, remaps)
-    processes = node_commands(spec, overrides, ros_args=ros_args)
-    manager = lifecycle_manager_command(spec, ros_args)
-    log_dir = Path(log_dir or Path("results") / "logs" / f"{graph_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    processes = node_commands(spec, overrides, ros_args=ros_args, arguments=arguments)
+    manager = lifecycle_manager_command(spec, ros_args, arguments)
+    runner = next((p for p in processes if p.name == spec.runner), None)
+    return run_processes(graph_name, [p for p in processes if p is not runner], manager, runner, log_dir, env)
+
+
+def run_processes(label: str, processes: list[Process], manager: Process | None, runner: Process | None,
+                  log_dir: Path | None = None, env: dict | None = None) -> int:
+    """Run ``processes`` (output to one log file each), the lifecycle ``manager`` and the ``runner`` (both on this
+    terminal) until the runner ends, a node exits, the bring-up fails or Ctrl-C/SIGTERM; then stop them all.
+    The exit status is :func:`launch`'s."""
+    log_dir = Path(log_dir or Path("results") / "logs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(env or os.environ)
     if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:
@@ -124,25 +141,21 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
     # SIGTERM (service managers, `docker stop`, `timeout`) stops the graph as Ctrl-C does: Python's default
     # SIGTERM exits at once and would leave the nodes running (an orphaned arm node would keep commanding).
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
-    print(f"launching {graph_name} (ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}); logs in {log_dir}/", flush=True)
+    print(f"launching {label} (ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}); logs in {log_dir}/", flush=True)
     try:
         for proc in processes:
-            if proc.name == spec.runner:
-                continue
             log = open(log_dir / f"{proc.name}.log", "w")  # noqa: SIM115  (closed with the process)
             started.append((proc, subprocess.Popen(proc.command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                    start_new_session=True)))
             print(f"  started {proc.name} (pid {started[-1][1].pid})", flush=True)
         bring_up = subprocess.Popen(manager.command, env=env) if manager else None
-        runner = None
-        if spec.runner:
-            runner = subprocess.Popen(next(p for p in processes if p.name == spec.runner).command, env=env)
-        helpers = [p for p in (bring_up, runner) if p is not None]
-        status = _supervise(graph_name, started, bring_up, runner, log_dir)
+        runner_process = subprocess.Popen(runner.command, env=env) if runner else None
+        helpers = [p for p in (bring_up, runner_process) if p is not None]
+        status = _supervise(label, started, bring_up, runner_process, log_dir)
     except KeyboardInterrupt:
-        status = 0 if not spec.runner else 130
+        status = 0 if runner is None else 130
     except Terminated:
-        status = 0 if not spec.runner else 128 + signal.SIGTERM
+        status = 0 if runner is None else 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         children = [p for p in helpers if p.poll() is None] + [p for _, p in started if p.poll() is None]
@@ -162,6 +175,52 @@ def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: P
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     return status
+
+
+CELL_RUNNER = {"simulator": "fake_franka", "publish_instruction": True}  # the runner's settings for the fake cell
+# The camera at 15 fps (a RealSense colour profile): rendering 30 fps slows the simulation below real time on a
+# small machine, and then the controller's time lags the manipulation node's wall-clock timeouts.
+CELL_FAKE = {"camera_rate_hz": 15.0}
+
+
+@dataclass(frozen=True)
+class CellEval:
+    """The processes of the fake-cell proof: fake_franka (its graph, unchanged), the real_arm graph with its launch
+    arguments (execute:=true unless given) and the episode runner resetting fake_franka."""
+
+    processes: list[Process]  # fake_franka first, then real_arm's nodes
+    manager: Process | None
+    runner: Process
+
+
+def cell_eval_processes(arguments: dict[str, str] | None = None, overrides: dict[str, dict] | None = None,
+                        runner: dict | None = None) -> CellEval:
+    """fake_franka + real_arm (``arguments``: its launch arguments; ``overrides``: ``--set`` values per node of
+    either graph) + the episode runner (``runner``: its parameters besides :data:`CELL_RUNNER`)."""
+    from .graph import GRAPHS
+    from .node_specs import NODES
+
+    arguments = {"execute": "true", **(arguments or {})}
+    overrides = overrides or {}
+    cell, arm = GRAPHS["fake_franka"], GRAPHS["real_arm"]
+    unknown = sorted(set(overrides) - set(cell.nodes) - set(arm.resolve(arguments).nodes) - {"episode_runner"})
+    if unknown:
+        raise KeyError(f"cell-eval starts no node {', '.join(unknown)}")
+    fake = node_commands(cell, {"fake_franka": {**CELL_FAKE, **overrides.get("fake_franka", {})}})
+    nodes = node_commands(arm, {n: v for n, v in overrides.items() if n in arm.nodes}, arguments=arguments)
+    resolved = arm.resolve(arguments)
+    values = {**CELL_RUNNER, "managed_nodes": ",".join(resolved.managed_nodes), **(runner or {}),
+              **overrides.get("episode_runner", {})}
+    spec = NODES["episode_runner"]
+    command = [sys.executable, "-m", spec.module, "--ros-args", "--params-file", str(spec.params_path)]
+    for key, value in values.items():
+        spec.spec(key)
+        command += ["-p", f"{key}:={ros_value(value)}"]
+    # The runner publishes the instruction where the forecaster reads it.
+    command += [arg for source, target in resolved.remappings.get("forecaster_node", []) if source == "instruction"
+                for arg in ("-r", f"instruction:={target}")]
+    return CellEval(fake + nodes, lifecycle_manager_command(arm, arguments=arguments),
+                    Process("episode_runner", tuple(command)))
 
 
 class Terminated(Exception):

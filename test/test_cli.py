@@ -36,7 +36,7 @@ def test_help_lists_the_commands_without_loading_pybullet():
     assert probe.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["sim-eval", "generate-data"])
+@pytest.mark.parametrize("command", ["sim-eval", "generate-data", "launch", "cell-eval"])
 def test_every_flag_has_help(command):
     assert run_cli(command, "--help").returncode == 0
     parser = build_parser()

@@ -7,6 +7,8 @@
     molmomotion train --model fm --data data/train --val data/validation --steps 3000 --init base.pt
     molmomotion eval-forecast --models fm,ar,stationary,constant-velocity --split test
     molmomotion launch sim_eval --episodes 10       # the ROS 2 graph, as `ros2 launch` would start it
+    molmomotion launch real_arm execute:=true       # a Franka FR3 cell (launch arguments: --show-args)
+    molmomotion cell-eval --episodes 25             # real_arm against the simulated cell (fake_franka)
     molmomotion experiment success-rate --variants A,B --steps 1000,10000 --episodes 10
     python -m molmomotion_ros.cli --help
 
@@ -17,7 +19,7 @@ torch) load only inside a subcommand, so ``--help`` is instant.
 
 This module assembles the parser and runs a command; each command group lives in its own module:
 ``sim`` (sim-eval, generate-data), ``forecast``, ``training`` (train, eval-forecast), ``launch``,
-``results``; ``experiment`` comes from ``molmomotion_policies.cli``. ``common`` holds what they share.
+``cell_eval``, ``results``; ``experiment`` comes from ``molmomotion_policies.cli``. ``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import argparse
 import logging
 import sys
 
-from . import forecast, launch, results, sim, training
+from . import cell_eval, forecast, launch, results, sim, training
 from .common import PROG, USAGE_ERROR, Parser, UsageError
 
 LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected, reported like argparse errors
@@ -57,6 +59,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     forecast.add_parser(commands)
     training.add_parsers(commands)  # train, eval-forecast
     launch.add_parser(commands)
+    cell_eval.add_parser(commands)
     results.add_parser(commands)
     if argv is not None and "experiment" in argv:
         # Its options' defaults come from the policy code (PyBullet, torch): loaded only when used.
@@ -84,7 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # Launch arguments (NAME:=VALUE) may follow options, as on `ros2 launch`; argparse takes positionals only
+        # before the first option, so the later ones arrive here.
+        launch_arguments = [a for a in extra if ":=" in a and not a.startswith("-")]
+        if launch_arguments and hasattr(args, "arguments"):
+            args.arguments = [*args.arguments, *launch_arguments]
+            extra = [a for a in extra if a not in launch_arguments]
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command is None:

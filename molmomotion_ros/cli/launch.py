@@ -24,6 +24,11 @@ def add_parser(commands) -> None:
         + "; ".join(f"{g.name}: {g.description}" for g in GRAPHS.values()) + ".",
     )
     launch.add_argument("graph", choices=sorted(GRAPHS), help="which graph")
+    launch.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
+                        help="launch arguments, as on `ros2 launch` (e.g. real_arm execute:=true arm_id:=fr3); "
+                        "--show-args lists a graph's")
+    launch.add_argument("--show-args", action="store_true",
+                        help="list the graph's launch arguments with defaults and descriptions (ros2 launch -s)")
     launch.add_argument("--set", dest="overrides", action="append", default=[], type=key_value,
                         metavar="NODE.PARAM=VALUE", help="override a node parameter (YAML value); repeatable")
     launch.add_argument("--suite", help="sim_eval: suite to run (episode_runner.suite)")
@@ -46,6 +51,33 @@ def add_parser(commands) -> None:
     launch.set_defaults(handler=_launch)
 
 
+def launch_arguments(spec, texts: list[str]) -> dict[str, str]:
+    """``NAME:=VALUE`` positionals as {name: value}, each checked against the graph's arguments (UsageError)."""
+    from molmomotion_ros.graph import ArgumentError
+
+    arguments: dict[str, str] = {}
+    for text in texts:
+        name, sep, value = text.partition(":=")
+        if not sep or not name:
+            raise UsageError(f"a launch argument reads NAME:=VALUE, got {text!r}")
+        arguments[name] = value
+    try:
+        spec.resolve({k: v for k, v in arguments.items() if k != "namespace"})
+    except ArgumentError as err:
+        raise UsageError(str(err)) from None
+    return arguments
+
+
+def show_arguments(spec) -> str:
+    """The graph's launch arguments as ``ros2 launch -s`` prints them."""
+    lines = ["Arguments (pass arguments as '<name>:=<value>'):", "",
+             "    'namespace':", "        namespace of every node", "        (default: '')"]
+    for a in spec.arguments:
+        choices = f"; one of {', '.join(map(str, a.choices))}" if a.choices else ""
+        lines += ["", f"    '{a.name}':", f"        {a.description}{choices}", f"        (default: '{a.default_text}')"]
+    return "\n".join(lines)
+
+
 def _launch(args: argparse.Namespace) -> int:
     import random
 
@@ -53,6 +85,11 @@ def _launch(args: argparse.Namespace) -> int:
     from molmomotion_ros.launcher import launch
 
     spec = graph(args.graph)
+    if args.show_args:
+        print(show_arguments(spec))
+        return 0
+    arguments = launch_arguments(spec, args.arguments)
+    namespace = arguments.pop("namespace", None) or args.namespace
     overrides: dict[str, dict] = {}
     nodes = all_nodes()
     for key, value in args.overrides:
@@ -63,7 +100,7 @@ def _launch(args: argparse.Namespace) -> int:
             try:
                 problem = nodes[node].spec(param).problem(value)
             except KeyError as err:
-                raise UsageError(str(err).strip("'\"")) from None
+                raise UsageError(err.args[0]) from None
             if problem:
                 raise UsageError(f"--set {key}: {problem}")
         overrides.setdefault(node, {})[param] = value
@@ -98,6 +135,7 @@ def _launch(args: argparse.Namespace) -> int:
         if not (sep and source and target):
             raise UsageError(f"--remap reads FROM:=TO, got {remap!r}")
     try:
-        return launch(args.graph, overrides, args.log_dir, env, namespace=args.namespace, remaps=tuple(args.remaps))
+        return launch(args.graph, overrides, args.log_dir, env, namespace=namespace, remaps=tuple(args.remaps),
+                      arguments=arguments)
     except KeyError as err:
-        raise UsageError(str(err).strip("'\"")) from None
+        raise UsageError(err.args[0]) from None

@@ -75,5 +75,22 @@ FAKE_FRANKA = NodeSpec(
         ParamSpec("grasp_epsilon_inner_m", 0.005, "franka_gripper default_grasp_epsilon.inner", range=(0.0, 0.08)),
         ParamSpec("grasp_epsilon_outer_m", 0.005, "franka_gripper default_grasp_epsilon.outer", range=(0.0, 0.08)),
         ParamSpec("grasp_force_n", 40.0, "force of a grasp whose GripperCommand max_effort is 0", range=(1.0, 70.0)),
+        # Fault injection (not on a real cell; each takes effect at once and ends when set back).
+        ParamSpec("fault_push_rad", 0.0, "an external push: fault_push_after_s into every arm goal, joint 1 is "
+                  "driven this far off the commanded path until the goal ends, so a path tolerance (the goal's "
+                  "path_tolerance or trajectory_tolerance_rad; franka_ros2 sets none) aborts it with "
+                  "PATH_TOLERANCE_VIOLATED (0 = none)", range=(-1.0, 1.0)),
+        ParamSpec("fault_push_after_s", 0.3, "s into an arm goal (controller clock) when fault_push_rad starts",
+                  range=(0.0, 60.0)),
+        ParamSpec("fault_stop_joint_states", False, "stop publishing joint_states, franka/joint_states and the "
+                  "gripper's joint_states (a hung driver: stale joint states)"),
+        ParamSpec("fault_stop_tf", False, "stop publishing /tf (robot_state_publisher gone: the moving links' "
+                  "transforms go stale)"),
+        ParamSpec("fault_hand_eye_missing", False, "withdraw the hand-eye static transform <robot>_link0 -> "
+                  "<camera_name>_link (its latched publisher is destroyed: nodes that join later never get it; "
+                  "false publishes it again)"),
+        ParamSpec("fault_distortion_model", "", "publish camera_info with this distortion model instead of plumb_bob "
+                  "(D padded or cut to its length; the images stay plumb_bob); empty = none",
+                  choices=("", "equidistant", "rational_polynomial")),
     ),
 )

@@ -1,12 +1,18 @@
 """episode_runner: runs a suite's episodes through the ROS graph and writes the harness's results JSON.
 
-Before the first episode it waits for sim_node's services and until every managed node of its graph
-(``managed_nodes``) reports 'active' on its lifecycle ``~/get_state``: the models are loaded and the nodes
-subscribed, so the first instruction reaches them. For each episode it sets sim_node's ``suite``/``family``/``seed``
-parameters (the standard set_parameters service), calls ``sim_node/reset`` (std_srvs/Trigger; names relative to the
-runner's namespace; sim_node then publishes the instruction, the forecaster forecasts, manipulation_node plans and
-moves or policy_node runs its policy), waits on ``manipulation/status`` for the outcome of a forecast made after the
-reset, lets the scene settle for ``settle_s`` of simulated time and asks ``sim_node/success``. Like the in-process
+The simulator is the node named by ``simulator``: sim_node (the simulated graphs) or fake_franka (the simulated
+Franka cell, driven through the real_arm graph); both offer ``~/reset`` and ``~/success`` (std_srvs/Trigger, JSON
+answers) and the ``suite``/``family``/``seed`` parameters. Before the first episode the runner waits for the
+simulator's services and until every managed node of its graph (``managed_nodes``) reports 'active' on its
+lifecycle ``~/get_state``: the models are loaded and the nodes subscribed, so the first instruction reaches them.
+For each episode it sets the simulator's episode parameters (the standard set_parameters service), calls
+``<simulator>/reset`` (names relative to the runner's namespace); the instruction is then published by sim_node
+itself, or by the runner from the reset's answer with ``publish_instruction`` (fake_franka, like a real cell,
+publishes none); the forecaster forecasts, manipulation_node plans and moves or policy_node runs its policy. The
+runner waits on ``manipulation/status`` for the outcome of a forecast made after the reset, lets the scene settle
+for ``settle_s`` and asks ``<simulator>/success``. Settling counts seconds of ``/clock`` when the simulator
+publishes one (sim_node; fake_franka with clock:=sim), else wall-clock seconds (fake_franka's default, a real
+cell's clock). Like the in-process
 harness, an executed attempt that did not succeed is retried (the instruction is published again, so a new forecast
 is made from the new scene) up to the family's ``max_steps``; an attempt that could not be planned ends the episode,
 and so does one the status marks ``"retryable": false`` (a learned policy's closed-loop episode, one attempt as in
@@ -43,7 +49,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 
 class GraphNotReady(StartupError):
-    """A service of sim_node did not appear, or a managed node did not become active."""
+    """A service of the simulator did not appear, or a managed node did not become active."""
 
 
 def _string_param(name: str, value: str) -> Parameter:
@@ -60,13 +66,14 @@ class EpisodeRunnerNode(Node):
     def __init__(self) -> None:
         super().__init__("episode_runner")
         self.params = declare_parameters(self, EPISODE_RUNNER)
-        self._set_params = self.create_client(SetParameters, "sim_node/set_parameters")
-        self._reset = self.create_client(Trigger, "sim_node/reset")
-        self._success = self.create_client(Trigger, "sim_node/success")
+        simulator = self.params["simulator"]
+        self._set_params = self.create_client(SetParameters, f"{simulator}/set_parameters")
+        self._reset = self.create_client(Trigger, f"{simulator}/reset")
+        self._success = self.create_client(Trigger, f"{simulator}/success")
         self._pub_instruction = self.create_publisher(String, "instruction", LATCHED)
         self._cond = threading.Condition()
         self._status: dict | None = None
-        self._sim_time_s = 0.0
+        self._sim_time_s: float | None = None  # the newest /clock; None: none heard, settle on the wall clock
         self.create_subscription(String, "manipulation/status", self._on_status, LATCHED)
         self.create_subscription(Clock, "/clock", self._on_clock, 10)
 
@@ -82,14 +89,15 @@ class EpisodeRunnerNode(Node):
 
     # --- service calls (the executor spins in another thread) -------------------------------------
     def wait_for_graph(self) -> None:
-        """sim_node's services, then every managed node 'active' (sim_node is a plain node: its services are
-        there once it runs). The first episode's instruction must not reach a node still loading its model."""
+        """The simulator's services, then every managed node 'active' (the simulator is a plain node: its
+        services are there once it runs). The first episode's instruction must not reach a node still loading
+        its model."""
         timeout_s = self.params["startup_timeout_s"]
         end = time.monotonic() + timeout_s
-        for client, name in ((self._set_params, "sim_node/set_parameters"), (self._reset, "sim_node/reset"),
-                             (self._success, "sim_node/success")):
+        for client in (self._set_params, self._reset, self._success):
             if not client.wait_for_service(timeout_sec=max(0.0, end - time.monotonic())):
-                raise GraphNotReady(f"{name} did not appear within {timeout_s:.0f} s; is sim_node running?")
+                raise GraphNotReady(f"{client.srv_name} did not appear within {timeout_s:.0f} s; is "
+                                    f"{self.params['simulator']} running?")
         managed = [name.strip() for name in self.params["managed_nodes"].split(",") if name.strip()]
         start = time.monotonic()
         try:
@@ -126,7 +134,8 @@ class EpisodeRunnerNode(Node):
         answer = self._call(self._set_params, request)
         refused = [r.reason for r in answer.results if not r.successful]
         if refused:
-            return result(False, f"sim_node refused the episode parameters: {'; '.join(refused)}", 0, "")
+            return result(False, f"{self.params['simulator']} refused the episode parameters: "
+                          f"{'; '.join(refused)}", 0, "")
         with self._cond:
             # Only a forecast newer than every one handled so far belongs to this episode (the
             # forecaster forecasts from frames taken after the instruction that the reset publishes).
@@ -138,8 +147,8 @@ class EpisodeRunnerNode(Node):
         instruction = episode.get("instruction", "")
         steps = 0
         for attempt in range(TASKS[family].max_steps):
-            if attempt:
-                self._pub_instruction.publish(String(data=instruction))  # a new forecast from the new scene
+            if attempt or self.params["publish_instruction"]:  # a retry: a new forecast from the new scene
+                self._pub_instruction.publish(String(data=instruction))
             deadline = start + timeout
 
             def finished(after=after_s) -> bool:
@@ -157,9 +166,7 @@ class EpisodeRunnerNode(Node):
                 return result(False, status.get("reason") or status["state"], steps, instruction)
             steps += 1
             after_s = status["forecast_stamp"]  # a retry waits for a newer forecast
-            with self._cond:
-                settle_until = self._sim_time_s + self.params["settle_s"]
-            self._wait(lambda t=settle_until: self._sim_time_s >= t, max(1.0, deadline - time.perf_counter()))
+            self._settle(max(1.0, deadline - time.perf_counter()))
             judged = json.loads(self._call(self._success, Trigger.Request()).message)
             if judged["success"]:
                 return result(True, "", steps, instruction, judged.get("sim_time_s", 0.0))
@@ -169,6 +176,16 @@ class EpisodeRunnerNode(Node):
                     reason = f"{reason} ({status['reason']})"
                 break
         return result(False, reason, steps, instruction, judged.get("sim_time_s", 0.0))
+
+    def _settle(self, timeout_s: float) -> None:
+        """Wait ``settle_s`` of /clock time, or of wall-clock time when no /clock has been heard."""
+        with self._cond:
+            start_s = self._sim_time_s
+        if start_s is None:
+            time.sleep(min(self.params["settle_s"], timeout_s))
+            return
+        until_s = start_s + self.params["settle_s"]
+        self._wait(lambda: self._sim_time_s >= until_s, timeout_s)
 
     model_id = "graph:forecaster_node+manipulation_node"
     agent = "graph-planner"  # replaced by the manipulation node's own label from its status

@@ -29,6 +29,13 @@ adds it. There is no ``world`` frame. The simulated robot is the PyBullet Panda;
 The simulator's own controls (not on a real cell): ``~/reset`` and ``~/success`` (std_srvs/Trigger, JSON
 message, as sim_node's) and ``/clock`` with ``clock:=sim``.
 
+Fault injection (parameters, changeable at runtime, each ending when set back; node_specs/fake_franka.py):
+``fault_push_rad`` drives joint 1 off the commanded path ``fault_push_after_s`` into every arm goal (with a path
+tolerance set, the goal aborts with PATH_TOLERANCE_VIOLATED mid-way); ``fault_stop_joint_states`` stops all three
+joint state topics (stale joints); ``fault_stop_tf`` stops ``/tf``; ``fault_hand_eye_missing`` withdraws the
+hand-eye static transform (a node that joins later never gets it: TF missing); ``fault_distortion_model``
+publishes camera_info with another distortion model.
+
 Semantics: the arm's action and topic follow joint_trajectory_controller (sim/franka_driver.py says what
 exactly, and where the fake refuses more); the hand follows franka_gripper (``command.position`` is one
 finger's opening, the width is twice it; result and feedback report the *width*; ``stalled`` is never set).
@@ -117,6 +124,26 @@ CLOCK_RATE_HZ = 100.0  # /clock with clock:=sim
 ACTION_THREADS = 6
 
 
+SLOW_PACE = 0.9  # a simulation below this fraction of its real-time factor over PACE_WINDOW_S is reported
+PACE_WINDOW_S = 5.0
+
+
+@dataclass
+class _Pace:
+    """Simulated seconds per wall second, measured over windows of PACE_WINDOW_S."""
+
+    wall_s: float
+    sim_s: float
+
+    def update(self, wall_s: float, sim_s: float) -> float | None:
+        """The pace of the window that ends now, or None while it lasts."""
+        if wall_s - self.wall_s < PACE_WINDOW_S:
+            return None
+        pace = (sim_s - self.sim_s) / (wall_s - self.wall_s)
+        self.wall_s, self.sim_s = wall_s, sim_s
+        return pace
+
+
 @dataclass
 class _Goal:
     """An accepted action goal as the simulation thread sees it: ``end`` is set when it ends."""
@@ -159,7 +186,8 @@ class FakeFrankaNode(Node):
         self._arm_joint_pub = self.create_publisher(JointState, "franka/joint_states", qos_profile_system_default)
         self._tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
         self._robot_static_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
-        self._hand_eye_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        self._hand_eye_pub = None  # created while the hand-eye transform is published (fault_hand_eye_missing)
+        self._pushed_goal, self._push_from_s = None, 0.0  # the arm goal fault_push_rad pushes, and from when
         self._clock_pub = self.create_publisher(Clock, "/clock", 10) if self._sim_clock else None
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/success", self._on_success)
@@ -257,6 +285,12 @@ class FakeFrankaNode(Node):
             self._commands.put(lambda: setattr(self._arm, "defaults", tolerances))
         if name == "gripper_speed_m_s":
             self._commands.put(lambda: setattr(self._hand, "speed_m_s", float(value)))
+        if name == "fault_hand_eye_missing":
+            if value and self._hand_eye_pub is not None:
+                self.destroy_publisher(self._hand_eye_pub)
+                self._hand_eye_pub = None
+            elif not value:
+                self._publish_hand_eye()
 
     # --- time -------------------------------------------------------------------------------------
     def _sim_time_s(self) -> float:
@@ -529,11 +563,13 @@ class FakeFrankaNode(Node):
             return self._params["real_time_factor"] if self._sim_clock else 1.0
 
         wall_anchor, sim_anchor, factor = time.monotonic(), self._sim_time_s(), rtf()
+        pace = _Pace(time.monotonic(), self._sim_time_s())
         while not self._stop.is_set():
             before_s = self._sim_time_s()
             self._drain_commands()
             if self._sim_time_s() != before_s or rtf() != factor:  # a reset settled its scene, or a new factor
                 wall_anchor, sim_anchor, factor = time.monotonic(), self._sim_time_s(), rtf()
+                pace = _Pace(time.monotonic(), self._sim_time_s())
             self._step()
             self._publish_due()
             if factor > 0:
@@ -542,6 +578,14 @@ class FakeFrankaNode(Node):
                     time.sleep(delay_s)
                 elif delay_s < -MAX_LAG_S:  # rendering or the machine is too slow: run late, don't burst
                     wall_anchor, sim_anchor = time.monotonic(), self._sim_time_s()
+                achieved = pace.update(time.monotonic(), self._sim_time_s())
+                if achieved is not None and achieved < SLOW_PACE * factor and not self._sim_clock:
+                    # With wall-clock stamps the controllers' time then lags the clients' clocks, whose timeouts
+                    # (a real controller runs in real time) may fire before a goal ends.
+                    self.get_logger().warning(
+                        f"the simulation runs at {achieved:.2f}x real time (machine too slow): the arm's goals take "
+                        f"longer than their trajectories' times; lower camera_rate_hz or the load",
+                        throttle_duration_sec=30.0)
 
     def _drain_commands(self) -> None:
         while True:
@@ -558,6 +602,12 @@ class FakeFrankaNode(Node):
         q, qd, _ = self._state
         now_s = self._sim_time_s()
         setpoint, arm_ended = self._arm.update(now_s, q[:7], qd[:7])
+        goal = self._arm.active_goal
+        if goal is not self._pushed_goal:
+            self._pushed_goal, self._push_from_s = goal, now_s + self._params["fault_push_after_s"]
+        if goal is not None and self._params["fault_push_rad"] and now_s >= self._push_from_s:
+            setpoint = np.array(setpoint, dtype=float)
+            setpoint[0] += self._params["fault_push_rad"]  # the push: the joint leaves the commanded path
         self._world.hold_arm(setpoint)
         finger_m, force_n, hand_ended = self._hand.update(now_s, q[7] + q[8], qd[7] + qd[8], 1.0 / PHYSICS_HZ)
         self._world.command_gripper(closed=self._hand.grasping, opening_m=finger_m, force_n=force_n)
@@ -581,6 +631,10 @@ class FakeFrankaNode(Node):
         names = self._names
         if due["clock"] and self._clock_pub is not None:
             self._clock_pub.publish(Clock(clock=stamp))
+        if self._params["fault_stop_joint_states"]:
+            due["arm_joints"] = due["gripper"] = due["joints"] = False
+        if self._params["fault_stop_tf"]:
+            due["tf"] = False
         if due["arm_joints"]:  # joint_state_broadcaster: the arm's position, velocity and (measured) effort
             self._arm_joint_pub.publish(self._joint_state(names.arm_joints, q[:7], qd[:7], effort[:7], stamp))
         finger = (q[7] + q[8]) / 2
@@ -608,8 +662,12 @@ class FakeFrankaNode(Node):
     def _camera_info(self, stamp) -> CameraInfo:
         camera = self._view.camera
         K = camera.K
-        msg = CameraInfo(height=camera.height, width=camera.width, distortion_model="plumb_bob",
-                         d=self._view.distortion.as_list(), k=K.reshape(-1).tolist(),
+        model, d = self._params["fault_distortion_model"] or "plumb_bob", self._view.distortion.as_list()
+        if model != "plumb_bob":  # the injected fault: the coefficient count of that model
+            n = {"equidistant": 4, "rational_polynomial": 8}[model]
+            d = (d + [0.0] * n)[:n]
+        msg = CameraInfo(height=camera.height, width=camera.width, distortion_model=model,
+                         d=d, k=K.reshape(-1).tolist(),
                          r=np.eye(3).reshape(-1).tolist(), p=np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist())
         msg.header.stamp, msg.header.frame_id = stamp, camera.frame_id
         return msg
@@ -639,8 +697,16 @@ class FakeFrankaNode(Node):
         self._camera_static_pub.publish(TFMessage(transforms=[
             _transform(parent, child, T, stamp)
             for parent, child, T in camera_transforms(camera, self._params["color_offset_m"])]))
+        if not self._params["fault_hand_eye_missing"]:
+            self._publish_hand_eye()
+
+    def _publish_hand_eye(self) -> None:
+        """The calibration tool's static transform, on its own latched publisher (created if withdrawn)."""
+        if self._hand_eye_pub is None:
+            self._hand_eye_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        camera = self._params["camera_name"]
         self._hand_eye_pub.publish(TFMessage(transforms=[
-            _transform(self._names.base, f"{camera}_link", self._T_base_camera_link, stamp)]))
+            _transform(self._names.base, f"{camera}_link", self._T_base_camera_link, self._stamp())]))
 
     def close(self) -> None:
         self._stop.set()

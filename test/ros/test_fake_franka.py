@@ -26,14 +26,17 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_system_default
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_system_default
 from rosgraph_msgs.msg import Clock
 from rosutil import ROOT, ros_domain, start_node, stop, wait_until
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import CameraInfo, JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from molmomotion_ros.conversions.joints import duration_msg, time_to_s
+from molmomotion_sim.tasks import TASKS
 
 try:
     from action_msgs.msg import GoalStatus
@@ -52,6 +55,10 @@ INTO_THE_TABLE = np.array([0.0, 1.0, 0.0, -1.6, 0.0, 2.6, 0.785])  # the hand me
 ARM_ACTION = "/fr3_arm_controller/follow_joint_trajectory"
 GRIPPER_ACTION = "/franka_gripper/gripper_action"
 START_TIMEOUT_S = 60.0
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# tf2_ros's static listener: transient local, depth 100 (each latched publisher's sample is kept).
+TF_STATIC_LISTENER_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
 ARRIVAL_TOL_RAD = 0.02
 
 
@@ -354,6 +361,122 @@ def test_the_controller_topic_moves_the_arm_too(fake):
     publisher.publish(arm_goal([1.0], [target]).trajectory)
     client.wait(lambda: np.abs(client.q() - target).max() < ARRIVAL_TOL_RAD, "the arm at the topic's target")
     client.node.destroy_publisher(publisher)
+
+
+# --- fault injection: each fault happens, and ends when its parameter is set back -----------------------------------
+def set_params(client: Client, **values) -> None:
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    answers = client.call(SetParameters, "/fake_franka/set_parameters", request).results
+    assert all(a.successful for a in answers), [a.reason for a in answers]
+
+
+def test_an_injected_push_aborts_the_goal_mid_way_with_path_tolerance_violated(fake):
+    client = fake.client
+    client.move_to(HOME)
+    set_params(client, trajectory_tolerance_rad=0.05, fault_push_rad=0.3, fault_push_after_s=0.5)
+    try:
+        start = time.monotonic()
+        handle, result = client.send(arm_goal([2.0], [HOME + np.array([0.0, 0.0, 0.3, 0.0, 0.3, 0.0, 0.3])]))
+        assert handle.accepted
+        response = client.result_of(result, "the pushed goal's result")
+        elapsed_s = time.monotonic() - start
+    finally:
+        set_params(client, trajectory_tolerance_rad=0.0, fault_push_rad=0.0)
+    assert response.status == GoalStatus.STATUS_ABORTED
+    assert response.result.error_code == FollowJointTrajectory.Result.PATH_TOLERANCE_VIOLATED, \
+        response.result.error_string
+    assert 0.5 < elapsed_s < 2.0, "aborted mid-way: after the push began, before the trajectory's end"
+    client.move_to(HOME)  # the fault ended: goals succeed again
+
+
+def test_stale_joint_states_and_tf_stop_while_injected(fake):
+    client = fake.client
+    tf: list = []
+    merged: list = []
+    subscriptions = [client.node.create_subscription(TFMessage, "/tf", tf.append, 100),
+                     client.node.create_subscription(JointState, "/joint_states", merged.append, 10)]
+    client.wait(lambda: tf and merged, "/tf and /joint_states")
+    set_params(client, fault_stop_joint_states=True, fault_stop_tf=True)
+    client.sleep(0.2)  # messages already on the way
+    counts = len(client.states), len(client.finger_states), len(merged), len(tf)
+    client.sleep(1.0)
+    assert (len(client.states), len(client.finger_states), len(merged), len(tf)) == counts, "still publishing"
+    set_params(client, fault_stop_joint_states=False, fault_stop_tf=False)
+    client.wait(lambda: len(client.states) > counts[0] and len(merged) > counts[2] and len(tf) > counts[3],
+                "joint states and /tf again")
+    for subscription in subscriptions:
+        client.node.destroy_subscription(subscription)
+
+
+def static_frames(client: Client, seconds: float = 2.0) -> set[tuple[str, str]]:
+    """The (parent, child) pairs a node joining now receives on /tf_static (latched) within ``seconds``."""
+    received: list = []
+    subscription = client.node.create_subscription(TFMessage, "/tf_static", received.append,
+                                              TF_STATIC_LISTENER_QOS)
+    client.sleep(seconds)
+    client.node.destroy_subscription(subscription)
+    return {(t.header.frame_id, t.child_frame_id) for msg in received for t in msg.transforms}
+
+
+def test_a_withdrawn_hand_eye_transform_is_missing_for_nodes_that_join_later(fake):
+    client = fake.client
+    hand_eye = ("fr3_link0", "camera_link")
+    set_params(client, fault_hand_eye_missing=True)
+    frames = static_frames(client)
+    assert hand_eye not in frames and ("fr3_hand", "fr3_hand_tcp") in frames  # the robot's statics stay
+    set_params(client, fault_hand_eye_missing=False)
+    assert hand_eye in static_frames(client)
+
+
+def test_camera_info_with_another_distortion_model_while_injected(fake):
+    client = fake.client
+    infos: list = []
+    subscription = client.node.create_subscription(CameraInfo, "/camera/camera/color/camera_info", infos.append, 10)
+    client.wait(lambda: infos, "camera_info")
+    assert infos[-1].distortion_model == "plumb_bob"
+    set_params(client, fault_distortion_model="equidistant")
+    client.wait(lambda: infos[-1].distortion_model == "equidistant", "an equidistant camera_info")
+    assert len(infos[-1].d) == 4
+    set_params(client, fault_distortion_model="")
+    client.wait(lambda: infos[-1].distortion_model == "plumb_bob", "plumb_bob again")
+    client.node.destroy_subscription(subscription)
+
+
+# --- the episode runner drives fake_franka: reset, the instruction it publishes, success -------------------------
+def test_the_episode_runner_drives_fake_franka_and_publishes_the_instruction(fake, tmp_path):
+    """fake_franka publishes no instruction and no /clock: the runner publishes the reset's instruction and
+    settles on the wall clock. The test stands in for manipulation_node: each instruction gets a 'done' status."""
+    client = fake.client
+    instructions: list[str] = []
+    status_pub = client.node.create_publisher(String, "/manipulation/status", LATCHED)
+
+    def on_instruction(msg: String) -> None:
+        instructions.append(msg.data)
+        status_pub.publish(String(data=json.dumps({"state": "done", "forecast_stamp": time.time(),
+                                                   "agent": "test-stand-in"})))
+
+    subscription = client.node.create_subscription(String, "/instruction", on_instruction, LATCHED)
+    out = tmp_path / "cell.json"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "molmomotion_ros.nodes.episode_runner", "--ros-args", "--params-file",
+         str(ROOT / "config/episode_runner.yaml"), "-p", "simulator:=fake_franka", "-p", "publish_instruction:=true",
+         "-p", "managed_nodes:=''", "-p", "families:=stack", "-p", "episodes_per_family:=1", "-p", "settle_s:=0.5",
+         "-p", "episode_timeout_s:=60.0", "-p", "progress:=false", "-p", f"out:={out}"],
+        env=fake.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client.wait(lambda: runner.poll() is not None, "the runner's end", timeout_s=120.0)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        output = runner.communicate()[0]
+        client.node.destroy_subscription(subscription)
+        client.node.destroy_publisher(status_pub)
+    assert runner.returncode == 0, output[-3000:]
+    (episode,) = json.loads(out.read_text())["episodes"]
+    assert episode["family"] == "stack" and episode["instruction"]
+    # Nothing moved, so every attempt failed and was retried: one instruction per attempt, all the reset's.
+    assert episode["success"] is False and episode["steps"] == TASKS["stack"].max_steps, episode
+    assert instructions == [episode["instruction"]] * TASKS["stack"].max_steps
 
 
 def test_with_the_simulated_clock_stamps_follow_clock(ros_env, tmp_path):
