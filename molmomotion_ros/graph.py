@@ -163,7 +163,8 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   # frames per simulated second are plenty for one forecast per instruction.
                   "sim_node": {"real_time_factor": 2.0, "camera_rate_hz": 5.0, "clock_rate_hz": 50.0,
                                "reset_on_start": False},
-                  "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0},
+                  "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0,
+                                      "instruction_timeout_s": 30.0},
                   "manipulation_node": dict(_SIM_TIME),
                   "speech_node": dict(_SIM_TIME),
               },
@@ -178,7 +179,8 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (
                   # forecasts once per instruction.
                   "sim_node": {"real_time_factor": 1.0, "camera_rate_hz": 15.0, "clock_rate_hz": 100.0,
                                "reset_on_start": False},
-                  "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0},
+                  "forecaster_node": {**_SIM_TIME, "extrinsics_source": "topic", "max_frame_age_s": 3.0,
+                                      "instruction_timeout_s": 30.0},
                   "policy_node": dict(_SIM_TIME),
               },
               runner="episode_runner"),

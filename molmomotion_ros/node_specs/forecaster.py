@@ -52,6 +52,10 @@ FORECASTER_NODE = NodeSpec(
                                           "node's clock are refused as stale (s); 0 = no check",
                   range=(0.0, 3600.0)),
         ParamSpec("max_instruction_chars", 500, "longer instructions are refused", range=(1, 500)),
+        ParamSpec("instruction_timeout_s", 10.0, "on_instruction mode: wall s an accepted instruction waits for a "
+                                                 "usable frame (TF, camera_info, fresh stamps, ...); then the node "
+                                                 "gives up on it and reports 'failed' on forecast/status with the "
+                                                 "last frame problem; 0 = wait forever", range=(0.0, 3600.0)),
         ParamSpec("world_frame", "world", "frame of every published forecast (REP-103, metres)"),
         ParamSpec("extrinsics_source", "parameter", "where T_world_camera comes from: parameter (T_world_camera), "
                                                     "topic (geometry_msgs/PoseStamped on camera/pose) or tf "

@@ -60,6 +60,8 @@ from .tf_listener import make_tf_lookup
 ARM_JOINTS = ARM_JOINT_NAMES  # the default robot (config/robot.yaml)
 FINGER_JOINTS = FINGER_JOINT_NAMES
 STATUS_TOPIC = "manipulation/status"
+FORECAST_STATUS_TOPIC = "forecast/status"
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POLL_S = 0.005  # how often waits look at the clock, the joints and ~/stop
 
@@ -87,6 +89,22 @@ class StatusReporter:
 
     def diag(self, level: str, stage: str, message: str) -> None:
         self._node.diag(stage, level, message)
+
+    def relay_forecaster(self) -> None:
+        """While the node is active: an instruction the forecaster refused, or could not forecast for, ends
+        "failed" here with the forecaster's reason, so manipulation/status tells the operator why nothing moves.
+        Volatile: a status latched before this node was active belongs to an earlier instruction."""
+        self._node.while_active(self._node.create_subscription(String, FORECAST_STATUS_TOPIC, self._on_forecast_status,
+                                                               RELIABLE))
+
+    def _on_forecast_status(self, msg: String) -> None:
+        try:
+            status = json.loads(msg.data)
+        except ValueError:
+            return
+        if status.get("state") in ("refused", "failed"):
+            self.status("failed", reason=f"forecaster: {status.get('reason', '')}",
+                        instruction=status.get("instruction", ""), source="forecaster")
 
 
 class ArmCommands:

@@ -73,6 +73,7 @@ class EpisodeRunnerNode(Node):
         self._pub_instruction = self.create_publisher(String, "instruction", LATCHED)
         self._cond = threading.Condition()
         self._status: dict | None = None
+        self._status_count = 0  # statuses received: a relayed forecaster failure carries no forecast stamp
         self._sim_time_s: float | None = None  # the newest /clock; None: none heard, settle on the wall clock
         self.create_subscription(String, "manipulation/status", self._on_status, LATCHED)
         self.create_subscription(Clock, "/clock", self._on_clock, 10)
@@ -80,6 +81,7 @@ class EpisodeRunnerNode(Node):
     def _on_status(self, msg: String) -> None:
         with self._cond:
             self._status = json.loads(msg.data)
+            self._status_count += 1
             self._cond.notify_all()
 
     def _on_clock(self, msg: Clock) -> None:
@@ -140,6 +142,7 @@ class EpisodeRunnerNode(Node):
             # Only a forecast newer than every one handled so far belongs to this episode (the
             # forecaster forecasts from frames taken after the instruction that the reset publishes).
             after_s = (self._status or {}).get("forecast_stamp") or -1.0
+            seen = self._status_count
         reset = self._call(self._reset, Trigger.Request())
         if not reset.success:
             return result(False, f"reset failed: {reset.message}", 0, "")
@@ -148,13 +151,20 @@ class EpisodeRunnerNode(Node):
         steps = 0
         for attempt in range(TASKS[family].max_steps):
             if attempt or self.params["publish_instruction"]:  # a retry: a new forecast from the new scene
+                with self._cond:
+                    seen = self._status_count
                 self._pub_instruction.publish(String(data=instruction))
             deadline = start + timeout
 
-            def finished(after=after_s) -> bool:
+            def finished(after=after_s, seen=seen) -> bool:
+                # The outcome of a forecast made after the reset (a dry run's "planned" ends the episode too), or
+                # the forecaster's refusal of this episode's instruction, relayed without a forecast stamp.
                 s = self._status
-                return (s is not None and s.get("state") in ("done", "failed", "stopped")
-                        and (s.get("forecast_stamp") or -1.0) > after)
+                if s is None or s.get("state") not in ("done", "failed", "stopped", "planned"):
+                    return False
+                if s.get("source") == "forecaster":
+                    return self._status_count > seen
+                return (s.get("forecast_stamp") or -1.0) > after
 
             if not self._wait(finished, max(0.0, deadline - time.perf_counter())):
                 return result(False, f"timed out after {timeout:.0f} s waiting for the manipulation node", steps,

@@ -28,6 +28,11 @@ Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_fr
   (geometry_msgs/PoseStamped, the target's rigid-fit pose at the last step; not published when the
   fit fails) and ``/diagnostics`` (one status per problem, named ``forecaster_node: <topic or stage>``).
   Forecast topics are reliable + transient-local (depth 1): a late subscriber gets the last forecast.
+  ``forecast/status`` (std_msgs/String, JSON, same QoS; on_instruction mode): what became of each instruction,
+  ``{"state": refused | waiting | published | failed, "instruction", "reason", "stamp", "forecast_stamp"}``:
+  refused on arrival (empty, too long, no known object), failed when its forecast failed or no frame could serve
+  it within ``instruction_timeout_s`` (the reason is the last frame problem: a missing transform, a refused
+  camera_info, stale stamps, ...). The arm nodes relay refused and failed onto ``manipulation/status``.
   Scores + hypotheses and markers are built only while they have subscribers (~20 ms per forecast).
 
 Inference runs on one worker thread fed by a one-slot mailbox (a newer request replaces one not yet
@@ -38,6 +43,7 @@ is refused with one throttled warning and a WARN/ERROR diagnostic, and the next 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -69,6 +75,8 @@ COLOR_TOPIC = "camera/color/image_raw"
 DEPTH_TOPIC = "camera/depth/image_raw"
 INFO_TOPIC = "camera/color/camera_info"
 POSE_TOPIC = "camera/pose"
+STATUS_TOPIC = "forecast/status"
+INSTRUCTION_PROBLEMS = ("instruction_empty", "instruction_too_long", "instruction_unknown_object")
 LOG_REPEAT_S = 30.0  # a persisting problem is logged again after this long
 DIAG_REPEAT_S = 1.0  # ... and re-published on /diagnostics at most this often
 SYNC_QUEUE = 10  # messages buffered per synchronised stream
@@ -123,6 +131,8 @@ class ForecasterNode(ManagedNode):
             self._newest_frame_ns = -1  # the newest frame set seen (stamp)
             self._generation = 0
             self._pending: int | None = None  # generation awaiting its forecast (on_instruction mode)
+            self._pending_since = 0.0  # monotonic s when it began to wait (instruction_timeout_s)
+            self._frame_problem = ""  # the last reason a frame could not serve it
             self._in_flight: int | None = None
             self._points_2d: np.ndarray | None = None
             self._image_size: tuple[int, int] | None = None  # (width, height) of the newest camera_info
@@ -149,6 +159,7 @@ class ForecasterNode(ManagedNode):
         self._pub_scores = self.create_lifecycle_publisher(Float32MultiArray, "forecast/scores", latched)
         self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "forecast/markers", latched)
         self._pub_goal = self.create_lifecycle_publisher(PoseStamped, "forecast/goal_pose", latched)
+        self._pub_status = self.create_lifecycle_publisher(String, STATUS_TOPIC, latched)
 
     def activate(self) -> None:
         p = self._params
@@ -245,6 +256,8 @@ class ForecasterNode(ManagedNode):
 
     # --- problems: one log line per kind (repeated rarely), a diagnostic per occurrence (throttled) -----
     def _problem(self, kind: str, stage: str, message: str, level: str = "WARN", values: dict | None = None) -> None:
+        if kind not in INSTRUCTION_PROBLEMS:
+            self._frame_problem = message  # what instruction_timeout_s reports if no frame serves the instruction
         now = time.monotonic()
         if now - self._logged.get(kind, -np.inf) >= LOG_REPEAT_S:
             self._logged[kind] = now
@@ -264,17 +277,17 @@ class ForecasterNode(ManagedNode):
         text = " ".join(msg.data.split())
         limit = self._params["max_instruction_chars"]
         if not text:
-            self._problem("instruction_empty", "instruction", "empty instruction ignored")
+            self._refuse(text, "instruction_empty", "empty instruction ignored")
             return
         if len(text) > limit:
-            self._problem("instruction_too_long", "instruction",
-                          f"instruction of {len(text)} characters ignored (max_instruction_chars = {limit}): "
-                          f"{text[:40]!r}...", values={"chars": len(text)})
+            self._refuse(text, "instruction_too_long",
+                         f"instruction of {len(text)} characters ignored (max_instruction_chars = {limit}): "
+                         f"{text[:40]!r}...", values={"chars": len(text)})
             return
         if self._known_words and not self._known_words & set(re.findall(r"[a-z]+", text.lower())):
-            self._problem("instruction_unknown_object", "instruction",
-                          f"instruction {text[:80]!r} names none of the known objects "
-                          f"({', '.join(sorted(self._known_words))}); ignored")
+            self._refuse(text, "instruction_unknown_object",
+                         f"instruction {text[:80]!r} names none of the known objects "
+                         f"({', '.join(sorted(self._known_words))}); ignored")
             return
         with self._lock:
             self._instruction = text
@@ -284,7 +297,21 @@ class ForecasterNode(ManagedNode):
             self._instruction_after_ns = max(self.get_clock().now().nanoseconds, self._newest_frame_ns + 1)
             self._generation += 1
             self._pending = self._generation
+            self._pending_since, self._frame_problem = time.monotonic(), ""
         self.get_logger().info(f"new instruction: {text!r}")
+        if self._params["mode"] == "on_instruction":
+            self._instruction_status("waiting", text)
+
+    def _refuse(self, text: str, kind: str, message: str, values: dict | None = None) -> None:
+        self._problem(kind, "instruction", message, values=values)
+        self._instruction_status("refused", text, message)
+
+    def _instruction_status(self, state: str, instruction: str, reason: str = "", **extra) -> None:
+        """forecast/status (JSON, latched): what became of an instruction: refused | waiting | published | failed.
+        manipulation_node and policy_node relay refused and failed onto manipulation/status."""
+        status = {"state": state, "instruction": instruction, "reason": reason,
+                  "stamp": self.get_clock().now().nanoseconds / NS, **extra}
+        self._pub_status.publish(String(data=json.dumps(status)))
 
     def _report_incompatible_qos(self, topic: str) -> SubscriptionEventCallbacks:
         def report(event) -> None:
@@ -322,6 +349,7 @@ class ForecasterNode(ManagedNode):
             if len(points_2d) and self._instruction is not None:
                 self._generation += 1
                 self._pending = self._generation
+                self._pending_since, self._frame_problem = time.monotonic(), ""
 
     def _on_camera_pose(self, msg: PoseStamped) -> None:
         if msg.header.frame_id != self._params["world_frame"]:
@@ -406,11 +434,28 @@ class ForecasterNode(ManagedNode):
                                                       f"{frames.stamp_ns / NS:.3f} s: {err}") from None
 
     def _expire_frames(self) -> None:
+        self._give_up_waiting()
         for missing in self._sync.expire(time.monotonic()):
             topic = INFO_TOPIC if missing.startswith("camera_info") else DEPTH_TOPIC
             self._problem(f"unmatched_{missing.replace(' ', '_')}", topic,
                           f"colour frames arrive but no {missing} matches their stamps within "
                           f"{self._params['sync_tolerance_s']} s; frames dropped")
+
+    def _give_up_waiting(self) -> None:
+        """on_instruction: an instruction no frame could serve within instruction_timeout_s is reported failed
+        (with the last frame problem) and dropped, so the operator learns why nothing moves."""
+        limit = self._params["instruction_timeout_s"]
+        if self._params["mode"] != "on_instruction" or limit <= 0:
+            return
+        with self._lock:
+            if (self._pending is None or self._in_flight == self._pending
+                    or time.monotonic() - self._pending_since < limit):
+                return
+            self._pending, instruction = None, self._instruction or ""
+        problem = self._frame_problem or "no synchronised colour, depth and camera_info frame arrived"
+        reason = f"no forecast within instruction_timeout_s = {limit:g} s of the instruction: {problem}"
+        self.get_logger().warning(reason)
+        self._instruction_status("failed", instruction, reason)
 
     # --- worker: convert, forecast, publish --------------------------------------------------------
     def _work(self, mailbox: LatestMailbox) -> None:
@@ -435,16 +480,22 @@ class ForecasterNode(ManagedNode):
     def _serve_reporting(self, request: Request) -> bool:
         """Serve ``request`` and report a refusal; False when the frame (not the instruction) failed."""
         try:
-            self._serve(request)
+            stamp = self._serve(request)
         except FrameProblem as problem:
             self._problem(problem.kind, problem.stage, f"{problem}; frame dropped")
             return False
         except (GroundingError, ForecastInputError) as err:
-            self._problem("forecast_input", "forecast", f"no forecast for {request.instruction[:80]!r}: {err}",
-                          level="ERROR")
+            reason = f"no forecast for {request.instruction[:80]!r}: {err}"
+            self._problem("forecast_input", "forecast", reason, level="ERROR")
+            if self._params["mode"] == "on_instruction":
+                self._instruction_status("failed", request.instruction, reason)
+            return True
+        if self._params["mode"] == "on_instruction":
+            self._instruction_status("published", request.instruction, forecast_stamp=stamp)
         return True
 
-    def _serve(self, request: Request) -> None:
+    def _serve(self, request: Request) -> float:
+        """Forecast from the request's frame and publish; returns the forecast's stamp (s)."""
         frames = request.frames
         wait_ms = (self.get_clock().now().nanoseconds - frames.stamp_ns) / 1e6  # transport, sync and mailbox
         try:
@@ -482,6 +533,7 @@ class ForecasterNode(ManagedNode):
                                {"backend": self._pipeline.backend, "hypotheses": result.forecast.num_samples,
                                 "points": len(result.points_2d), "stamp_to_start_ms": f"{wait_ms:.1f}",
                                 "compute_ms": f"{compute_ms:.1f}", "stamp_to_publish_ms": f"{age_ms:.1f}"})
+        return frames.stamp_ns / NS
 
     def _publish(self, result, frames: FrameSet) -> float:
         """Publish every output; returns the trajectory's age (ms since the image stamp) when it left."""

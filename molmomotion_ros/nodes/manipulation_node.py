@@ -119,6 +119,7 @@ class ManipulationNode(ManagedNode):
         self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "manipulation/markers", LATCHED)
 
     def activate(self) -> None:
+        self._report.relay_forecaster()
         p = self._params
         self._observed = ArmObservations(self, p["frame_buffer_s"], self._report.diag,
                                          arm_joint_names=p["arm_joint_names"],

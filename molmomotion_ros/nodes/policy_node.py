@@ -85,6 +85,7 @@ class PolicyNode(ManagedNode):
         self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
 
     def activate(self) -> None:
+        self._report.relay_forecaster()
         self._active_since_ns = time.time_ns()
         self._forecast_msg = None
         p = self._params

@@ -6,6 +6,7 @@ followed by a good request that must be answered correctly, so each case also sh
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -76,13 +77,15 @@ class Harness:
         self.pub_pose = n.create_publisher(PoseStamped, "camera/pose", LATCHED)
         self.pub_instruction = n.create_publisher(String, "instruction", LATCHED)
         self.pub_query = n.create_publisher(PolygonStamped, "query_points", 10)
-        self.received = {name: [] for name in ("trajectory", "hypotheses", "scores", "goal", "markers", "diag")}
+        self.received = {name: [] for name in ("trajectory", "hypotheses", "scores", "goal", "markers", "diag",
+                                               "status")}
         for name, msg_type, topic in (("trajectory", MultiDOFJointTrajectory, "forecast/trajectory"),
                                       ("hypotheses", MultiDOFJointTrajectory, "forecast/hypotheses"),
                                       ("scores", Float32MultiArray, "forecast/scores"),
                                       ("goal", PoseStamped, "forecast/goal_pose"),
                                       ("markers", MarkerArray, "forecast/markers"),
-                                      ("diag", DiagnosticArray, "/diagnostics")):
+                                      ("diag", DiagnosticArray, "/diagnostics"),
+                                      ("status", String, "forecast/status")):
             n.create_subscription(msg_type, topic, self.received[name].append, LATCHED if name != "diag" else 10)
 
     def spin(self) -> None:
@@ -387,11 +390,20 @@ def test_bad_frames_are_reported_and_the_next_good_frame_served(graph, scene, pr
                                                ("instruction_too_long", "put the red cube in the bowl " * 350),  # 10 kB
                                                ("instruction_unknown_object", "pick up the zebra and feed it")])
 def test_bad_instructions_are_refused(graph, scene, problem, text):
+    graph.received["status"].clear()
     status = graph.wait_diagnostic(problem, send=lambda: graph.instruct(text))
     assert status.level == DiagnosticStatus.WARN and status.name == "forecaster_node: instruction"
     assert len(status.message) <= 300
     assert graph.process.poll() is None
+    # forecast/status says what became of it (the arm nodes relay it onto manipulation/status)
+    wait_until(lambda: any(json.loads(m.data)["state"] == "refused" for m in graph.received["status"]), 10.0,
+               spin=graph.spin, what="'refused' on forecast/status")
+    refused = next(json.loads(m.data) for m in graph.received["status"] if json.loads(m.data)["state"] == "refused")
+    assert refused["reason"] == status.message
     check_forecast(graph.good_forecast(scene["instruction"]), scene)
+    wait_until(lambda: json.loads(graph.received["status"][-1].data)["state"] == "published", 10.0, spin=graph.spin,
+               what="'published' on forecast/status")
+    assert json.loads(graph.received["status"][-1].data)["instruction"] == scene["instruction"]
 
 
 def test_an_instruction_from_a_volatile_publisher_is_forecast_once(graph, scene):
