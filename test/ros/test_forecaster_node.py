@@ -396,8 +396,12 @@ def test_bad_instructions_are_refused(graph, scene, problem, text):
     assert len(status.message) <= 300
     assert graph.process.poll() is None
     # forecast/status says what became of it (the arm nodes relay it onto manipulation/status)
-    wait_until(lambda: any(json.loads(m.data)["state"] == "refused" for m in graph.received["status"]), 10.0,
-               spin=graph.spin, what="'refused' on forecast/status")
+    try:
+        wait_until(lambda: any(json.loads(m.data)["state"] == "refused" for m in graph.received["status"]), 10.0,
+                   spin=graph.spin, what="'refused' on forecast/status")
+    except TimeoutError as err:
+        statuses = [m.data for m in graph.received["status"]]
+        raise AssertionError(f"{err}; statuses heard: {statuses}; node log:\n{graph.node_log()}") from None
     refused = next(json.loads(m.data) for m in graph.received["status"] if json.loads(m.data)["state"] == "refused")
     assert refused["reason"] == status.message
     check_forecast(graph.good_forecast(scene["instruction"]), scene)
