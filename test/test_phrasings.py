@@ -1,0 +1,122 @@
+"""The held-out language test's phrasing file: it is new wording for every family, it fits the tasks' fields, and
+the loader, the draw and the split guard behave. (The file is read here and by the harness only.)"""
+
+import re
+
+import pytest
+import yaml
+
+from molmomotion_ros.phrasings import (
+    PhrasingError,
+    check_split_allowed,
+    load_phrasing_set,
+    phrasings_dir,
+    placeholders,
+)
+from molmomotion_ros.vocabulary import default_vocabulary
+
+FAMILIES = ("place-in-container", "place-relative", "stack", "push")
+SHARED_WORDS = {"and", "it", "on", "the", "to"}  # function words the file may share with the templates
+
+
+def words(template: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", re.sub(r"\{[a-z_]+\}", " ", template.lower())))
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return load_phrasing_set("heldout")
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return yaml.safe_load((phrasings_dir() / "heldout.yaml").read_text())
+
+
+def test_heldout_covers_every_family_with_enough_variety(heldout):
+    assert heldout.held_out and heldout.name == "heldout"
+    assert set(heldout.templates) == set(FAMILIES)
+    for family, templates in heldout.templates.items():
+        assert 10 <= len(templates) <= 15, family
+        assert len(set(templates)) == len(templates), family
+
+
+def test_heldout_fills_with_each_family_fields(heldout):
+    vocabulary = default_vocabulary()
+    for family in FAMILIES:
+        fields = set().union(*(placeholders(t) for t in vocabulary.phrasings[family]))
+        heldout.check_fields(family, fields)
+        for template in heldout.templates[family]:
+            text = template.format(**{name: f"<{name}>" for name in fields})
+            assert "{" not in text and "<colour> <object>" in text, template
+
+
+def test_new_words_are_exactly_those_no_training_instruction_contains(heldout, raw):
+    training = set(default_vocabulary().words())
+    used = set().union(*(words(t) for ts in heldout.templates.values() for t in ts))
+    assert sorted(used - training) == sorted(raw["new_words"])  # the header's claim, recomputed
+    assert used & training <= SHARED_WORDS, sorted(used & training - SHARED_WORDS)
+
+
+def test_no_training_verb_or_its_forms_appears(heldout):
+    # A template's first word is its verb (pick up, put, place, move, stack, push, slide); "pushed", "placing",
+    # "sliding" are the same verbs, so any word starting with the stem counts.
+    verbs = {t.split()[0] for ts in default_vocabulary().phrasings.values() for t in ts}
+    stems = {v[:-1] if v.endswith("e") else v for v in verbs}
+    assert {"push", "slid", "plac", "stack"} <= stems
+    for family, templates in heldout.templates.items():
+        for template in templates:
+            hits = [w for w in words(template) if any(w.startswith(s) for s in stems)]
+            assert not hits, (family, template, hits)
+
+
+def test_no_heldout_sentence_frame_equals_a_training_one(heldout):
+    training = {re.sub(r"\{[a-z_]+\}", "{}", t) for ts in default_vocabulary().phrasings.values() for t in ts}
+    for templates in heldout.templates.values():
+        assert not training & {re.sub(r"\{[a-z_]+\}", "{}", t) for t in templates}
+
+
+def test_the_draw_depends_on_seed_and_family_only(heldout):
+    fields = {"colour": "red", "object": "block", "direction": "forward"}
+    same = {heldout.phrase("push", 110000, fields) for _ in range(3)}
+    assert len(same) == 1
+    drawn = {heldout.phrase("push", seed, fields) for seed in range(110000, 110060)}
+    assert len(drawn) >= len(heldout.templates["push"]) - 2  # every template gets used over many seeds
+    assert all("red block" in text and "forward" in text for text in drawn)
+
+
+def test_held_out_sets_are_refused_for_fitting_splits(heldout):
+    for split in ("train", "validation"):
+        with pytest.raises(PhrasingError, match="held out"):
+            check_split_allowed(heldout, split)
+    for split in ("test", "ood"):
+        check_split_allowed(heldout, split)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("phrasings: {}\n", "non-empty 'phrasings'"),
+        ("phrasings: {push: []}\n", "non-empty list"),
+        ("phrasings: {push: [shove it]}\nowner: me\n", "unknown key 'owner'"),
+        ("phrasings: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_phrasing_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(PhrasingError, match=message):
+        load_phrasing_set(path)
+
+
+def test_field_check_names_the_fault(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text('phrasings: {push: ["shove the {colour} {thing} {direction}", "shove the {colour} {object}"]}\n')
+    mine = load_phrasing_set(path)
+    assert mine.name == "mine" and not mine.held_out
+    with pytest.raises(PhrasingError, match=r"\{thing\}"):
+        mine.check_fields("push", {"colour", "object", "direction"})
+    with pytest.raises(PhrasingError, match="no phrasings for family 'stack'"):
+        mine.check_fields("stack", {"colour", "object"})
+    with pytest.raises(PhrasingError, match="no shipped set"):
+        load_phrasing_set("absent")
