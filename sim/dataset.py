@@ -24,6 +24,7 @@ from tqdm import tqdm
 from molmomotion_ros.camera import PinholeCamera
 from molmomotion_ros.motion_data import MANIFEST, SCHEMA_VERSION, DatasetError, write_shard
 from molmomotion_ros.paths import config_path
+from molmomotion_ros.phrasings import PhrasingError, check_split_allowed, load_phrasing_set
 
 from .recording import EpisodeRecorder, GenerationConfig, options_from_dict
 from .seeds import SPLITS, split_seeds
@@ -123,11 +124,17 @@ def generate_dataset(
         seeds = split_seeds(split, episodes_per_family, seed_start)
     except ValueError as err:
         raise DatasetError(str(err)) from None
+    options = _task_options(options)
+    if options.phrasing_set is not None:
+        try:
+            check_split_allowed(load_phrasing_set(options.phrasing_set), split)
+        except PhrasingError as err:
+            raise DatasetError(str(err)) from None
     config = GenerationConfig(
         history=history, horizon=horizon, points_per_episode=points_per_episode, frames_every=frames_every,
         episodes_per_shard=episodes_per_shard,
         camera=PinholeCamera.from_yaml(config_path("camera.yaml")).to_dict(),
-        task_options=_jsonable(asdict(_task_options(options))),
+        task_options=_options_dict(options),
     )
     config_hash = config.sha256()
     out = _prepare_out_dir(Path(out_dir), config_hash, overwrite)
@@ -176,6 +183,15 @@ def generate_dataset(
     logger.info("wrote %d episodes (%d skipped) in %d shards to %s at %.2f episodes/s", episodes, len(skipped),
                 len(shards), out, len(jobs) / elapsed)
     return manifest
+
+
+def _options_dict(options: TaskOptions) -> dict:
+    """TaskOptions as stored in the config; an unset phrasing_set is left out, so datasets made before the field
+    existed keep their config hash (and training caches keyed by it)."""
+    d = _jsonable(asdict(options))
+    if d.get("phrasing_set") is None:
+        d.pop("phrasing_set", None)
+    return d
 
 
 def _jsonable(value):

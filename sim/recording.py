@@ -256,6 +256,7 @@ class EpisodeRecorder:
             world.frames = None
         meta = {
             "family": family, "seed": int(seed), "split": split, "instruction": task.instruction,
+            "phrase_fields": task.phrase_fields(),  # lets eval-forecast re-phrase the episode with another set
             "success": bool(result.success), "failure_reason": result.failure_reason, "steps": result.steps,
             "target": _describe(target),
             "place_target": None if place is None else _describe(place),

@@ -30,7 +30,9 @@ Rules, each enforced by :func:`load_suite` with a one-line :class:`SuiteError`:
 * Episode counts are positive integers; seeds in one family are unique.
 * Option names must be TaskOptions fields; colours, objects and containers must be in the
   vocabulary (``config/vocabulary.yaml``); ``phrasings`` indices must exist for every family that
-  uses them; ``camera_jitter_m`` is a non-negative number; ``distractors`` is ``[min, max]``.
+  uses them; ``phrasing_set`` (a set in ``config/phrasings`` or a path, instead of the vocabulary's
+  phrasings) must phrase every family it applies to with that family's fields, and cannot go with
+  ``phrasings``; ``camera_jitter_m`` is a non-negative number; ``distractors`` is ``[min, max]``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any, Callable, NamedTuple
 import yaml
 
 from molmomotion_ros.paths import config_path
+from molmomotion_ros.phrasings import PhrasingError, load_phrasing_set, placeholders
 from molmomotion_ros.vocabulary import Vocabulary, default_vocabulary
 
 from .seeds import SPLITS, SeedRangeError, split_of, split_seeds
@@ -118,6 +121,22 @@ class Suite:
             count = _positive_int(episodes_per_family, "episodes per family")
             chosen = [self._resize(f, count) for f in chosen]
         return replace(self, families=tuple(chosen))
+
+    def with_phrasing_set(self, phrasing_set: str, vocabulary: Vocabulary | None = None) -> "Suite":
+        """The same scenes phrased by another phrasing set (a name in config/phrasings or a path).
+
+        The copy is named ``<suite>-phrasings-<set>`` so its results files never pass for the original's."""
+        vocabulary = vocabulary or default_vocabulary()
+        families = []
+        for spec in self.families:
+            where = f"suite {self.name!r}, family {spec.family!r}"
+            if spec.options.phrasings is not None:
+                raise SuiteError(f"{where}: 'phrasings' picks the vocabulary's templates; "
+                                 "it cannot go with a phrasing set")
+            checked = _phrasing_set(phrasing_set, vocabulary, spec.family, where)
+            families.append(replace(spec, options=replace(spec.options, phrasing_set=checked)))
+        set_name = load_phrasing_set(phrasing_set).name
+        return replace(self, name=f"{self.name}-phrasings-{set_name}", families=tuple(families))
 
     def _resize(self, spec: FamilySpec, count: int) -> FamilySpec:
         if spec.seed_pool is None:
@@ -280,6 +299,8 @@ def parse_options(raw: dict, family: str, vocabulary: Vocabulary | None = None, 
             raise SuiteError(f"{where}: unknown option {key!r}; TaskOptions has {', '.join(sorted(known))}")
         values[key] = _OPTION_PARSERS[key](value, vocabulary, family, f"{where}: option {key!r}")
     options = TaskOptions(**values)
+    if options.phrasings is not None and options.phrasing_set is not None:
+        raise SuiteError(f"{where}: 'phrasings' picks the vocabulary's templates; it cannot go with 'phrasing_set'")
     _check_targets_left(options, where)
     return options
 
@@ -330,6 +351,24 @@ def _phrasings(value, vocabulary: Vocabulary, family: str, where: str) -> tuple[
     return indices
 
 
+def _phrasing_set(value, vocabulary: Vocabulary, family: str, where: str) -> str | None:
+    """A phrasing set's name or path, checked to phrase ``family`` with exactly the fields its templates fill."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SuiteError(f"{where}: expected the name of a phrasing set in config/phrasings or a file path")
+    try:
+        load_phrasing_set(value).check_fields(family, family_fields(vocabulary, family))
+    except PhrasingError as err:
+        raise SuiteError(f"{where}: {err}") from None
+    return value
+
+
+def family_fields(vocabulary: Vocabulary, family: str) -> set[str]:
+    """The {placeholders} a family fills: those of its templates in the vocabulary."""
+    return set().union(*(placeholders(t) for t in vocabulary.phrasings.get(family, ())))
+
+
 def _jitter(value, vocabulary: Vocabulary, family: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise SuiteError(f"{where}: expected a non-negative number of metres, got {value!r}")
@@ -350,6 +389,7 @@ _OPTION_PARSERS: dict[str, Callable[[Any, Vocabulary, str, str], Any]] = {
     "colours": _names("colour", lambda v: list(v.colours)),
     "containers": _names("container", lambda v: list(v.containers)),
     "phrasings": _phrasings,
+    "phrasing_set": _phrasing_set,
     "exclude_combinations": _combinations,
     "only_combinations": _combinations,
     "camera_jitter_m": _jitter,

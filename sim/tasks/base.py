@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from molmomotion_ros.phrasings import load_phrasing_set
 from molmomotion_ros.robot import TABLE_TOP_Z_M, WORKSPACE_X_M, WORKSPACE_Y_M
 
 from ..actions import Action
@@ -32,6 +33,9 @@ class TaskOptions:
     colours: tuple[str, ...] | None = None
     containers: tuple[str, ...] | None = None
     phrasings: tuple[int, ...] | None = None  # indices into the family's phrasings
+    # A phrasing set (molmomotion_ros.phrasings: a shipped name such as "heldout", or a path) that phrases the
+    # instruction instead of the vocabulary's templates; the scene is the same either way.
+    phrasing_set: str | None = None
     exclude_combinations: tuple[tuple[str, str], ...] = ()  # (colour, kind) never used as target
     only_combinations: tuple[tuple[str, str], ...] = ()  # if set, targets come from these only
     camera_jitter_m: float = 0.0  # std of the camera eye perturbation
@@ -124,6 +128,10 @@ class Task:
     def instruction(self) -> str:
         return self._instruction
 
+    def phrase_fields(self) -> dict[str, str]:
+        """What fills the instruction's {placeholders} (the scene's names), for re-phrasing it elsewhere."""
+        return dict(self._phrase_fields())
+
     def success(self) -> Outcome:
         raise NotImplementedError
 
@@ -160,6 +168,9 @@ class Task:
 
     # --- shared helpers -----------------------------------------------------------------------
     def _phrase(self, rng: np.random.Generator) -> str:
+        if self.options.phrasing_set is not None:
+            # Drawn by (seed, family), not from ``rng``: the scene and any later draw stay as they are.
+            return load_phrasing_set(self.options.phrasing_set).phrase(self.family, self.seed, self._phrase_fields())
         templates = self.vocabulary.phrasings[self.family]
         indices = self.options.phrasings or tuple(range(len(templates)))
         template = templates[int(rng.choice(indices))]
