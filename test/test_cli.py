@@ -51,6 +51,7 @@ BAD_SUITES = {
     "out-of-split.yaml": "split: test\nfamilies: {push: {seeds: [5]}}\n",
     "two-splits.yaml": "split: test\nfamilies: {push: {seeds: [110000]}, stack: {seeds: [120000]}}\n",
     "unknown-colour.yaml": "split: test\nepisodes_per_family: 1\nfamilies: {push: {}}\noptions: {colours: [mauve]}\n",
+    "terse.yaml": 'phrasings: {stack: ["stack the {object}"], push: ["shove the {colour} {object} {direction}"]}\n',
 }
 
 BAD_INPUTS = [
@@ -74,6 +75,8 @@ BAD_INPUTS = [
     ["sim-eval", "--suite", "smoke", "--episodes", "20000"],
     ["sim-eval", "--suite", "smoke", "--out", "a-file/eval.json"],
     ["sim-eval", "--suite", "smoke", "--out", "."],
+    ["sim-eval", "--suite", "smoke", "--phrasings", "absent"],
+    ["sim-eval", "--suite", "smoke", "--phrasings", "terse.yaml"],
     ["generate-data"],
     ["generate-data", "--out", "data", "--split", "exam"],
     ["generate-data", "--out", "data", "--episodes", "0"],
@@ -86,6 +89,8 @@ BAD_INPUTS = [
     ["generate-data", "--out", "a-file/data"],
     ["generate-data", "--out", "data", "--options-suite", "absent"],
     ["generate-data", "--out", "data", "--options-suite", "unknown-colour.yaml"],
+    ["generate-data", "--out", "data", "--options-suite", "heldout_language"],  # held-out words in training data
+    ["generate-data", "--out", "data", "--split", "validation", "--options-suite", "heldout_language"],
 ]
 
 
@@ -113,6 +118,20 @@ def test_sim_eval_writes_results_and_prints_a_table(tmp_path):
     document = json.loads(out.read_text())
     assert document["meta"]["suite"] == "smoke" and document["meta"]["agent"] == "oracle"
     assert [(e["family"], e["seed"]) for e in document["episodes"]] == [("push", 110000)]
+
+
+def test_sim_eval_phrasings_rewords_the_same_episodes_and_records_the_source(tmp_path):
+    out = tmp_path / "eval.json"
+    result = run_cli("sim-eval", "--suite", "smoke", "--families", "push", "--episodes", "1", "--workers", "1",
+                     "--phrasings", "heldout", "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["meta"]["suite"] == "smoke-phrasings-heldout"
+    assert document["meta"]["phrasings"]["push"]["name"] == "heldout"
+    assert document["meta"]["phrasings"]["push"]["held_out"] is True
+    [episode] = document["episodes"]
+    assert (episode["family"], episode["seed"]) == ("push", 110000)
+    assert not episode["instruction"].startswith(("push ", "slide "))  # not a vocabulary template
 
 
 def test_results_prints_runs_side_by_side_and_refuses_a_non_results_file(tmp_path):

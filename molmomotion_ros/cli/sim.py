@@ -41,6 +41,10 @@ def add_parsers(commands) -> None:
                           "config/suites (main, smoke, ood; default: main)")
     sim_eval.add_argument("--episodes", type=positive_int, metavar="N",
                           help="episodes per family, overriding the suite's counts")
+    sim_eval.add_argument("--phrasings", metavar="SET",
+                          help="phrase every instruction from this phrasing set instead of the suite's source: a "
+                          "name in config/phrasings (heldout: the held-out language test) or a YAML file; the "
+                          "scenes stay the same and the suite is renamed <suite>-phrasings-<set>")
     sim_eval.add_argument("--families", type=family_list, metavar="A,B",
                           help="comma-separated families of the suite to run (default: all of them)")
     sim_eval.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
@@ -91,6 +95,8 @@ def _sim_eval(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.families is not None or args.episodes is not None:
         suite = suite.select(families=args.families, episodes_per_family=args.episodes)
+    if args.phrasings is not None:
+        suite = suite.with_phrasing_set(args.phrasings)
     out = args.out or Path("results") / f"eval-{suite.name}-{args.agent}.json"
     check_writable(out.parent, what="output folder")
     if out.is_dir():
@@ -108,6 +114,7 @@ def _sim_eval(args: argparse.Namespace) -> int:
         "suite": suite.name,
         "suite_file": suite.source,
         "split": suite.split,
+        "phrasings": _phrasing_sources(suite),
         "workers": args.workers,
         "episodes": len(results),
         "wall_time_s": round(wall_time_s, 3),
@@ -121,6 +128,15 @@ def _sim_eval(args: argparse.Namespace) -> int:
         evaluation.contact_sheet(sheet, episodes, args.agent, agent_kwargs)
         print(f"contact sheet: {sheet}")
     return 0
+
+
+def _phrasing_sources(suite) -> dict:
+    """Family → where its instructions came from: a phrasing set's name/source/held_out, or the vocabulary."""
+    from molmomotion_ros.phrasings import load_phrasing_set
+
+    return {f.family: load_phrasing_set(f.options.phrasing_set).describe() if f.options.phrasing_set
+            else {"name": "vocabulary", "source": "config/vocabulary.yaml", "held_out": False}
+            for f in suite.families}
 
 
 # --- generate-data -----------------------------------------------------------------------------
@@ -139,6 +155,10 @@ def _generate_data(args: argparse.Namespace) -> int:
     if not lo <= args.history <= hi:
         raise UsageError(f"--history must be in {lo}..{hi}, got {args.history}")
     options = _suite_task_options(args.options_suite or ("ood" if args.split == "ood" else "main"), families)
+    if options is not None and options.phrasing_set is not None:
+        from molmomotion_ros.phrasings import check_split_allowed, load_phrasing_set
+
+        check_split_allowed(load_phrasing_set(options.phrasing_set), args.split)  # before the folder is made
     check_writable(args.out, what="output folder")
     try:
         from molmomotion_sim.dataset import generate_dataset
