@@ -66,7 +66,13 @@ def add_parsers(commands) -> None:
                           help="episodes per family (default: all of them)")
     evaluate.add_argument("--samples", type=positive_int, default=8, metavar="K",
                           help="hypotheses per forecast for the best-of-K metrics (default: %(default)s)")
-    evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: results/forecast-<split>)")
+    evaluate.add_argument("--phrasings", metavar="SET",
+                          help="re-phrase every episode's instruction from this phrasing set before forecasting: a "
+                          "name in config/phrasings (heldout: the held-out language test) or a YAML file "
+                          "(default: the dataset's own instructions)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR",
+                          help="output folder (default: results/forecast-<split>, or "
+                          "results/forecast-<split>-phrasings-<set> with --phrasings)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evaluate.set_defaults(handler=_eval_forecast)
 
@@ -105,7 +111,15 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         raise UsageError(f"no dataset folder {str(data_dir)!r}; make one with `molmomotion generate-data --split "
                          f"{args.split} --out {data_dir}` or give --data")
-    out = args.out or Path("results") / f"forecast-{args.split}"
+    phrasing_set = None
+    if args.phrasings is not None:  # a bad set, or a held-out one on validation data, fails before anything is made
+        from molmomotion_ros.motion_data import load_manifest
+        from molmomotion_ros.phrasings import check_split_allowed, load_phrasing_set
+
+        phrasing_set = load_phrasing_set(args.phrasings)
+        check_split_allowed(phrasing_set, load_manifest(data_dir).get("split", ""))
+    suffix = f"-phrasings-{phrasing_set.name}" if phrasing_set else ""
+    out = args.out or Path("results") / f"forecast-{args.split}{suffix}"
     check_writable(out, what="output folder")
 
     quiet_model_loading()
@@ -121,6 +135,6 @@ def _eval_forecast(args: argparse.Namespace) -> int:
         return RUNTIME_ERROR
 
     evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, phrasings=args.phrasings)
     print(f"results: {out}")
     return 0

@@ -16,10 +16,42 @@ from pathlib import Path
 
 import numpy as np
 
+from molmomotion_ros.phrasings import PhrasingSet, check_split_allowed, load_phrasing_set
+
 from . import metrics
 from .interface import make_forecaster, validate_request
+from .motion_type import confusion, format_confusion, motion_type
 
 logger = logging.getLogger(__name__)
+GROUND_TRUTH = "ground-truth"  # the motion-type row of the recorded tracks, to check the classifier itself
+
+
+class EvaluationError(ValueError):
+    """The dataset cannot be scored as asked (e.g. re-phrased without recorded phrase fields)."""
+
+
+def _to_world(points_cam_m: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
+    return points_cam_m @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+
+
+def episode_instruction(meta: dict, phrasing_set: PhrasingSet | None) -> str:
+    """The recorded instruction, or the episode re-phrased by ``phrasing_set`` from its recorded phrase fields
+    (the same sentence sim-eval gives that (family, seed) with the set)."""
+    if phrasing_set is None:
+        return meta["instruction"]
+    if "phrase_fields" not in meta:
+        raise EvaluationError("the dataset records no phrase fields (made before they were stored); regenerate it "
+                              "with `molmomotion generate-data` to re-phrase its episodes")
+    return phrasing_set.phrase(meta["family"], meta["seed"], meta["phrase_fields"])
+
+
+def _phrasing_source(data, phrasing_set: PhrasingSet | None) -> dict:
+    if phrasing_set is not None:
+        return {**phrasing_set.describe(), "applied": "re-phrased at evaluation"}
+    recorded = data.config.get("task_options", {}).get("phrasing_set")
+    if recorded:
+        return {**load_phrasing_set(recorded).describe(), "applied": "recorded in the dataset"}
+    return {"name": "vocabulary", "source": "config/vocabulary.yaml", "held_out": False, "applied": "recorded"}
 
 
 def _ground_truth_cam(ep: dict, stride: int, horizon: int) -> np.ndarray:
@@ -45,14 +77,20 @@ def _select(data, episodes_per_family: int | None) -> list[int]:
 
 def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str | Path, num_samples: int = 8,
                          episodes_per_family: int | None = None, progress: bool = True, horizon: int = 32,
-                         stride: int = 2, overlays_per_family: int = 2) -> dict:
-    """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy."""
+                         stride: int = 2, overlays_per_family: int = 2, phrasings: str | None = None) -> dict:
+    """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy; the
+    motion type of each backend's K = 1 forecast per family. ``phrasings`` (a phrasing set's name or path)
+    re-phrases every episode's instruction first, e.g. "heldout" for the held-out language test."""
     from tqdm import tqdm
 
     from molmomotion_ros.motion_data import MotionDataset
 
     data = MotionDataset(data_dir, only_success=True)
+    phrasing_set = None if phrasings is None else load_phrasing_set(phrasings)
+    if phrasing_set is not None:
+        check_split_allowed(phrasing_set, data.manifest.get("split", ""))
     indices = _select(data, episodes_per_family)
+    motions: dict[str, list[tuple[str, str]]] = {name: [] for name in (GROUND_TRUTH, *backends)}
     forecasters = {name: make_forecaster(name) for name in backends}
     results: dict[str, dict] = {name: {"k1": [], f"k{num_samples}": [], "ms": []} for name in backends}
     grounding_hits, grounding_total = 0, 0
@@ -67,12 +105,17 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
     for i in tqdm(indices, desc="eval-forecast", unit="ep", disable=not progress):
         ep = data.episode(i)
         family = ep["meta"]["family"]
+        instruction = episode_instruction(ep["meta"], phrasing_set)
         gt = _ground_truth_cam(ep, stride, horizon)
         valid = np.ones(horizon, dtype=bool)
+        start_world = _to_world(ep["points_cam_m"], ep["T_world_cam"])  # (P, 3)
+        motions[GROUND_TRUTH].append((family, motion_type(_to_world(gt, ep["T_world_cam"]), start_world)))
         request = validate_request(ep["rgb"], ep["depth_m"], ep["K"], ep["T_world_cam"], ep["points_uv"],
-                                   ep["points_history_cam_m"], ep["meta"]["instruction"], horizon, num_samples)
+                                   ep["points_history_cam_m"], instruction, horizon, num_samples)
         for name, forecaster in forecasters.items():
             one = forecaster.predict_request(_with_samples(request, 1))
+            track_world = _to_world(one.points_cam_m[0], ep["T_world_cam"])  # (P, F, 3), the published hypothesis
+            motions[name].append((family, motion_type(track_world, start_world)))
             start = time.perf_counter()
             many = forecaster.predict_request(request)
             results[name]["ms"].append((time.perf_counter() - start) * 1000)
@@ -80,9 +123,9 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
             results[name][f"k{num_samples}"].append(metrics.summarize(many.points_cam_m, gt, valid, ep["points_cam_m"]))
             shown = sum(1 for item in overlay_items if item[0] == name and item[1]["meta"]["family"] == family)
             if name in ("fm", "ar") and shown < overlays_per_family:
-                overlay_items.append((name, ep, many.points_cam_m, gt))
+                overlay_items.append((name, ep, many.points_cam_m, gt, instruction))
         if grounding_model is not None:
-            heat = grounding_model.heatmaps(ep["rgb"][-1], ep["depth_m"][-1], ep["K"], ep["meta"]["instruction"])
+            heat = grounding_model.heatmaps(ep["rgb"][-1], ep["depth_m"][-1], ep["K"], instruction)
             v, u = np.unravel_index(int(np.argmax(heat[0])), heat[0].shape)
             grounding_hits += int(ep["segmentation"][v, u] == ep["target_body_id"])
             grounding_total += 1
@@ -95,11 +138,14 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
         "stride": stride, "summary": summary,
         "grounding_accuracy": grounding_hits / grounding_total if grounding_total else None,
         "model_ids": {name: f.backend.model_id for name, f in forecasters.items()},
+        "phrasings": _phrasing_source(data, phrasing_set),
+        "motion_types": {name: confusion(rows) for name, rows in motions.items()},
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "forecast-eval.json").write_text(json.dumps(report, indent=1, default=float))
     print(format_table(report))
+    print(format_confusion(report["motion_types"]))
     if overlay_items:
         _save_overlays(out_dir / "forecast-overlays.png", overlay_items)
     return report
@@ -125,6 +171,9 @@ def format_table(report: dict) -> str:
     if report.get("grounding_accuracy") is not None:
         lines.append(f"grounding: heat-map argmax on the target in {report['grounding_accuracy']:.1%} "
                      f"of {report['episodes']} frames")
+    phrasings = report.get("phrasings")
+    if phrasings is not None:
+        lines.append(f"instructions: {phrasings['name']} phrasings ({phrasings['applied']})")
     lines.append("metres, camera frame at t0; ADE/FDE lower is better, PWT higher is better")
     return "\n".join(lines)
 
@@ -141,8 +190,8 @@ def _save_overlays(path: Path, items) -> None:
     import matplotlib.pyplot as plt
 
     images = []
-    for name, ep, pred, gt in items:
-        title = f"{name}: {ep['meta']['instruction']}"
+    for name, ep, pred, gt, instruction in items:
+        title = f"{name}: {instruction}"
         fig = overlay_forecast(ep["rgb"][-1], ep["K"], pred, gt, ep["points_uv"], title)
         fig.canvas.draw()
         images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3])
