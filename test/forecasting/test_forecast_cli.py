@@ -257,6 +257,8 @@ def test_bad_eval_forecast_input_is_one_line_and_exit_status_2(tmp_path):
         ["--data", str(tmp_path / "empty"), "--models", ",", "--out", str(tmp_path / "r")],
         ["--data", str(tmp_path / "empty"), "--episodes", "0"],
         ["--data", str(tmp_path / "empty"), "--models", "stationary", "--out", str(tmp_path / "r")],  # no manifest
+        ["--data", str(tmp_path / "empty"), "--phrasings", "absent", "--out", str(tmp_path / "r")],
+        ["--data", str(tmp_path / "empty"), "--phrasings", "heldout", "--out", str(tmp_path / "r")],  # no manifest
     ]
     for args in cases:
         result = run_cli("eval-forecast", *args, "--no-progress", cwd=tmp_path)
