@@ -58,7 +58,7 @@ def confusion(rows) -> dict[str, dict]:
 def format_confusion(by_source: dict[str, dict[str, dict]]) -> str:
     """One block per forecaster (and the ground truth): rows are families with their expected motion, columns
     the forecast's motion types."""
-    header = f"{'motion type':<18} {'family':<19} {'expected':>8} " + " ".join(f"{k:>6}" for k in MOTION_TYPES)
+    header = f"{'forecaster':<18} {'family':<19} {'expected':>8} " + " ".join(f"{k:>6}" for k in MOTION_TYPES)
     lines = [header + f" {'as expected':>11}", "-" * (len(header) + 12)]
     for source, table in by_source.items():
         for family, entry in table.items():
