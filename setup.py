@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/suites", glob("config/suites/*.yaml")),
+        (f"share/{PACKAGE}/config/phrasings", glob("config/phrasings/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -113,6 +113,14 @@ def test_config_file_parses(path):
     assert docs and all(d is not None for d in docs), f"{path.name} is empty"
 
 
+def test_setup_py_installs_every_config_folder():
+    """A config folder setup.py does not glob (say config/phrasings) is missing from pip and colcon installs."""
+    setup = (ROOT / "setup.py").read_text()
+    missing = sorted({f"{p.parent.relative_to(ROOT).as_posix()}/*{p.suffix}" for p in _config_files()}
+                     - set(re.findall(r'glob\("([^"]+)"\)', setup)))
+    assert missing == [], f"setup.py data_files lacks {missing}"
+
+
 def _lock_pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
