@@ -97,3 +97,22 @@ def test_heldout_phrasings_never_make_fitting_data(tmp_path, split):
         generate_dataset(split, 1, tmp_path / "data", families=["push"], workers=1, progress=False,
                          options=TaskOptions(phrasing_set="heldout"))
     assert not (tmp_path / "data").exists()  # refused before anything is written
+
+
+def test_datasets_record_phrase_fields_and_keep_their_config_hash_without_a_set(tmp_path):
+    import json
+
+    from molmomotion_ros.motion_data import MotionDataset
+
+    own = generate_dataset("test", 1, tmp_path / "own", families=["push"], workers=1, progress=False)
+    assert "phrasing_set" not in own["config"]["task_options"]  # hashes of datasets made before the option hold
+    reworded = generate_dataset("test", 1, tmp_path / "reworded", families=["push"], workers=1, progress=False,
+                                options=TaskOptions(phrasing_set="heldout"))
+    assert reworded["config"]["task_options"]["phrasing_set"] == "heldout"
+    assert reworded["config_hash"] != own["config_hash"]
+    [a], [b] = MotionDataset(tmp_path / "own", only_success=False).meta, MotionDataset(
+        tmp_path / "reworded", only_success=False).meta
+    assert a["phrase_fields"] == b["phrase_fields"] and set(a["phrase_fields"]) == {"colour", "object", "direction"}
+    assert b["instruction"] == load_phrasing_set("heldout").phrase("push", b["seed"], b["phrase_fields"])
+    assert a["instruction"] != b["instruction"] and a["target"] == b["target"]
+    json.dumps(a)  # metadata stays plain JSON
