@@ -7,7 +7,7 @@ A set is a YAML file (``config/phrasings/<name>.yaml`` or any path) with the lay
     held_out: true              # optional; such a set is refused for the train and validation splits
     new_words: [...]            # optional documentation: words no training instruction contains
     phrasings:
-      push: ["could you shove the {colour} {object} {direction}", ...]
+      push: ["<template using {colour}, {object} and {direction}>", ...]
 
 The harness picks a set's template from a generator of its own, seeded by ``(seed, family)`` and never by the
 scene's, so a scene is the same whichever set phrases it, and the same episode gets the same sentence in

@@ -2,6 +2,7 @@
 the loader, the draw and the split guard behave. (The file is read here and by the harness only.)"""
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from molmomotion_ros.vocabulary import default_vocabulary
 
 FAMILIES = ("place-in-container", "place-relative", "stack", "push")
 SHARED_WORDS = {"and", "it", "on", "the", "to"}  # function words the file may share with the templates
+TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".txt", ".json", ".jsgf", ".cfg", ".toml"}
 
 
 def words(template: str) -> set[str]:
@@ -54,7 +56,8 @@ def test_heldout_fills_with_each_family_fields(heldout):
 def test_new_words_are_exactly_those_no_training_instruction_contains(heldout, raw):
     training = set(default_vocabulary().words())
     used = set().union(*(words(t) for ts in heldout.templates.values() for t in ts))
-    assert sorted(used - training) == sorted(raw["new_words"])  # the header's claim, recomputed
+    # If the training language grows, recompute the header's claim; never edit the phrasings to restore it.
+    assert sorted(used - training) == sorted(raw["new_words"]), "new_words no longer matches the training language"
     assert used & training <= SHARED_WORDS, sorted(used & training - SHARED_WORDS)
 
 
@@ -68,6 +71,25 @@ def test_no_training_verb_or_its_forms_appears(heldout):
         for template in templates:
             hits = [w for w in words(template) if any(w.startswith(s) for s in stems)]
             assert not hits, (family, template, hits)
+
+
+def test_the_heldout_templates_appear_in_no_other_file(heldout):
+    """Held out means nothing else holds them: no training language, grammar, parser or example may copy them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = {"config/phrasings/heldout.yaml", "test/test_phrasings.py"}
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
+                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    templates = [t for ts in heldout.templates.values() for t in ts]
+    copies = []
+    for name in listed:
+        path = root / name
+        if name in allowed or path.suffix not in TEXT_SUFFIXES or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        copies += [f"{name}: {t!r}" for t in templates if t in text]
+    assert copies == [], copies
 
 
 def test_no_heldout_sentence_frame_equals_a_training_one(heldout):
