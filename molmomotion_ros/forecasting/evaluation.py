@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molmomotion_ros.phrasings import PhrasingSet, check_split_allowed, load_phrasing_set
+from molmomotion_ros.phrasings import PhrasingError, PhrasingSet, check_split_allowed, load_phrasing_set
 
 from . import metrics
 from .interface import make_forecaster, validate_request
@@ -50,7 +50,10 @@ def _phrasing_source(data, phrasing_set: PhrasingSet | None) -> dict:
         return {**phrasing_set.describe(), "applied": "re-phrased at evaluation"}
     recorded = data.config.get("task_options", {}).get("phrasing_set")
     if recorded:
-        return {**load_phrasing_set(recorded).describe(), "applied": "recorded in the dataset"}
+        try:
+            return {**load_phrasing_set(recorded).describe(), "applied": "recorded in the dataset"}
+        except PhrasingError:  # a relative path from another working directory: the name still says what it was
+            return {"name": recorded, "source": None, "held_out": None, "applied": "recorded in the dataset"}
     return {"name": "vocabulary", "source": "config/vocabulary.yaml", "held_out": False, "applied": "recorded"}
 
 

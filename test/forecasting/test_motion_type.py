@@ -109,3 +109,31 @@ def test_eval_forecast_refuses_heldout_phrasings_on_validation_data(tmp_path):
     generate_dataset("validation", 1, tmp_path / "val", families=["push"], workers=1, progress=False)
     with pytest.raises(PhrasingError, match="held out"):
         evaluate_forecasters(tmp_path / "val", ["stationary"], tmp_path / "out", progress=False, phrasings="heldout")
+
+
+def test_the_report_names_the_phrasing_source():
+    from types import SimpleNamespace
+
+    from molmomotion_ros.forecasting.evaluation import _phrasing_source
+    from molmomotion_ros.phrasings import load_phrasing_set
+
+    own = SimpleNamespace(config={"task_options": {}})
+    assert _phrasing_source(own, None)["name"] == "vocabulary"
+    assert _phrasing_source(own, load_phrasing_set("heldout"))["applied"] == "re-phrased at evaluation"
+    recorded = _phrasing_source(SimpleNamespace(config={"task_options": {"phrasing_set": "heldout"}}), None)
+    assert (recorded["name"], recorded["held_out"], recorded["applied"]) == ("heldout", True, "recorded in the dataset")
+    elsewhere = _phrasing_source(SimpleNamespace(config={"task_options": {"phrasing_set": "gone/mine.yaml"}}), None)
+    assert elsewhere["name"] == "gone/mine.yaml" and elsewhere["source"] is None
+
+
+def test_rephrasing_needs_recorded_phrase_fields():
+    from molmomotion_ros.forecasting.evaluation import EvaluationError, episode_instruction
+    from molmomotion_ros.phrasings import load_phrasing_set
+
+    meta = {"family": "push", "seed": 110000, "instruction": "push the red block forward"}
+    assert episode_instruction(meta, None) == meta["instruction"]
+    with pytest.raises(EvaluationError, match="regenerate"):
+        episode_instruction(meta, load_phrasing_set("heldout"))
+    fields = {"colour": "red", "object": "block", "direction": "forward"}
+    rephrased = episode_instruction({**meta, "phrase_fields": fields}, load_phrasing_set("heldout"))
+    assert rephrased == load_phrasing_set("heldout").phrase("push", 110000, fields) != meta["instruction"]
