@@ -38,7 +38,7 @@ def add_parsers(commands) -> None:
                           metavar="KEY=VALUE", help="keyword argument for the agent's constructor (YAML value); "
                           "repeatable")
     sim_eval.add_argument("--suite", default="main", help="suite YAML file, or the name of a shipped suite in "
-                          "config/suites (main, smoke, ood; default: main)")
+                          "config/suites (main, smoke, ood, heldout_language; default: main)")
     sim_eval.add_argument("--episodes", type=positive_int, metavar="N",
                           help="episodes per family, overriding the suite's counts")
     sim_eval.add_argument("--phrasings", metavar="SET",
