@@ -340,14 +340,14 @@ class ActionArmCommands(ArmCommands):
         # arrives — or is cancelled then, when a stop came first (this thread has left with Stopped by then).
         sent.add_done_callback(lambda future: self._on_accepted(key, future))
         start = self.now_s()
-        self._wait(sent.done, start, limit_s, name, "the goal's acceptance")
+        self._wait(sent.done, start, limit_s, name, "acceptance of the goal")
         handle = sent.result()
         if handle is None or not handle.accepted:
             raise ArmFailure(f"{name}: the goal was rejected by the server (its log says why; the joints sent were "
                              f"{list(getattr(goal, 'trajectory', JointTrajectory()).joint_names) or 'n/a'})")
         try:
             result = handle.get_result_async()
-            self._wait(result.done, start, limit_s, name, "the result", handle, check)
+            self._wait(result.done, start, limit_s, name, "result", handle, check)
             return result.result()
         finally:
             with self._lock:
