@@ -24,7 +24,7 @@ import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rosutil import ROOT, ros_domain, start_node, stop, wait_until
+from rosutil import ROOT, call_service, ros_domain, start_node, stop, wait_until
 from std_srvs.srv import Trigger
 
 from molmomotion_ros.conversions.joints import trajectory_msg
@@ -113,14 +113,7 @@ class Cell:
         self.arm.send_trajectory(trajectory_msg([0.0, duration_s], [q0, target], ARM), **kwargs)
 
     def stop_service(self):
-        client = self.client.create_client(Trigger, "/arm_action_test/stop")
-        try:
-            assert client.wait_for_service(timeout_sec=10)
-            future = client.call_async(Trigger.Request())
-            wait_until(future.done, 10, what="~/stop's answer")
-            return future.result()
-        finally:
-            self.client.destroy_client(client)
+        return call_service(self.client, Trigger, "/arm_action_test/stop", Trigger.Request(), None, 10.0)
 
     def log(self) -> str:
         return self.log_path.read_text()[-3000:]

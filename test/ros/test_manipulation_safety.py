@@ -30,7 +30,7 @@ from builtin_interfaces.msg import Time
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rosutil import ROOT, ros_domain, set_parameters, start_node, stop, wait_until
+from rosutil import ROOT, call_service, ros_domain, set_parameters, start_node, stop, wait_until
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
@@ -131,14 +131,7 @@ class Client:
         return self.statuses[-1]
 
     def execute(self) -> Trigger.Response:
-        client = self.node.create_client(Trigger, "/manipulation_node/execute")
-        try:
-            assert client.wait_for_service(timeout_sec=10)
-            future = client.call_async(Trigger.Request())
-            wait_until(future.done, 10, what="~/execute's answer")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        return call_service(self.node, Trigger, "/manipulation_node/execute", Trigger.Request(), None, 10.0)
 
     def goals(self) -> int:
         return len(self.goal_ids["arm"]) + len(self.goal_ids["gripper"])
