@@ -25,6 +25,14 @@ class StartupError(RuntimeError):
     """The node cannot start with this configuration (the message says why and what to change)."""
 
 
+def _spin_until_shutdown(executor: SingleThreadedExecutor) -> None:
+    """Spin in a worker thread; Ctrl-C shuts the context down under it, which is the normal way out."""
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+
+
 def run_node(name: str, make_node: Callable[[], Node], args=None,
              work: Callable[[Node], int] | None = None) -> None:
     """Run one node until Ctrl-C or an external shutdown (or, with ``work``, until ``work(node)`` returns its
@@ -56,7 +64,8 @@ def run_node(name: str, make_node: Callable[[], Node], args=None,
         if work is None:
             executor.spin()
         else:
-            spinner = threading.Thread(target=executor.spin, name=f"{name}_executor", daemon=True)
+            spinner = threading.Thread(target=_spin_until_shutdown, args=(executor,), name=f"{name}_executor",
+                                       daemon=True)
             spinner.start()
             status = work(node)
     except StartupError as err:

@@ -28,6 +28,7 @@ releases the recogniser.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import queue
 import threading
@@ -82,6 +83,23 @@ class _Job:
     pcm: np.ndarray | None = None  # for audio utterances
 
 
+# pocketsphinx 5.1.1 now and then crashes (SIGSEGV) freeing a decoder as the process ends (1 run in 4 of
+# test_runtime's configure-then-Ctrl-C), which turns a clean Ctrl-C into a core dump. So a decoder is built
+# once per configuration and lives as long as the process (a dict with one reference nobody drops, which
+# interpreter shutdown cannot free); cleanup + configure with the same parameters and an unchanged
+# vocabulary file also skips the rebuild.
+_RECOGNIZERS: dict[tuple, Recognizer] = {}
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(_RECOGNIZERS))
+
+
+def _process_recognizer(config: RecognizerConfig) -> Recognizer:
+    vocabulary = Path(config.vocabulary_file) if config.vocabulary_file else None
+    key = (config, vocabulary.stat().st_mtime_ns if vocabulary is not None and vocabulary.is_file() else None)
+    if key not in _RECOGNIZERS:
+        _RECOGNIZERS[key] = Recognizer(config)
+    return _RECOGNIZERS[key]
+
+
 class SpeechNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__(SPEECH_NODE)
@@ -97,8 +115,8 @@ class SpeechNode(ManagedNode):
     # --- lifecycle ------------------------------------------------------------------------------------
     def configure(self) -> None:
         try:
-            self._recognizer = Recognizer(RecognizerConfig(vocabulary_file=self._params["vocabulary_file"],
-                                                           min_confidence=self._params["min_confidence"]))
+            self._recognizer = _process_recognizer(RecognizerConfig(
+                vocabulary_file=self._params["vocabulary_file"], min_confidence=self._params["min_confidence"]))
         except GrammarError as err:
             raise ParameterValueError(f"{SPEECH_NODE.name}: vocabulary_file: {err}") from err
         # Reliable + transient-local like every instruction publisher of the graph (sim_node, the
