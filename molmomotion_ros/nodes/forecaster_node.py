@@ -67,6 +67,7 @@ from visualization_msgs.msg import MarkerArray
 
 from .. import conversions
 from ..forecasting.grounding import GroundingError
+from ..forecasting.pipeline import NEURAL_BACKENDS
 from ..forecasting.types import BackendUnavailableError, ForecastInputError
 from ..language import REFUSAL_KINDS, Refusal, canonical, default_verb_classifier, parse_instruction
 from ..node_specs.forecaster import FORECASTER_NODE
@@ -163,8 +164,8 @@ class ForecasterNode(ManagedNode):
         self._vocabulary = default_vocabulary()
         self._verb_classifier = None
         self._pipeline = self._load_pipeline()
-        if p["instruction_parser"]:
-            self._load_verb_classifier()
+        if p["instruction_parser"] and self._pipeline.backend in NEURAL_BACKENDS:
+            self._load_verb_classifier()  # fm/ar have loaded the sentence encoder: ~1 s more now, not at an instruction
         self._sync = StampSynchronizer(p["sync_tolerance_s"], queue_size=SYNC_QUEUE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -245,12 +246,11 @@ class ForecasterNode(ManagedNode):
         return pipeline
 
     def _load_verb_classifier(self) -> None:
-        """The parser's encoder fallback for unknown verbs (after the pipeline: fm/ar have loaded the encoder)."""
+        """The parser's encoder fallback for unknown verbs; other backends load it at the first unknown verb."""
+        self._verb_classifier = default_verb_classifier()
         if self._verb_classifier is None:
-            self._verb_classifier = default_verb_classifier()
-            if self._verb_classifier is None:
-                self.get_logger().warning("instruction_parser: no sentence encoder; instructions whose verbs the "
-                                          "parser does not know are refused")
+            self.get_logger().warning("instruction_parser: no sentence encoder; instructions whose verbs the "
+                                      "parser does not know are refused")
 
     # --- parameters ------------------------------------------------------------------------------
     def _check_extrinsics_parameter(self, params):
@@ -275,8 +275,7 @@ class ForecasterNode(ManagedNode):
             setattr(self._pipeline, name, value)
         elif name == "require_known_object":
             self._known_words = known_object_words() if value else frozenset()
-        elif name == "instruction_parser" and value:
-            self._load_verb_classifier()
+
 
     # --- problems: one log line per kind (repeated rarely), a diagnostic per occurrence (throttled) -----
     def _problem(self, kind: str, stage: str, message: str, level: str = "WARN", values: dict | None = None) -> None:
@@ -310,7 +309,7 @@ class ForecasterNode(ManagedNode):
             return
         model_text = text
         if self._params["instruction_parser"]:
-            parsed = parse_instruction(text, self._vocabulary, fallback=self._verb_classifier or False)
+            parsed = parse_instruction(text, self._vocabulary, fallback=self._verb_classifier or True)
             if isinstance(parsed, Refusal):
                 self._refuse(text, f"instruction_{parsed.kind}", parsed.reason)
                 return
