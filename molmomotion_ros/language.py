@@ -121,14 +121,14 @@ FILLER = (  # politeness and hesitation, dropped wherever they occur
 STOPWORDS = frozenset(
     "the a an it its them that this these those to of and is are be there here up down me my your you i we us "
     "can will would should could do does must have has for at as if when after first next again too very "
-    "really way side table surface all some which".split()
+    "really way side table surface all some which bit".split()
 )
 VERBS = {  # verb → class; push never lifts, lift never pushes, move is either (the structure decides)
     **dict.fromkeys(("push", "shove", "nudge", "slide", "drag", "scoot", "scooch", "bump", "sweep"), "push"),
     **dict.fromkeys(("put", "place", "set", "bring", "take", "carry", "drop", "transfer", "relocate", "position",
                      "lay", "deposit", "stick", "pop", "grab", "pick", "lift", "raise", "fetch", "insert", "load",
                      "store", "stow", "pack", "leave", "drop", "get", "return"), "lift"),
-    **dict.fromkeys(("move", "shift", "go", "goes", "belong", "belongs", "end", "sit", "make"), "move"),
+    **dict.fromkeys(("move", "shift", "go", "goes", "belong", "belongs", "end", "sit", "make", "fill"), "move"),
     **dict.fromkeys(("stack", "pile", "heap", "balance", "perch"), "stack"),
 }
 IMPOSSIBLE_VERBS = frozenset(
@@ -213,9 +213,8 @@ def canonical(parsed: ParsedInstruction, vocabulary: Vocabulary | None = None) -
 # --- tokens ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Mention:
-    ref: ObjectRef | None  # None: a colour without a kind ("the red one")
+    ref: ObjectRef  # kind "" for a colour without a kind ("the red one")
     plural: bool
-    colour_word: str = ""
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,7 @@ class _Lexicon:
             if noun is not None:
                 return _Mention(ObjectRef(noun[0], colour), noun[1]), j + n
         if colour is not None and j < len(tokens) and tokens[j] in KINDLESS_NOUNS:
-            return _Mention(None, False, tokens[i]), j + 1
+            return _Mention(ObjectRef("", colour), False), j + 1
         return None
 
     def phrase_at(self, tokens: list[str], i: int) -> tuple[_Phrase | None, int] | None:
@@ -301,19 +300,28 @@ class _Lexicon:
     def scan(self, tokens: list[str]) -> list:
         """Tokens → mentions, phrases and leftover words (str), left to right, longest match first."""
         items, i = [], 0
+        after_mention = False  # only stopwords since the last mention ("the bowl that is blue")
         while i < len(tokens):
             mention, phrase = self.mention_at(tokens, i), self.phrase_at(tokens, i)
             if mention and (not phrase or mention[1] >= phrase[1]):
                 items.append(mention[0])
-                i = mention[1]
-            elif phrase:
+                i, after_mention = mention[1], True
+                continue
+            if phrase:
                 if phrase[0] is not None:
                     items.append(phrase[0])
+                    after_mention = False
                 i = phrase[1]
-            else:
-                if tokens[i] not in STOPWORDS and tokens[i] not in self.colours:  # a colour without a noun: noise
-                    items.append(tokens[i])
-                i += 1
+                continue
+            word = tokens[i]
+            if word in self.colours:  # a colour after its noun, else noise
+                last = items[-1] if items else None
+                if after_mention and last.ref.colour is None:
+                    items[-1] = _Mention(ObjectRef(last.ref.kind, self.colours[word]), last.plural)
+            elif word not in STOPWORDS:
+                items.append(word)
+                after_mention = False
+            i += 1
         return items
 
 
@@ -449,15 +457,28 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
             role = None  # a preposition governs the mention right after it only
             continue
         if isinstance(item, _Mention):
-            if item.ref is None:
-                return refuse(UNKNOWN_OBJECT, f"'the {item.colour_word} one' names no object: say which "
-                                              f"({_names(vocabulary.objects)})")
             if role is None:
                 targets.append(item)
             elif not (role.category == "prep" and role.value == "from"):
                 destinations.append((item, role))
             role = None
 
+    # "the red cube ... the blue bowl" without a preposition: the bowl is where it goes (containers never move).
+    containers = [m for m in targets if m.ref.kind in lex.is_container]
+    if containers and not destinations and len(containers) < len(targets):
+        targets = [m for m in targets if m.ref.kind not in lex.is_container]
+        destinations = [(containers[0], _Phrase("prep", "in"))] + [(m, _Phrase("prep", "in")) for m in containers[1:]]
+    for mention in targets:
+        if not mention.ref.kind:
+            return refuse(UNKNOWN_OBJECT, f"'the {mention.ref.colour} one' names no object: say which "
+                                          f"({_names(vocabulary.objects, ' or ')})")
+    kinds = {m.ref.kind for m in targets}
+    for k, (mention, role) in enumerate(destinations):  # "the blue one": the same kind as the object moved
+        if not mention.ref.kind:
+            if len(kinds) != 1:
+                return refuse(UNKNOWN_OBJECT, f"'the {mention.ref.colour} one' names no object: say which "
+                                              f"({_names(vocabulary.objects, ' or ')})")
+            destinations[k] = (_Mention(ObjectRef(next(iter(kinds)), mention.ref.colour), mention.plural), role)
     distinct = list(dict.fromkeys(m.ref for m in targets))
     if any(m.ref.colour is None for m in targets) and len(distinct) > 1:  # "the red cube ... the cube": one
         coloured = [r for r in distinct if r.colour is not None]
@@ -481,11 +502,12 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
 
     if not destinations:
         if direction is None:
-            wanted = {"push": "which way (left, right, forward or backward)", "stack": "on which object"}
-            return refuse(MISSING_ARGUMENT, f"says not {wanted.get(verb, 'where to')}")
+            wanted = {"push": "which way to push it (left, right, forward or backward)",
+                      "stack": "which object to stack it on"}
+            return refuse(MISSING_ARGUMENT, f"does not say {wanted.get(verb, 'where to put it')}")
         if verb in ("lift", "stack"):
-            return refuse(MISSING_ARGUMENT, f"{direction} of what? Name an object to place it next to, or say "
-                                            "push to move it along the table")
+            return refuse(MISSING_ARGUMENT, f"moving it {direction} is a push (say push), or name an object to "
+                                            "place it next to")
         if not vocabulary.objects.get(target.kind, {}).get("pushable", False):
             return refuse(CANNOT_ACT_ON, f"the {target.kind} cannot be pushed (config/vocabulary.yaml: pushable: "
                                          "false)")

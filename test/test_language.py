@@ -88,6 +88,11 @@ def test_canonical_form_of_rewordings():
         "move the cube to the bowl": "put the cube in the bowl",  # no colours: rendered without them
         "shift the white box forward": "push the white block forward",  # "box" is the block
         "put the red lego brick behind the cyan rubber ducky": "move the red lego behind the cyan duck",
+        "put the red cube in the bowl that is blue": "put the red cube in the blue bowl",  # colour after the noun
+        "stack the red cube onto the blue one": "stack the red cube on the blue cube",  # "one": the same kind
+        "red cube, blue bowl": "put the red cube in the blue bowl",  # a container never moves: it is the place
+        "fill the blue bowl with the red cube": "put the red cube in the blue bowl",
+        "give the orange cube a shove to the left": "push the orange cube to the left",
     }
     for text, expected in cases.items():
         parsed = parse_instruction(text, fallback=False)
