@@ -203,11 +203,21 @@ class Refusal:
     reason: str  # one line, for forecast/status and manipulation/status
     text: str = ""
 
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.reason}"
+
 
 def canonical(parsed: ParsedInstruction, vocabulary: Vocabulary | None = None) -> str:
     """The instruction in its family's first template phrasing (what the shipped forecasters were trained on)."""
     vocabulary = vocabulary or default_vocabulary()
     return " ".join(vocabulary.phrasings[parsed.intent][0].format(**parsed.fields(vocabulary)).split())
+
+
+def instruction_for_model(text: str, vocabulary: Vocabulary | None = None, *,
+                          fallback: bool | VerbClassifier = True) -> str | Refusal:
+    """What a model trained on the templates should be given for ``text``: its canonical form, or the Refusal."""
+    parsed = parse_instruction(text, vocabulary, fallback=fallback)
+    return parsed if isinstance(parsed, Refusal) else canonical(parsed, vocabulary)
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ one, so its success rate measures the planning alone.
 
 ``instruction_parser=True`` (``molmomotion sim-eval --agent-arg instruction_parser=true``) reads the instruction
 with :mod:`molmomotion_ros.language`, as forecaster_node does by default: a refused instruction ends the episode
-with ``refused (<kind>): <reason>`` as its failure reason, an accepted one is forecast from its template phrasing.
-Off by default here so that results measured without it stay comparable.
+with ``<kind>: '<instruction>' refused: <why>`` as its failure reason, an accepted one is forecast from its
+template phrasing. Off by default here so that results measured without it stay comparable.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from molmomotion_ros.forecasting.grounding import GroundingError
 from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 from molmomotion_ros.forecasting.types import ForecastInputError
 from molmomotion_ros.geometry import FitError, farthest_point_pixels
-from molmomotion_ros.language import Refusal, canonical, parse_instruction
+from molmomotion_ros.language import Refusal, instruction_for_model
 from molmomotion_ros.planning.manipulator import ForecastManipulator
 from molmomotion_ros.planning.planner import PlannerConfig
 from molmomotion_ros.planning.skills import SkillError, SkillPlan
@@ -83,12 +83,12 @@ class PlannerAgent:
         if observation is None:
             raise RuntimeError("PlannerAgent needs observations")
         if self.instruction_parser:
-            parsed = parse_instruction(instruction, self._task.vocabulary if self._task is not None else None)
-            if isinstance(parsed, Refusal):
-                self.last_failure = f"refused ({parsed.kind}): {parsed.reason}"
+            understood = instruction_for_model(instruction, getattr(self._task, "vocabulary", None))
+            if isinstance(understood, Refusal):
+                self.last_failure = str(understood)
                 log.info("planner agent refuses the instruction: %s", self.last_failure)
                 return None
-            instruction = canonical(parsed, self._task.vocabulary if self._task is not None else None)
+            instruction = understood
         self.understood_as = instruction
         try:
             return self._act(observation, instruction)

@@ -50,7 +50,7 @@ def test_the_instruction_parser_refuses_or_forecasts_the_template_phrasing(monke
     monkeypatch.setattr(agent, "_act", lambda obs, instruction: given.append(instruction) or "motion")
     observation = object()
     assert agent.act(observation, "throw the red cube") is None and not given
-    assert agent.last_failure.startswith("refused (unsupported_action): ")
+    assert agent.last_failure.startswith("unsupported_action: 'throw the red cube' refused: ")
     assert agent.act(observation, "could you nudge the red cube to the left, please") == "motion"
     assert given == ["push the red cube to the left"] == [agent.understood_as]
     plain = make_agent("planner-oracle")  # off by default: the instruction goes through untouched
