@@ -47,6 +47,7 @@ MISSING_ARGUMENT = "missing_argument"  # no destination / direction / side: the 
 CANNOT_ACT_ON = "cannot_act_on"  # the vocabulary says the object cannot be handled that way
 UNSUPPORTED_ACTION = "unsupported_action"  # an action no task performs ("throw", "wave")
 EMPTY = "empty"
+MAX_REASON_CHARS = 280  # forecast/status and /diagnostics messages stay one readable line
 REFUSAL_KINDS = (EMPTY, UNKNOWN_OBJECT, SEVERAL_OBJECTS, MISSING_ARGUMENT, CANNOT_ACT_ON, UNSUPPORTED_ACTION)
 
 PLACE_IN_CONTAINER, PLACE_RELATIVE, STACK, PUSH = "place-in-container", "place-relative", "stack", "push"
@@ -434,39 +435,55 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
     items = lex.scan(normalise(text))
     if not items:
         return Refusal(EMPTY, "empty instruction", text)
-    words = [w for w in items if isinstance(w, str)]
     refuse = _Refuser(text)
+    verb = _verb(items, fallback, refuse)
+    if isinstance(verb, Refusal):
+        return verb
+    arguments = _arguments(items, lex, vocabulary, refuse)
+    if isinstance(arguments, Refusal):
+        return arguments
+    return _decide(verb, *arguments, lex, vocabulary, refuse)
 
+
+def _verb(items: list, fallback, refuse) -> tuple[str, str] | Refusal:
+    """(push | lift | move | stack | none, where it came from: lexicon | encoder | structure), or a refusal."""
+    words = [w for w in items if isinstance(w, str)]
     impossible = [w for w in words if any(f in IMPOSSIBLE_VERBS for f in _lemmas(w))]
     if impossible:
-        return refuse(UNSUPPORTED_ACTION, f"no task can {impossible[0]!r} an object (the robot can put, place, "
-                                          "stack or push)")
+        return refuse(UNSUPPORTED_ACTION, f"no task can {impossible[0][:30]!r} an object (the robot can put, "
+                                          "place, stack or push)")
     classes = {VERBS[f] for w in words for f in _lemmas(w) if f in VERBS}
-    verb_source = "lexicon" if classes else "structure"
+    source = "lexicon" if classes else "structure"
     unknown = [w for w in words if not any(f in VERBS for f in _lemmas(w))]
-    if not classes and unknown:
+    if not classes and unknown:  # no known verb: the encoder judges the unknown words
         classifier = default_verb_classifier() if fallback is True else (fallback or None)
         phrase = " ".join(unknown[:3])
         label = classifier.classify(f"{phrase} it")[0] if classifier is not None else None
         if label is None:
-            return refuse(UNSUPPORTED_ACTION, f"no task does {phrase!r} (the robot can put, place, stack or push)")
-        classes, verb_source = {label}, "encoder"
-    pushing = any(isinstance(it, _Phrase) and it.category == "push_mod" for it in items)
-    verb = ("push" if pushing or ("push" in classes and "lift" not in classes) else
-            "stack" if "stack" in classes else "lift" if "lift" in classes else "move" if classes else "none")
+            return refuse(UNSUPPORTED_ACTION, f"no task does {phrase[:40]!r} (the robot can put, place, stack or "
+                                              "push)")
+        classes, source = {label}, "encoder"
+    if any(isinstance(it, _Phrase) and it.category == "push_mod" for it in items) or (
+            "push" in classes and "lift" not in classes):  # "pick it up and slide it in": lifting wins
+        return "push", source
+    for verb in ("stack", "lift", "move"):
+        if verb in classes:
+            return verb, source
+    return "none", source
 
-    # Roles: a mention right after a preposition or relation is the destination; "from X" is a source (ignored).
+
+def _arguments(items: list, lex: _Lexicon, vocabulary: Vocabulary, refuse):
+    """(target, destination mention and the phrase before it or None, direction or None), or a refusal."""
+    # A mention right after a preposition or relation is the destination; "from X" is a source (ignored).
     targets, destinations, direction, role = [], [], None, None
     for item in items:
         if isinstance(item, _Phrase):
             if item.category == "direction":
                 direction = item.value
             role = item if item.category in ("relation", "prep") else None
-            continue
-        if isinstance(item, str):
+        elif isinstance(item, str):
             role = None  # a preposition governs the mention right after it only
-            continue
-        if isinstance(item, _Mention):
+        else:
             if role is None:
                 targets.append(item)
             elif not (role.category == "prep" and role.value == "from"):
@@ -477,23 +494,22 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
     containers = [m for m in targets if m.ref.kind in lex.is_container]
     if containers and not destinations and len(containers) < len(targets):
         targets = [m for m in targets if m.ref.kind not in lex.is_container]
-        destinations = [(containers[0], _Phrase("prep", "in"))] + [(m, _Phrase("prep", "in")) for m in containers[1:]]
+        destinations = [(m, _Phrase("prep", "in")) for m in containers]
+    which = f"say which ({_names(vocabulary.objects, ' or ')})"
     for mention in targets:
         if not mention.ref.kind:
-            return refuse(UNKNOWN_OBJECT, f"'the {mention.ref.colour} one' names no object: say which "
-                                          f"({_names(vocabulary.objects, ' or ')})")
+            return refuse(UNKNOWN_OBJECT, f"'the {mention.ref.colour} one' names no object: {which}")
     kinds = {m.ref.kind for m in targets}
     for k, (mention, role) in enumerate(destinations):  # "the blue one": the same kind as the object moved
         if not mention.ref.kind:
             if len(kinds) != 1:
-                return refuse(UNKNOWN_OBJECT, f"'the {mention.ref.colour} one' names no object: say which "
-                                              f"({_names(vocabulary.objects, ' or ')})")
+                return refuse(UNKNOWN_OBJECT, f"'the {mention.ref.colour} one' names no object: {which}")
             destinations[k] = (_Mention(ObjectRef(next(iter(kinds)), mention.ref.colour), mention.plural), role)
+
     distinct = list(dict.fromkeys(m.ref for m in targets))
-    if any(m.ref.colour is None for m in targets) and len(distinct) > 1:  # "the red cube ... the cube": one
-        coloured = [r for r in distinct if r.colour is not None]
-        distinct = [r for r in distinct if r.colour is not None or all(c.kind != r.kind for c in coloured)]
-    if not distinct:
+    coloured = [r for r in distinct if r.colour is not None]
+    distinct = [r for r in distinct if r.colour is not None or all(c.kind != r.kind for c in coloured)]
+    if not distinct:  # ("the red cube ... the cube" is one object)
         named = f" (only the {destinations[0][0].ref})" if destinations else ""
         return refuse(UNKNOWN_OBJECT, f"names no object to move{named}: the tasks move a "
                                       f"{_names(vocabulary.objects, ' or ')}")
@@ -508,9 +524,15 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
     if len({m.ref for m, _ in destinations}) > 1:
         return refuse(SEVERAL_OBJECTS, "names several places to put it ("
                                        f"{', '.join(str(m.ref) for m, _ in destinations)})")
-    parsed = dict(target=target, text=text, verb_source=verb_source)
+    return target, destinations[0] if destinations else None, direction
 
-    if not destinations:
+
+def _decide(verb: tuple[str, str], target: ObjectRef, destination: tuple[_Mention, _Phrase] | None,
+            direction: str | None, lex: _Lexicon, vocabulary: Vocabulary, refuse) -> ParsedInstruction | Refusal:
+    """The family from the verb class and the structure, checked against the vocabulary's affordances."""
+    verb, source = verb
+    parsed = dict(target=target, text=refuse.text, verb_source=source)
+    if destination is None:
         if direction is None:
             wanted = {"push": "which way to push it (left, right, forward or backward)",
                       "stack": "which object to stack it on"}
@@ -518,24 +540,24 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
         if verb in ("lift", "stack"):
             return refuse(MISSING_ARGUMENT, f"moving it {direction} is a push (say push), or name an object to "
                                             "place it next to")
-        if not vocabulary.objects.get(target.kind, {}).get("pushable", False):
+        if not vocabulary.objects[target.kind].get("pushable", False):
             return refuse(CANNOT_ACT_ON, f"the {target.kind} cannot be pushed (config/vocabulary.yaml: pushable: "
                                          "false)")
         return ParsedInstruction(PUSH, direction=direction, **parsed)
 
-    (dest_mention, role), = destinations[:1]
-    dest = dest_mention.ref
-    if dest_mention.plural:
+    mention, role = destination
+    dest, is_container = mention.ref, mention.ref.kind in lex.is_container
+    if mention.plural:
         return refuse(SEVERAL_OBJECTS, f"'{dest.kind}' in the plural: say which one")
     if dest == target:
         return refuse(CANNOT_ACT_ON, f"the {target} cannot be placed relative to itself")
     if verb == "push":
         return refuse(UNSUPPORTED_ACTION, f"pushing moves an object left, right, forward or backward, not "
                                           f"{_role_words(role)} the {dest}; say put to have it picked up")
-    if role.category == "prep" and (role.value == "near" or (role.value == "to" and dest.kind not in lex.is_container)):
+    if role.category == "prep" and (role.value == "near" or (role.value == "to" and not is_container)):
         return refuse(MISSING_ARGUMENT, f"which side of the {dest}? Say to the left of, to the right of, in front "
                                         "of or behind")
-    if dest.kind in lex.is_container:
+    if is_container:
         if role.category == "relation":
             return refuse(CANNOT_ACT_ON, f"objects are placed {role.value} objects, not containers; say in or on "
                                          f"the {dest}")
@@ -554,11 +576,15 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
 
 
 class _Refuser:
+    """Refusals of one instruction: the reason starts with the instruction and fits one status line."""
+
     def __init__(self, text: str):
         self.text = text
 
     def __call__(self, kind: str, why: str) -> Refusal:
-        return Refusal(kind, f"{self.text[:80]!r} refused: {why}", self.text)
+        reason = f"{self.text[:80]!r} refused: {why}"
+        return Refusal(kind, reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 3] + "...",
+                       self.text)
 
 
 def _names(table, last: str = " and ") -> str:

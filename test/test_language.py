@@ -133,6 +133,9 @@ def test_canonical_form_of_rewordings():
     ("put the cube next to the duck", MISSING_ARGUMENT),
     ("push the red cube", MISSING_ARGUMENT),
     ("put the red cube to the left", MISSING_ARGUMENT),  # left of what? (a push needs a push verb)
+    ("put " + ", ".join(f"the {c} cube" for c in ("red", "green", "blue", "yellow", "orange", "purple", "pink",
+                                                    "cyan", "white")) * 3 + " in the bowl", SEVERAL_OBJECTS),
+    ("frobnicate" * 50 + " the red cube", UNSUPPORTED_ACTION),
 ])
 def test_refusals_have_their_kind_and_a_one_line_reason(text, kind):
     result = parse_instruction(text, fallback=False)
