@@ -307,15 +307,14 @@ class ForecasterNode(ManagedNode):
                          f"instruction of {len(text)} characters ignored (max_instruction_chars = {limit}): "
                          f"{text[:40]!r}...", values={"chars": len(text)})
             return
-        model_text = text
+        model_text, understood = text, ""
         if self._params["instruction_parser"]:
             parsed = parse_instruction(text, self._vocabulary, fallback=self._verb_classifier or True)
             if isinstance(parsed, Refusal):
                 self._refuse(text, f"instruction_{parsed.kind}", parsed.reason)
                 return
             model_text = canonical(parsed, self._vocabulary)
-            self.get_logger().info(f"instruction {text!r} understood as {model_text!r} ({parsed.intent}, "
-                                   f"verb from the {parsed.verb_source})")
+            understood = f", forecast as {model_text!r} ({parsed.intent}; verb from the {parsed.verb_source})"
         elif self._known_words and not self._known_words & set(re.findall(r"[a-z]+", text.lower())):
             self._refuse(text, "instruction_unknown_object",
                          f"instruction {text[:80]!r} names none of the known objects "
@@ -330,7 +329,7 @@ class ForecasterNode(ManagedNode):
             self._generation += 1
             self._pending = self._generation
             self._pending_since, self._frame_problem = time.monotonic(), ""
-        self.get_logger().info(f"new instruction: {text!r}")
+        self.get_logger().info(f"new instruction: {text!r}{understood}")
         if self._params["mode"] == "on_instruction":
             self._instruction_status("waiting", text, understood_as=model_text)
 
