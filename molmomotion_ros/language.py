@@ -79,7 +79,7 @@ RELATION_PHRASES = {  # phrase → config/vocabulary.yaml relation
     "closer to the robot than": "in front of", "nearer to the robot than": "in front of",
     "behind": "behind", "in back of": "behind", "at the back of": "behind", "on the far side of": "behind",
     "on the other side of": "behind", "beyond": "behind", "farther from the robot than": "behind",
-    "further from the robot than": "behind", "on the back side of": "behind",
+    "further from the robot than": "behind", "on the back side of": "behind", "between the robot and": "in front of",
 }
 DIRECTION_PHRASES = {  # phrase → config/vocabulary.yaml direction (seen from the robot)
     **{f"{pre}{side}{post}": f"to the {side}" for side in ("left", "right")
@@ -95,10 +95,14 @@ DIRECTION_PHRASES = {  # phrase → config/vocabulary.yaml direction (seen from 
     "closer to the robot": "backward", "closer to you": "backward", "nearer to the robot": "backward",
     "towards the camera": "backward", "toward the camera": "backward", "to the front": "backward",
     "towards the front": "backward", "toward the front": "backward", "closer": "backward", "nearer": "backward",
+    "in the direction of the robot": "backward", "towards yourself": "backward", "toward yourself": "backward",
+    "further from the robot": "forward", "farther from the robot": "forward", "further from you": "forward",
+    "away from yourself": "forward",
 }
 PREPOSITIONS = {  # phrase → role of the mention that follows
     **dict.fromkeys(("in", "into", "inside", "inside of", "in to", "within"), "in"),
-    **dict.fromkeys(("on", "onto", "on to", "on top of", "on the top of", "atop", "upon", "on top"), "on"),
+    **dict.fromkeys(("on", "onto", "on to", "on top of", "on the top of", "onto the top of", "atop", "upon",
+                     "on top", "over", "above", "across"), "on"),
     **dict.fromkeys(("next to", "beside", "besides", "by", "near", "close to", "alongside", "by the side of",
                      "adjacent to", "near to"), "near"),
     **dict.fromkeys(("to", "towards", "toward", "over to", "up to"), "to"),  # to the bowl: in it; to the duck: ?
@@ -129,7 +133,8 @@ VERBS = {  # verb → class; push never lifts, lift never pushes, move is either
     **dict.fromkeys(("put", "place", "set", "bring", "take", "carry", "drop", "transfer", "relocate", "position",
                      "lay", "deposit", "stick", "pop", "grab", "pick", "lift", "raise", "fetch", "insert", "load",
                      "store", "stow", "pack", "leave", "drop", "get", "return"), "lift"),
-    **dict.fromkeys(("move", "shift", "go", "goes", "belong", "belongs", "end", "sit", "make", "fill"), "move"),
+    **dict.fromkeys(("move", "shift", "go", "goes", "belong", "belongs", "end", "sit", "rest", "make", "fill"),
+                    "move"),
     **dict.fromkeys(("stack", "pile", "heap", "balance", "perch"), "stack"),
 }
 IMPOSSIBLE_VERBS = frozenset(

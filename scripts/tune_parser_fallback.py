@@ -37,8 +37,11 @@ def main() -> int:
             correct = sum(g == y for g, y in zip(guesses, labels, strict=True))
             results.append((cost, -(threshold + margin), correct, round(threshold, 2), round(margin, 2)))
         cost, _, correct, threshold, margin = min(results)
+        accepted = sum(_guess(s, threshold, margin) != "refuse" for s, (_, label) in zip(scores, rows, strict=True)
+                       if label == "refuse")
         print(f"{name}: {correct}/{len(rows)} unknown verbs right (cost {cost}) at threshold {threshold}, "
-              f"margin {margin}; refusing all would get {sum(label == 'refuse' for _, label in rows)}")
+              f"margin {margin}; {accepted} verbs that are no task accepted; refusing all would get "
+              f"{sum(label == 'refuse' for _, label in rows)}")
         for (verb, label), s in zip(rows, scores, strict=True):
             best = max((c for c in s if c != "refuse"), key=s.get)
             guess = _guess(s, threshold, margin)
