@@ -146,6 +146,7 @@ IMPOSSIBLE_VERBS = frozenset(
 IRREGULAR = {"slid": "slide", "took": "take", "taken": "take", "brought": "bring", "laid": "lay", "got": "get",
              "threw": "throw", "thrown": "throw", "broke": "break", "broken": "break", "stuck": "stick",
              "kept": "keep"}
+ASR_CONFUSIONS = {"two": "to", "too": "to", "bowel": "bowl", "leggo": "lego"}  # heard → meant
 CONTRACTIONS = {"i'd": "i would", "don't": "do not", "dont": "do not", "can't": "cannot", "won't": "will not",
                 "it's": "it is", "let's": "let us", "i'm": "i am", "you'd": "you would", "shouldn't": "should not",
                 "doesn't": "does not", "isn't": "is not", "that's": "that is"}
@@ -240,11 +241,12 @@ class _Phrase:
 
 
 def normalise(text: str) -> list[str]:
+    """Lower-case words, contractions expanded, punctuation dropped, a few speech-recognition confusions fixed."""
     text = text.lower().replace("\u2019", "'")
     text = _CONTRACTION_RE.sub(lambda m: CONTRACTIONS[m.group(0)], text)
     text = _GIVE_A_PUSH_RE.sub(r"\2 \1", text)  # "give the cube a shove" → "shove the cube"
     text = re.sub(r"'s\b", "", text)  # possessive, not a plural
-    return re.sub(r"[^a-z ]+", " ", text.replace("'", "")).split()
+    return [ASR_CONFUSIONS.get(w, w) for w in re.sub(r"[^a-z ]+", " ", text.replace("'", "")).split()]
 
 
 def _lemmas(token: str) -> list[str]:
@@ -480,11 +482,11 @@ def _verb(items: list, fallback, refuse) -> tuple[str, str] | Refusal:
 def _arguments(items: list, lex: _Lexicon, vocabulary: Vocabulary, refuse):
     """(target, destination mention and the phrase before it or None, direction or None), or a refusal."""
     # A mention right after a preposition or relation is the destination; "from X" is a source (ignored).
-    targets, destinations, direction, role = [], [], None, None
+    targets, destinations, directions, role = [], [], [], None
     for item in items:
         if isinstance(item, _Phrase):
             if item.category == "direction":
-                direction = item.value
+                directions.append(item.value)
             role = item if item.category in ("relation", "prep") else None
         elif isinstance(item, str):
             role = None  # a preposition governs the mention right after it only
@@ -529,7 +531,9 @@ def _arguments(items: list, lex: _Lexicon, vocabulary: Vocabulary, refuse):
     if len({m.ref for m, _ in destinations}) > 1:
         return refuse(SEVERAL_OBJECTS, "names several places to put it ("
                                        f"{', '.join(str(m.ref) for m, _ in destinations)})")
-    return target, destinations[0] if destinations else None, direction
+    if not destinations and len(set(directions)) > 1:  # "to the left and forward": no push goes two ways
+        return refuse(MISSING_ARGUMENT, f"which way: {' or '.join(dict.fromkeys(directions))}?")
+    return target, destinations[0] if destinations else None, directions[-1] if directions else None
 
 
 def _decide(verb: tuple[str, str], target: ObjectRef, destination: tuple[_Mention, _Phrase] | None,

@@ -107,6 +107,7 @@ def test_canonical_form_of_rewordings():
         "red cube, blue bowl": "put the red cube in the blue bowl",  # a container never moves: it is the place
         "fill the blue bowl with the red cube": "put the red cube in the blue bowl",
         "give the orange cube a shove to the left": "push the orange cube to the left",
+        "put the red leggo two the left of the blue duck": "move the red lego to the left of the blue duck",  # ASR
     }
     for text, expected in cases.items():
         parsed = parse_instruction(text, fallback=False)
@@ -133,6 +134,7 @@ def test_canonical_form_of_rewordings():
     ("put the cube next to the duck", MISSING_ARGUMENT),
     ("push the red cube", MISSING_ARGUMENT),
     ("put the red cube to the left", MISSING_ARGUMENT),  # left of what? (a push needs a push verb)
+    ("push the red cube to the left and forward", MISSING_ARGUMENT),  # one push, one direction
     ("put " + ", ".join(f"the {c} cube" for c in ("red", "green", "blue", "yellow", "orange", "purple", "pink",
                                                     "cyan", "white")) * 3 + " in the bowl", SEVERAL_OBJECTS),
     ("frobnicate" * 50 + " the red cube", UNSUPPORTED_ACTION),
