@@ -80,6 +80,9 @@ RELATION_PHRASES = {  # phrase → config/vocabulary.yaml relation
     "behind": "behind", "in back of": "behind", "at the back of": "behind", "on the far side of": "behind",
     "on the other side of": "behind", "beyond": "behind", "farther from the robot than": "behind",
     "further from the robot than": "behind", "on the back side of": "behind", "between the robot and": "in front of",
+    "far side of": "behind", "to the far side of": "behind", "back side of": "behind", "to the back of": "behind",
+    "near side of": "in front of", "to the near side of": "in front of", "to the front of": "in front of",
+    "front side of": "in front of", "on the front side of": "in front of",
 }
 DIRECTION_PHRASES = {  # phrase → config/vocabulary.yaml direction (seen from the robot)
     **{f"{pre}{side}{post}": f"to the {side}" for side in ("left", "right")
