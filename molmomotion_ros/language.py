@@ -3,7 +3,8 @@
 ``parse_instruction(text, vocabulary)`` returns a :class:`ParsedInstruction` (intent = a task family of
 ``config/vocabulary.yaml``, the target, the container / reference / base, the relation or push direction) or a
 :class:`Refusal` (``kind`` + a one-line ``reason``). ``canonical(parsed, vocabulary)`` renders it in the
-family's first template phrasing, so the shipped forecasters, trained on the templates, get in-distribution text.
+family's first template phrasing, so the shipped forecasters, trained on the templates, get in-distribution text
+(``model_text`` leaves an instruction that already is a template phrasing as it is).
 
 How a sentence is read (rules, not a model, so every decision can be explained in the refusal):
   1. Normalise: lower case, contractions expanded, punctuation dropped.
@@ -223,11 +224,23 @@ def canonical(parsed: ParsedInstruction, vocabulary: Vocabulary | None = None) -
     return " ".join(vocabulary.phrasings[parsed.intent][0].format(**parsed.fields(vocabulary)).split())
 
 
+def model_text(parsed: ParsedInstruction, vocabulary: Vocabulary | None = None) -> str:
+    """What a model trained on the templates should be given: the instruction itself when it is one of its
+    family's template phrasings (so in-domain inputs, and results measured on them, stay exactly as they were),
+    else its canonical form."""
+    vocabulary = vocabulary or default_vocabulary()
+    text = " ".join(parsed.text.split())
+    fields = parsed.fields(vocabulary)
+    if any(text == " ".join(t.format(**fields).split()) for t in vocabulary.phrasings[parsed.intent]):
+        return text
+    return canonical(parsed, vocabulary)
+
+
 def instruction_for_model(text: str, vocabulary: Vocabulary | None = None, *,
                           fallback: bool | VerbClassifier = True) -> str | Refusal:
-    """What a model trained on the templates should be given for ``text``: its canonical form, or the Refusal."""
+    """:func:`model_text` of ``text``, or the Refusal."""
     parsed = parse_instruction(text, vocabulary, fallback=fallback)
-    return parsed if isinstance(parsed, Refusal) else canonical(parsed, vocabulary)
+    return parsed if isinstance(parsed, Refusal) else model_text(parsed, vocabulary)
 
 
 # --- tokens ---------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from molmomotion_ros.language import (
     ParsedInstruction,
     Refusal,
     canonical,
+    instruction_for_model,
     parse_instruction,
 )
 from molmomotion_ros.vocabulary import default_vocabulary
@@ -76,6 +77,8 @@ def misread_templates(vocabulary, per_template: int | None = None) -> tuple[int,
                     again = parse_instruction(rendered, vocabulary, fallback=False)
                     if rendered != templates[0].format(**fields) or again.fields(vocabulary) != fields:
                         wrong.append((text, rendered))
+                    elif instruction_for_model(text, vocabulary, fallback=False) != text:  # kept as it is
+                        wrong.append((text, "not passed through"))
     return total, wrong
 
 

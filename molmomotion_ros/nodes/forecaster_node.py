@@ -9,7 +9,7 @@ Subscribes (relative names, remappable):
     taken once (:meth:`~.lifecycle.ManagedNode.subscribe_instructions`). With ``instruction_parser`` (default)
     it is read by :mod:`molmomotion_ros.language`: refused with the reason, or handed to the forecaster in the
     template phrasing the shipped models were trained on ("nudge the red cube left" → "push the red cube to the
-    left"; both are logged and the status says ``understood_as``).
+    left"; a template phrasing is kept as it is; both are logged and the status says ``understood_as``).
   * ``query_points`` (geometry_msgs/PolygonStamped, optional): pixels at t0 with ``x = u``,
     ``y = v`` (``z`` ignored; pixel (0, 0) is the top-left pixel's centre). They replace grounding
     for every forecast until an empty polygon clears them (a new instruction keeps them: topics
@@ -69,7 +69,7 @@ from .. import conversions
 from ..forecasting.grounding import GroundingError
 from ..forecasting.pipeline import NEURAL_BACKENDS
 from ..forecasting.types import BackendUnavailableError, ForecastInputError
-from ..language import REFUSAL_KINDS, Refusal, canonical, default_verb_classifier, parse_instruction
+from ..language import REFUSAL_KINDS, Refusal, default_verb_classifier, model_text, parse_instruction
 from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
 from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
@@ -307,21 +307,21 @@ class ForecasterNode(ManagedNode):
                          f"instruction of {len(text)} characters ignored (max_instruction_chars = {limit}): "
                          f"{text[:40]!r}...", values={"chars": len(text)})
             return
-        model_text, understood = text, ""
+        forecast_text, understood = text, ""
         if self._params["instruction_parser"]:
             parsed = parse_instruction(text, self._vocabulary, fallback=self._verb_classifier or True)
             if isinstance(parsed, Refusal):
                 self._refuse(text, f"instruction_{parsed.kind}", parsed.reason)
                 return
-            model_text = canonical(parsed, self._vocabulary)
-            understood = f", forecast as {model_text!r} ({parsed.intent}; verb from the {parsed.verb_source})"
+            forecast_text = model_text(parsed, self._vocabulary)
+            understood = f", forecast as {forecast_text!r} ({parsed.intent}; verb from the {parsed.verb_source})"
         elif self._known_words and not self._known_words & set(re.findall(r"[a-z]+", text.lower())):
             self._refuse(text, "instruction_unknown_object",
                          f"instruction {text[:80]!r} names none of the known objects "
                          f"({', '.join(sorted(self._known_words))}); ignored")
             return
         with self._lock:
-            self._instruction, self._model_instruction = text, model_text
+            self._instruction, self._model_instruction = text, forecast_text
             # "Once per new instruction" means from a frame taken after it: frames already buffered
             # (with a simulator racing ahead, or a reset between scenes) show the scene it was not meant for.
             # Newer than the last frame seen too: the node clock (from /clock) can lag the frames' stamps.
@@ -331,7 +331,7 @@ class ForecasterNode(ManagedNode):
             self._pending_since, self._frame_problem = time.monotonic(), ""
         self.get_logger().info(f"new instruction: {text!r}{understood}")
         if self._params["mode"] == "on_instruction":
-            self._instruction_status("waiting", text, understood_as=model_text)
+            self._instruction_status("waiting", text, understood_as=forecast_text)
 
     def _refuse(self, text: str, kind: str, message: str, values: dict | None = None) -> None:
         self._problem(kind, "instruction", message, values=values)
