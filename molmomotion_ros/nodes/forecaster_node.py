@@ -99,7 +99,7 @@ class Request:
     generation: int  # which instruction (or query-point set) this serves
     T_world_cam: np.ndarray | None  # None: looked up in TF by the worker
     points_2d: np.ndarray | None
-    model_instruction: str  # what the forecaster is given: the parser's canonical form, or the instruction
+    model_instruction: str  # what the forecaster is given (instruction_parser: language.model_text)
 
 
 class FrameProblem(Exception):
