@@ -276,7 +276,6 @@ class ForecasterNode(ManagedNode):
         elif name == "require_known_object":
             self._known_words = known_object_words() if value else frozenset()
 
-
     # --- problems: one log line per kind (repeated rarely), a diagnostic per occurrence (throttled) -----
     def _problem(self, kind: str, stage: str, message: str, level: str = "WARN", values: dict | None = None) -> None:
         if kind not in INSTRUCTION_PROBLEMS:
