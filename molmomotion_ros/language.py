@@ -468,8 +468,9 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
     return _decide(verb, *arguments, lex, vocabulary, refuse)
 
 
-def _verb(items: list, fallback, refuse) -> tuple[str, str] | Refusal:
-    """(push | lift | move | stack | none, where it came from: lexicon | encoder | structure), or a refusal."""
+def _verb(items: list, fallback, refuse) -> tuple[str, str, bool] | Refusal:
+    """(push | lift | move | stack | none, where it came from: lexicon | encoder | structure, whether a push verb
+    was outvoted by a lifting one), or a refusal."""
     words = [w for w in items if isinstance(w, str)]
     impossible = [w for w in words if any(f in IMPOSSIBLE_VERBS for f in _lemmas(w))]
     if impossible:
@@ -488,11 +489,11 @@ def _verb(items: list, fallback, refuse) -> tuple[str, str] | Refusal:
         classes, source = {label}, "encoder"
     if any(isinstance(it, _Phrase) and it.category == "push_mod" for it in items) or (
             "push" in classes and "lift" not in classes):  # "pick it up and slide it in": lifting wins
-        return "push", source
+        return "push", source, False
     for verb in ("stack", "lift", "move"):
         if verb in classes:
-            return verb, source
-    return "none", source
+            return verb, source, "push" in classes
+    return "none", source, False
 
 
 def _arguments(items: list, lex: _Lexicon, vocabulary: Vocabulary, refuse):
@@ -552,11 +553,13 @@ def _arguments(items: list, lex: _Lexicon, vocabulary: Vocabulary, refuse):
     return target, destinations[0] if destinations else None, directions[-1] if directions else None
 
 
-def _decide(verb: tuple[str, str], target: ObjectRef, destination: tuple[_Mention, _Phrase] | None,
+def _decide(verb: tuple[str, str, bool], target: ObjectRef, destination: tuple[_Mention, _Phrase] | None,
             direction: str | None, lex: _Lexicon, vocabulary: Vocabulary, refuse) -> ParsedInstruction | Refusal:
     """The family from the verb class and the structure, checked against the vocabulary's affordances."""
-    verb, source = verb
+    verb, source, outvoted_push = verb
     parsed = dict(target=target, text=refuse.text, verb_source=source)
+    if destination is not None and direction is not None and outvoted_push:  # "put it in the bowl, push it left"
+        return refuse(UNSUPPORTED_ACTION, "asks for two motions (a placement and a push); say one at a time")
     if destination is None:
         if direction is None:
             wanted = {"push": "which way to push it (left, right, forward or backward)",

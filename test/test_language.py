@@ -138,6 +138,7 @@ def test_canonical_form_of_rewordings():
     ("push the red cube", MISSING_ARGUMENT),
     ("put the red cube to the left", MISSING_ARGUMENT),  # left of what? (a push needs a push verb)
     ("push the red cube to the left and forward", MISSING_ARGUMENT),  # one push, one direction
+    ("put the red cube in the blue bowl and then push it to the left", UNSUPPORTED_ACTION),  # two motions
     ("put " + ", ".join(f"the {c} cube" for c in ("red", "green", "blue", "yellow", "orange", "purple", "pink",
                                                     "cyan", "white")) * 3 + " in the bowl", SEVERAL_OBJECTS),
     ("frobnicate" * 50 + " the red cube", UNSUPPORTED_ACTION),
