@@ -10,6 +10,11 @@ The loop is :func:`molmomotion_policies.runner.run_policy_loop`, the one the ROS
 chunk step is one 15 fps sample, the grasp target's set-point (current pose + predicted offset, clamped
 to the workspace, the table and a per-sample step limit) goes through the planner's IK to the arm's
 position controllers, held for 16 physics steps, as the oracle's demonstrations were recorded.
+
+``instruction_parser=True`` (``--agent-arg instruction_parser=true``) reads the instruction with
+:mod:`molmomotion_ros.language` first, as the planner agent can: a refusal ends the episode with its reason before
+the arm moves; an accepted instruction reaches the policy and its forecast in the template phrasing they were
+trained on.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from molmomotion_ros.language import Refusal, instruction_for_model
 from molmomotion_ros.planning.kinematics import PandaKinematics
 from molmomotion_sim.actions import MotionSequence
 from molmomotion_sim.world import Observation, World
@@ -38,7 +44,8 @@ class PolicyAgent:
 
     needs_observation = True
 
-    def __init__(self, checkpoint: str | Path, config: AgentConfig | None = None, seed: int = 0):
+    def __init__(self, checkpoint: str | Path, config: AgentConfig | None = None, seed: int = 0,
+                 instruction_parser: bool = False):
         torch.set_num_threads(1)
         self.controller, meta = PolicyController.from_checkpoint(checkpoint, config)
         self.policy = self.controller.policy
@@ -53,6 +60,7 @@ class PolicyAgent:
         self._kinematics = PandaKinematics()
         self._task = None
         self._ran = False
+        self.instruction_parser = bool(instruction_parser)
         self.last_failure = ""
 
     @property
@@ -71,6 +79,12 @@ class PolicyAgent:
         if self._ran:
             return None  # the loop already ran; last_failure says how it ended
         self._ran = True
+        if self.instruction_parser:
+            understood = instruction_for_model(instruction, self._task.vocabulary)
+            if isinstance(understood, Refusal):
+                self.last_failure = str(understood)
+                return None
+            instruction = understood
         self.last_failure = self.run(self._task.world, observation, instruction)
         return MotionSequence((), label="policy closed loop")
 
@@ -119,9 +133,10 @@ class HarnessRobot:
         return self.frame(self.world.render())
 
 
-def make_policy_agent(checkpoint: str | Path | None = None, **config) -> PolicyAgent:
-    """Factory for ``molmomotion_sim.agents.AGENTS`` (``--agent-arg checkpoint=...``, AgentConfig fields;
-    ``checkpoint`` is a path or the name of a shipped one: A, B, C)."""
+def make_policy_agent(checkpoint: str | Path | None = None, instruction_parser: bool = False,
+                      **config) -> PolicyAgent:
+    """Factory for ``molmomotion_sim.agents.AGENTS`` (``--agent-arg checkpoint=...``, ``instruction_parser=true``,
+    AgentConfig fields; ``checkpoint`` is a path or the name of a shipped one: A, B, C)."""
     if checkpoint is None:
         raise PolicyError("the policy agent needs checkpoint=PATH (or a shipped name: A, B, C)")
-    return PolicyAgent(shipped_policy(str(checkpoint)), AgentConfig(**config))
+    return PolicyAgent(shipped_policy(str(checkpoint)), AgentConfig(**config), instruction_parser=instruction_parser)

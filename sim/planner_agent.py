@@ -10,6 +10,11 @@ harness's trajectory follower (as sim_node executes the manipulation node's Join
 ``forecaster="oracle"`` replaces the forecast by the ground truth (the oracle's future motion of the
 true target, recorded in a saved-and-restored copy of the physics) and the segmentation by the true
 one, so its success rate measures the planning alone.
+
+``instruction_parser=True`` (``molmomotion sim-eval --agent-arg instruction_parser=true``) reads the instruction
+with :mod:`molmomotion_ros.language`, as forecaster_node does by default: a refused instruction ends the episode
+with ``<kind>: '<instruction>' refused: <why>`` as its failure reason, an accepted one is forecast from its
+template phrasing. Off by default here so that results measured without it stay comparable.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from molmomotion_ros.forecasting.grounding import GroundingError
 from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 from molmomotion_ros.forecasting.types import ForecastInputError
 from molmomotion_ros.geometry import FitError, farthest_point_pixels
+from molmomotion_ros.language import Refusal, instruction_for_model
 from molmomotion_ros.planning.manipulator import ForecastManipulator
 from molmomotion_ros.planning.planner import PlannerConfig
 from molmomotion_ros.planning.skills import SkillError, SkillPlan
@@ -54,7 +60,7 @@ class PlannerAgent:
     needs_observation = True
 
     def __init__(self, forecaster: str = "fm", num_samples: int = 8, device: str = "auto", seed: int = 0,
-                 planner_config: PlannerConfig | None = None):
+                 planner_config: PlannerConfig | None = None, instruction_parser: bool = False):
         self.forecaster = forecaster
         self.name = f"planner-{forecaster}"
         self.pipeline = None if forecaster == "oracle" else ForecastPipeline(forecaster, device=device,
@@ -62,6 +68,8 @@ class PlannerAgent:
         self.model_id = "ground-truth-future" if self.pipeline is None else self.pipeline.forecaster.backend.model_id
         self.manipulator = ForecastManipulator(planner_config)
         self.seed = seed
+        self.instruction_parser = bool(instruction_parser)
+        self.understood_as = ""  # the instruction as forecast (its template phrasing with instruction_parser)
         self.last_failure = ""
         self.last_plan: SkillPlan | None = None
         self._task = None
@@ -74,6 +82,14 @@ class PlannerAgent:
     def act(self, observation: Observation | None, instruction: str) -> MotionSequence | None:
         if observation is None:
             raise RuntimeError("PlannerAgent needs observations")
+        if self.instruction_parser:
+            understood = instruction_for_model(instruction, getattr(self._task, "vocabulary", None))
+            if isinstance(understood, Refusal):
+                self.last_failure = str(understood)
+                log.info("planner agent refuses the instruction: %s", self.last_failure)
+                return None
+            instruction = understood
+        self.understood_as = instruction
         try:
             return self._act(observation, instruction)
         except (SkillError, GroundingError, ForecastInputError, FitError, MotionError) as err:

@@ -40,8 +40,12 @@ FORECASTER_NODE = NodeSpec(
                   choices=("forecaster", "base"), read_only=True),
         ParamSpec("seed", 0, "seed of the FM sampler and of query-point sampling (same inputs → same forecast)",
                   range=(0, 2**31 - 1), read_only=True),
-        ParamSpec("require_known_object", True, "refuse instructions naming none of config/vocabulary.yaml's "
-                                                "objects or containers (the shipped models know no others)"),
+        ParamSpec("instruction_parser", True, "read each instruction with molmomotion_ros.language: refuse it with "
+                                              "the reason (no known object, two at once, an action no task does, "
+                                              "...) or give the forecaster its template phrasing"),
+        ParamSpec("require_known_object", True, "instruction_parser false: refuse instructions naming none of "
+                                                "config/vocabulary.yaml's objects or containers (the shipped models "
+                                                "know no others); the parser refuses those itself"),
         ParamSpec("mode", "on_instruction", "on_instruction: forecast once on the first synchronised frame after "
                                             "each new instruction; continuous: every frame, capped at max_rate_hz",
                   choices=MODES),

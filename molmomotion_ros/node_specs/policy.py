@@ -20,6 +20,8 @@ POLICY_NODE = NodeSpec(
         ParamSpec("frame_buffer_s", 10.0, "s of colour and depth frames kept; also how long before an instruction "
                   "published before this node became active its forecast may have been made (a forecaster active "
                   "sooner may answer a latched instruction before this node hears it)", range=(0.5, 60.0)),
+        ParamSpec("instruction_parser", True, "read each instruction with molmomotion_ros.language: refuse it with "
+                  "the reason on manipulation/status, or give the policy its template phrasing"),
         ParamSpec("max_frame_offset_s", 0.5, "s; a forecast-conditioned policy takes a forecast made at most this "
                   "long before the instruction reached the node", range=(0.0, 5.0)),
         *ARM_PARAMETERS,

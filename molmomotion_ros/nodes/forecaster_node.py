@@ -6,7 +6,10 @@ Subscribes (relative names, remappable):
     ``sync_tolerance_s`` (an approximate-time synchroniser; message_filters has no wheel).
   * ``instruction`` (std_msgs/String), reliable: from transient-local publishers (a late-joining node
     still gets the last instruction) and volatile ones (``ros2 topic pub --once``) alike; each message is
-    taken once (:meth:`~.lifecycle.ManagedNode.subscribe_instructions`).
+    taken once (:meth:`~.lifecycle.ManagedNode.subscribe_instructions`). With ``instruction_parser`` (default)
+    it is read by :mod:`molmomotion_ros.language`: refused with the reason, or handed to the forecaster in the
+    template phrasing the shipped models were trained on ("nudge the red cube left" → "push the red cube to the
+    left"; a template phrasing is kept as it is; both are logged and the status says ``understood_as``).
   * ``query_points`` (geometry_msgs/PolygonStamped, optional): pixels at t0 with ``x = u``,
     ``y = v`` (``z`` ignored; pixel (0, 0) is the top-left pixel's centre). They replace grounding
     for every forecast until an empty polygon clears them (a new instruction keeps them: topics
@@ -29,10 +32,13 @@ Publishes (every header: stamp = the colour image's stamp t0, frame = ``world_fr
   fit fails) and ``/diagnostics`` (one status per problem, named ``forecaster_node: <topic or stage>``).
   Forecast topics are reliable + transient-local (depth 1): a late subscriber gets the last forecast.
   ``forecast/status`` (std_msgs/String, JSON, same QoS; on_instruction mode): what became of each instruction,
-  ``{"state": refused | waiting | published | failed, "instruction", "reason", "stamp", "forecast_stamp"}``:
-  refused on arrival (empty, too long, no known object), failed when its forecast failed or no frame could serve
-  it within ``instruction_timeout_s`` (the reason is the last frame problem: a missing transform, a refused
-  camera_info, stale stamps, ...). The arm nodes relay refused and failed onto ``manipulation/status``.
+  ``{"state": refused | waiting | published | failed, "instruction", "reason", "stamp", "forecast_stamp",
+  "understood_as"}``: refused on arrival (empty, too long, or, with ``instruction_parser``, whatever
+  :func:`molmomotion_ros.language.parse_instruction` refuses: no known object, two at once, an action no task does,
+  an object that cannot be handled so, a missing destination or direction; without it, no known object), failed
+  when its forecast failed or no frame could serve it within ``instruction_timeout_s`` (the reason is the last
+  frame problem: a missing transform, a refused camera_info, stale stamps, ...). The arm nodes relay refused and
+  failed onto ``manipulation/status``.
   Scores + hypotheses and markers are built only while they have subscribers (~20 ms per forecast).
 
 Inference runs on one worker thread fed by a one-slot mailbox (a newer request replaces one not yet
@@ -61,11 +67,14 @@ from visualization_msgs.msg import MarkerArray
 
 from .. import conversions
 from ..forecasting.grounding import GroundingError
+from ..forecasting.pipeline import NEURAL_BACKENDS
 from ..forecasting.types import BackendUnavailableError, ForecastInputError
+from ..language import REFUSAL_KINDS, Refusal, default_verb_classifier, model_text, parse_instruction
 from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
 from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
 from ..transforms import TransformError
+from ..vocabulary import default_vocabulary
 from .lifecycle import ManagedNode
 from .params import ParameterValueError
 from .runtime import StartupError, run_node
@@ -76,7 +85,7 @@ DEPTH_TOPIC = "camera/depth/image_raw"
 INFO_TOPIC = "camera/color/camera_info"
 POSE_TOPIC = "camera/pose"
 STATUS_TOPIC = "forecast/status"
-INSTRUCTION_PROBLEMS = ("instruction_empty", "instruction_too_long", "instruction_unknown_object")
+INSTRUCTION_PROBLEMS = ("instruction_too_long", *(f"instruction_{kind}" for kind in REFUSAL_KINDS))
 LOG_REPEAT_S = 30.0  # a persisting problem is logged again after this long
 DIAG_REPEAT_S = 1.0  # ... and re-published on /diagnostics at most this often
 SYNC_QUEUE = 10  # messages buffered per synchronised stream
@@ -86,10 +95,11 @@ POSE_QUEUE = 50
 @dataclass(frozen=True)
 class Request:
     frames: FrameSet
-    instruction: str
+    instruction: str  # as received (forecast/status names it)
     generation: int  # which instruction (or query-point set) this serves
     T_world_cam: np.ndarray | None  # None: looked up in TF by the worker
     points_2d: np.ndarray | None
+    model_instruction: str  # what the forecaster is given (instruction_parser: language.model_text)
 
 
 class FrameProblem(Exception):
@@ -127,6 +137,7 @@ class ForecasterNode(ManagedNode):
         """No instruction, pose or pending request: what a node that has just become active knows."""
         with self._lock:
             self._instruction: str | None = None
+            self._model_instruction = ""  # the instruction as the forecaster gets it (instruction_parser)
             self._instruction_after_ns = 0  # frames of the current instruction are stamped at/after this
             self._newest_frame_ns = -1  # the newest frame set seen (stamp)
             self._generation = 0
@@ -150,7 +161,11 @@ class ForecasterNode(ManagedNode):
         except conversions.ConversionError as err:
             raise ParameterValueError(f"forecaster_node: bad parameter value(s): T_world_camera: {err}") from None
         self._known_words = known_object_words() if p["require_known_object"] else frozenset()
+        self._vocabulary = default_vocabulary()
+        self._verb_classifier = None
         self._pipeline = self._load_pipeline()
+        if p["instruction_parser"] and self._pipeline.backend in NEURAL_BACKENDS:
+            self._load_verb_classifier()  # fm/ar have loaded the sentence encoder: ~1 s more now, not at an instruction
         self._sync = StampSynchronizer(p["sync_tolerance_s"], queue_size=SYNC_QUEUE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -230,6 +245,13 @@ class ForecasterNode(ManagedNode):
                                f"{time.perf_counter() - start:.2f} s (K={pipeline.num_samples}, F={p['horizon']})")
         return pipeline
 
+    def _load_verb_classifier(self) -> None:
+        """The parser's encoder fallback for unknown verbs; other backends load it at the first unknown verb."""
+        self._verb_classifier = default_verb_classifier()
+        if self._verb_classifier is None:
+            self.get_logger().warning("instruction_parser: no sentence encoder; instructions whose verbs the "
+                                      "parser does not know are refused")
+
     # --- parameters ------------------------------------------------------------------------------
     def _check_extrinsics_parameter(self, params):
         from rcl_interfaces.msg import SetParametersResult
@@ -284,13 +306,21 @@ class ForecasterNode(ManagedNode):
                          f"instruction of {len(text)} characters ignored (max_instruction_chars = {limit}): "
                          f"{text[:40]!r}...", values={"chars": len(text)})
             return
-        if self._known_words and not self._known_words & set(re.findall(r"[a-z]+", text.lower())):
+        forecast_text, understood = text, ""
+        if self._params["instruction_parser"]:
+            parsed = parse_instruction(text, self._vocabulary, fallback=self._verb_classifier or True)
+            if isinstance(parsed, Refusal):
+                self._refuse(text, f"instruction_{parsed.kind}", parsed.reason)
+                return
+            forecast_text = model_text(parsed, self._vocabulary)
+            understood = f", forecast as {forecast_text!r} ({parsed.intent}; verb from the {parsed.verb_source})"
+        elif self._known_words and not self._known_words & set(re.findall(r"[a-z]+", text.lower())):
             self._refuse(text, "instruction_unknown_object",
                          f"instruction {text[:80]!r} names none of the known objects "
                          f"({', '.join(sorted(self._known_words))}); ignored")
             return
         with self._lock:
-            self._instruction = text
+            self._instruction, self._model_instruction = text, forecast_text
             # "Once per new instruction" means from a frame taken after it: frames already buffered
             # (with a simulator racing ahead, or a reset between scenes) show the scene it was not meant for.
             # Newer than the last frame seen too: the node clock (from /clock) can lag the frames' stamps.
@@ -298,9 +328,9 @@ class ForecasterNode(ManagedNode):
             self._generation += 1
             self._pending = self._generation
             self._pending_since, self._frame_problem = time.monotonic(), ""
-        self.get_logger().info(f"new instruction: {text!r}")
+        self.get_logger().info(f"new instruction: {text!r}{understood}")
         if self._params["mode"] == "on_instruction":
-            self._instruction_status("waiting", text)
+            self._instruction_status("waiting", text, understood_as=forecast_text)
 
     def _refuse(self, text: str, kind: str, message: str, values: dict | None = None) -> None:
         self._problem(kind, "instruction", message, values=values)
@@ -396,14 +426,14 @@ class ForecasterNode(ManagedNode):
                     return
                 self._last_start = now
                 generation = self._generation
-            instruction, points_2d = self._instruction, self._points_2d
+            instruction, model_instruction, points_2d = self._instruction, self._model_instruction, self._points_2d
         T_world_cam = self._extrinsics(frames)
         if T_world_cam is None and not self._uses_tf:
             return
         with self._lock:
             self._in_flight = generation
         if self._mailbox is not None:
-            self._mailbox.put(Request(frames, instruction, generation, T_world_cam, points_2d))
+            self._mailbox.put(Request(frames, instruction, generation, T_world_cam, points_2d, model_instruction))
 
     def _extrinsics(self, frames: FrameSet) -> np.ndarray | None:
         source = self._params["extrinsics_source"]
@@ -521,7 +551,7 @@ class ForecasterNode(ManagedNode):
         if not np.isfinite(depth_m).any():
             raise FrameProblem("no_depth", DEPTH_TOPIC, "the depth image has no valid pixel (all NaN or 0)")
         start = time.perf_counter()
-        result = self._pipeline.run(rgb, depth_m, camera, request.instruction, points_2d=request.points_2d)
+        result = self._pipeline.run(rgb, depth_m, camera, request.model_instruction, points_2d=request.points_2d)
         compute_ms = (time.perf_counter() - start) * 1000
         age_ms = self._publish(result, frames)
         now = time.monotonic()

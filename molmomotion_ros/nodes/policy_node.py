@@ -8,7 +8,9 @@ Subscribes (relative names, remappable):
     which observes ``camera/color/image_raw`` (rgb8/bgr8) with the depth and camera_info of the same stamp,
     predicts a chunk of grasp-target set-points at 15 fps, executes it through IK and observes again, until
     it goes idle after a release or its sample budget is spent. A new instruction replaces the running
-    episode.
+    episode. With ``instruction_parser`` (default) it is read by :mod:`molmomotion_ros.language` first, as
+    forecaster_node reads it: a refused one ends "failed" on ``manipulation/status`` with the reason (the
+    running episode goes on), an accepted one conditions the policy in its template phrasing.
   * ``forecast/hypotheses`` (trajectory_msgs/MultiDOFJointTrajectory): a forecast-conditioned policy (C)
     reads the forecast of the episode's first frame (the episode then starts from that frame); without one
     within ``frame_timeout_s`` it acts without a forecast, as in training.
@@ -47,6 +49,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from .. import conversions
 from ..conversions.joints import trajectory_msg
+from ..language import Refusal, default_verb_classifier, instruction_for_model
 from ..node_specs.policy import POLICY_NODE
 from ..robot import GRIPPER_OPEN_M
 from ..streams import NS, LatestMailbox, stamp_ns
@@ -81,6 +84,8 @@ class PolicyNode(ManagedNode):
     # --- lifecycle ------------------------------------------------------------------------------------
     def configure(self) -> None:
         self._policy, label = self._load_policy()
+        if self._params["instruction_parser"]:
+            default_verb_classifier()  # the policy has loaded the sentence encoder: ~1 s now, not at an instruction
         self._report = StatusReporter(self, label)
         self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
 
@@ -151,6 +156,17 @@ class PolicyNode(ManagedNode):
             self.get_logger().warning("empty instruction ignored")
             self._report.diag("WARN", "instruction", "empty instruction ignored")
             return
+        if self._params["instruction_parser"]:
+            understood = instruction_for_model(text)
+            if isinstance(understood, Refusal):
+                self.get_logger().warning(f"instruction refused: {understood.reason}")
+                self._report.diag("WARN", "instruction", understood.reason)
+                self._report.status("failed", reason=understood.reason, instruction=text, source="policy_node",
+                                    refusal=understood.kind)
+                return
+            if understood != text:
+                self.get_logger().info(f"instruction {text!r} is given to the policy as {understood!r}")
+            text = understood
         # The episode starts from a frame received after this: one already held may show the scene before a
         # reset, and the node's clock (from /clock) can lag the frames' stamps.
         newest_ns = self._observed.frames.newest_ns("color")

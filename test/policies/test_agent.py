@@ -38,3 +38,22 @@ def test_safety_clamp_limits_steps_and_height(tiny_checkpoints):
 def test_factory_needs_a_checkpoint():
     with pytest.raises(PolicyError, match="checkpoint"):
         make_policy_agent()
+
+
+def test_the_instruction_parser_refuses_before_the_arm_moves(monkeypatch):
+    """instruction_parser=true: a refusal ends the episode with its reason; an accepted instruction reaches the
+    policy loop in its template phrasing."""
+    agent = make_policy_agent("A", instruction_parser=True)
+    given = []
+    monkeypatch.setattr(agent, "run", lambda world, obs, instruction: given.append(instruction) or "")
+
+    class Task:  # what act reads of a task: its world and vocabulary
+        world = None
+        vocabulary = None
+
+    agent.reset(Task())
+    assert agent.act(None, "put the red cube and the blue duck in the bowl") is None and not given
+    assert agent.last_failure.startswith("several_objects: ")
+    agent.reset(Task())
+    assert agent.act(None, "um, nudge the red cube to the left") is not None
+    assert given == ["push the red cube to the left"]

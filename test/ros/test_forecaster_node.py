@@ -388,7 +388,11 @@ def test_bad_frames_are_reported_and_the_next_good_frame_served(graph, scene, pr
 
 @pytest.mark.parametrize(("problem", "text"), [("instruction_empty", "   "),
                                                ("instruction_too_long", "put the red cube in the bowl " * 350),  # 10 kB
-                                               ("instruction_unknown_object", "pick up the zebra and feed it")])
+                                               ("instruction_unknown_object", "pick up the zebra and feed it"),
+                                               # instruction_parser (molmomotion_ros/language.py) refusals
+                                               ("instruction_unsupported_action", "throw the red cube"),
+                                               ("instruction_several_objects",
+                                                "put the red cube and the blue duck in the bowl")])
 def test_bad_instructions_are_refused(graph, scene, problem, text):
     graph.received["status"].clear()
     status = graph.wait_diagnostic(problem, send=lambda: graph.instruct(text))
@@ -408,6 +412,20 @@ def test_bad_instructions_are_refused(graph, scene, problem, text):
     wait_until(lambda: json.loads(graph.received["status"][-1].data)["state"] == "published", 10.0, spin=graph.spin,
                what="'published' on forecast/status")
     assert json.loads(graph.received["status"][-1].data)["instruction"] == scene["instruction"]
+
+
+def test_a_reworded_instruction_is_forecast_from_its_template_phrasing(graph, scene):
+    """instruction_parser: the status names the instruction as given and what the forecaster was given."""
+    from molmomotion_ros.language import canonical, parse_instruction
+
+    reworded = f"um, could you please {scene['instruction']} for me, thanks"
+    expected = canonical(parse_instruction(scene["instruction"], fallback=False))
+    graph.received["status"].clear()
+    check_forecast(graph.good_forecast(reworded), scene)
+    wait_until(lambda: any(json.loads(m.data)["state"] == "waiting" for m in graph.received["status"]), 10.0,
+               spin=graph.spin, what="'waiting' on forecast/status")
+    waiting = next(json.loads(m.data) for m in graph.received["status"] if json.loads(m.data)["state"] == "waiting")
+    assert waiting["instruction"] == reworded and waiting["understood_as"] == expected
 
 
 def test_an_instruction_from_a_volatile_publisher_is_forecast_once(graph, scene):

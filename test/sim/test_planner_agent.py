@@ -40,3 +40,20 @@ def test_a_stationary_forecast_asks_for_nothing_and_the_reason_is_recorded(world
     result = run_episode(TASKS["push"](world), 110_002, agent)
     assert not result.success
     assert "nothing to do" in result.failure_reason and result.steps == 0
+
+
+def test_the_instruction_parser_refuses_or_forecasts_the_template_phrasing(monkeypatch):
+    """instruction_parser=True: a refusal ends the episode with its reason; an accepted instruction reaches the
+    forecast in its template phrasing (no physics needed: _act is where the forecast starts)."""
+    agent = make_agent("planner-oracle", instruction_parser=True)
+    given = []
+    monkeypatch.setattr(agent, "_act", lambda obs, instruction: given.append(instruction) or "motion")
+    observation = object()
+    assert agent.act(observation, "throw the red cube") is None and not given
+    assert agent.last_failure.startswith("unsupported_action: 'throw the red cube' refused: ")
+    assert agent.act(observation, "could you nudge the red cube to the left, please") == "motion"
+    assert given == ["push the red cube to the left"] == [agent.understood_as]
+    plain = make_agent("planner-oracle")  # off by default: the instruction goes through untouched
+    monkeypatch.setattr(plain, "_act", lambda obs, instruction: given.append(instruction) or "motion")
+    plain.act(observation, "throw the red cube")
+    assert given[-1] == "throw the red cube"
