@@ -70,9 +70,14 @@ def add_parsers(commands) -> None:
                           help="re-phrase every episode's instruction from this phrasing set before forecasting: a "
                           "name in config/phrasings (heldout: the held-out language test) or a YAML file "
                           "(default: the dataset's own instructions)")
+    evaluate.add_argument("--instruction-parser", action="store_true",
+                          help="read each instruction with the instruction parser first, as the nodes do: models get "
+                          "its template phrasing, a refused instruction counts as 'refused' (default: off, the raw "
+                          "text, as before)")
     evaluate.add_argument("--out", type=Path, metavar="DIR",
                           help="output folder (default: results/forecast-<split>, or "
-                          "results/forecast-<split>-phrasings-<set> with --phrasings)")
+                          "results/forecast-<split>-phrasings-<set> with --phrasings; -parser appended with "
+                          "--instruction-parser)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evaluate.set_defaults(handler=_eval_forecast)
 
@@ -119,6 +124,7 @@ def _eval_forecast(args: argparse.Namespace) -> int:
         phrasing_set = load_phrasing_set(args.phrasings)
         check_split_allowed(phrasing_set, load_manifest(data_dir).get("split", ""))
     suffix = f"-phrasings-{phrasing_set.name}" if phrasing_set else ""
+    suffix += "-parser" if args.instruction_parser else ""
     out = args.out or Path("results") / f"forecast-{args.split}{suffix}"
     check_writable(out, what="output folder")
 
@@ -135,6 +141,7 @@ def _eval_forecast(args: argparse.Namespace) -> int:
         return RUNTIME_ERROR
 
     evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
-                         progress=not args.no_progress, phrasings=args.phrasings)
+                         progress=not args.no_progress, phrasings=args.phrasings,
+                         instruction_parser=args.instruction_parser)
     print(f"results: {out}")
     return 0

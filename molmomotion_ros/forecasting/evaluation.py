@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from molmomotion_ros.language import Refusal, instruction_for_model
 from molmomotion_ros.phrasings import PhrasingError, PhrasingSet, check_split_allowed, load_phrasing_set
 
 from . import metrics
 from .interface import make_forecaster, validate_request
-from .motion_type import confusion, format_confusion, motion_type
+from .motion_type import REFUSED, confusion, format_confusion, motion_type
 
 logger = logging.getLogger(__name__)
 GROUND_TRUTH = "ground-truth"  # the motion-type row of the recorded tracks, to check the classifier itself
@@ -80,10 +81,14 @@ def _select(data, episodes_per_family: int | None) -> list[int]:
 
 def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str | Path, num_samples: int = 8,
                          episodes_per_family: int | None = None, progress: bool = True, horizon: int = 32,
-                         stride: int = 2, overlays_per_family: int = 2, phrasings: str | None = None) -> dict:
+                         stride: int = 2, overlays_per_family: int = 2, phrasings: str | None = None,
+                         instruction_parser: bool = False) -> dict:
     """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy; the
     motion type of each backend's K = 1 forecast per family. ``phrasings`` (a phrasing set's name or path)
-    re-phrases every episode's instruction first, e.g. "heldout" for the held-out language test."""
+    re-phrases every episode's instruction first, e.g. "heldout" for the held-out language test.
+    ``instruction_parser`` reads each instruction with :mod:`molmomotion_ros.language` first, as the nodes do:
+    the models get its template phrasing; a refused episode counts as motion type "refused" for every backend
+    (a miss, never a guessed motion) and is left out of the track metrics."""
     from tqdm import tqdm
 
     from molmomotion_ros.motion_data import MotionDataset
@@ -105,6 +110,7 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
     except Exception as err:  # the base checkpoint is optional for this report
         logger.warning("grounding not evaluated: %s", err)
     overlay_items = []
+    refusals: list[dict] = []
     for i in tqdm(indices, desc="eval-forecast", unit="ep", disable=not progress):
         ep = data.episode(i)
         family = ep["meta"]["family"]
@@ -113,6 +119,15 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
         valid = np.ones(horizon, dtype=bool)
         start_world = _to_world(ep["points_cam_m"], ep["T_world_cam"])  # (P, 3)
         motions[GROUND_TRUTH].append((family, motion_type(_to_world(gt, ep["T_world_cam"]), start_world)))
+        if instruction_parser:
+            understood = instruction_for_model(instruction)
+            if isinstance(understood, Refusal):
+                refusals.append({"seed": ep["meta"]["seed"], "family": family, "instruction": instruction,
+                                 "kind": understood.kind, "reason": understood.reason})
+                for name in backends:
+                    motions[name].append((family, REFUSED))
+                continue
+            instruction = understood
         request = validate_request(ep["rgb"], ep["depth_m"], ep["K"], ep["T_world_cam"], ep["points_uv"],
                                    ep["points_history_cam_m"], instruction, horizon, num_samples)
         for name, forecaster in forecasters.items():
@@ -134,7 +149,8 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
             grounding_total += 1
     summary = {}
     for name, r in results.items():
-        summary[name] = {key: metrics.aggregate(rows) for key, rows in r.items() if key != "ms"}
+        # Every episode refused: nothing to score (the refusals and the motion-type table say why).
+        summary[name] = {key: metrics.aggregate(rows) if rows else None for key, rows in r.items() if key != "ms"}
         summary[name]["latency_ms_p50"] = float(np.median(r["ms"])) if r["ms"] else None
     report = {
         "data": str(data_dir), "episodes": len(indices), "num_samples": num_samples, "horizon": horizon,
@@ -143,6 +159,8 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
         "model_ids": {name: f.backend.model_id for name, f in forecasters.items()},
         "phrasings": _phrasing_source(data, phrasing_set),
         "motion_types": {name: confusion(rows) for name, rows in motions.items()},
+        "instruction_parser": instruction_parser,
+        "refusals": refusals,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +186,9 @@ def format_table(report: dict) -> str:
     lines.append("-" * len(lines[0]))
     for name, s in report["summary"].items():
         one, many = s["k1"], s[f"k{k}"]
+        if one is None:
+            lines.append(f"{name:<18} no forecasts (every instruction refused)")
+            continue
         lines.append(f"{name:<18} {one['ade_best']:>7.4f} {one['fde_best']:>7.4f} {one['pwt_best']:>6.3f} "
                      f"{many['ade_best']:>11.4f} {many['fde_best']:>11.4f} {many['ade_mean']:>11.4f} "
                      f"{many['pwt_best']:>10.3f} {one['rigidity_best']:>8.4f} {s['latency_ms_p50']:>7.1f}")
@@ -177,6 +198,10 @@ def format_table(report: dict) -> str:
     phrasings = report.get("phrasings")
     if phrasings is not None:
         lines.append(f"instructions: {phrasings['name']} phrasings ({phrasings['applied']})")
+    if report.get("instruction_parser"):
+        refused = len(report.get("refusals", []))
+        lines.append(f"instruction parser on: {refused} of {report['episodes']} instructions refused"
+                     + (f" (scored on the other {report['episodes'] - refused})" if refused else ""))
     lines.append("metres, camera frame at t0; ADE/FDE lower is better, PWT higher is better")
     return "\n".join(lines)
 

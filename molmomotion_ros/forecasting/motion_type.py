@@ -11,6 +11,8 @@ import numpy as np
 LIFT_M = 0.03  # a pick-and-place carries the object well above this; a push keeps it under 1 cm (push.LIFT_TOL_M)
 MOVE_M = 0.02  # horizontal travel below which the object is taken to stay put
 MOTION_TYPES = ("lift", "push", "still")
+REFUSED = "refused"  # the instruction parser refused the instruction: no forecast was made (a miss, not a motion)
+OUTCOMES = (*MOTION_TYPES, REFUSED)
 FAMILY_MOTION = {"place-in-container": "lift", "place-relative": "lift", "stack": "lift", "push": "push"}
 
 
@@ -43,14 +45,14 @@ def motion_type(track_world_m: np.ndarray, start_world_m: np.ndarray | None = No
 
 
 def confusion(rows) -> dict[str, dict]:
-    """``{family: {"expected": type, "lift": n, "push": n, "still": n, "as_expected": fraction}}`` from
-    ``(family, forecast motion type)`` rows, families in first-seen order."""
+    """``{family: {"expected": type, "lift": n, "push": n, "still": n, "refused": n, "as_expected": fraction}}``
+    from ``(family, forecast motion type or "refused")`` rows, families in first-seen order."""
     table: dict[str, dict] = {}
     for family, kind in rows:
-        entry = table.setdefault(family, {"expected": FAMILY_MOTION.get(family), **dict.fromkeys(MOTION_TYPES, 0)})
+        entry = table.setdefault(family, {"expected": FAMILY_MOTION.get(family), **dict.fromkeys(OUTCOMES, 0)})
         entry[kind] += 1
     for entry in table.values():
-        total = sum(entry[kind] for kind in MOTION_TYPES)
+        total = sum(entry[kind] for kind in OUTCOMES)
         entry["as_expected"] = entry[entry["expected"]] / total if entry["expected"] and total else None
     return table
 
@@ -58,13 +60,14 @@ def confusion(rows) -> dict[str, dict]:
 def format_confusion(by_source: dict[str, dict[str, dict]]) -> str:
     """One block per forecaster (and the ground truth): rows are families with their expected motion, columns
     the forecast's motion types."""
-    header = f"{'forecaster':<18} {'family':<19} {'expected':>8} " + " ".join(f"{k:>6}" for k in MOTION_TYPES)
+    header = f"{'forecaster':<18} {'family':<19} {'expected':>8} " + " ".join(f"{k:>7}" for k in OUTCOMES)
     lines = [header + f" {'as expected':>11}", "-" * (len(header) + 12)]
     for source, table in by_source.items():
         for family, entry in table.items():
             rate = "" if entry["as_expected"] is None else f"{entry['as_expected']:.1%}"
             lines.append(f"{source:<18} {family:<19} {entry['expected'] or '-':>8} "
-                         + " ".join(f"{entry[k]:>6}" for k in MOTION_TYPES) + f" {rate:>11}")
+                         + " ".join(f"{entry.get(k, 0):>7}" for k in OUTCOMES) + f" {rate:>11}")
     lines.append(f"lift: the forecast rises > {LIFT_M * 100:.0f} cm; push: moves > {MOVE_M * 100:.0f} cm along the "
-                 "table without lifting; still: neither (median over the target's points)")
+                 "table without lifting; still: neither (median over the target's points); refused: the "
+                 "instruction parser refused the instruction (no forecast)")
     return "\n".join(lines)

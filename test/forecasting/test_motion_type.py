@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from molmomotion_ros.forecasting.motion_type import (
     FAMILY_MOTION,
@@ -63,14 +64,16 @@ def test_start_defaults_to_the_first_step_and_nan_steps_are_ignored():
 
 
 def test_confusion_counts_per_family_against_its_expected_motion():
-    rows = [("push", "push"), ("push", "lift"), ("push", "lift"), ("push", "still"), ("stack", "lift")]
+    rows = [("push", "push"), ("push", "lift"), ("push", "lift"), ("push", "still"), ("push", "refused"),
+            ("stack", "lift")]
     table = confusion(rows)
     assert list(table) == ["push", "stack"]
-    assert table["push"] == {"expected": "push", "lift": 2, "push": 1, "still": 1, "as_expected": 0.25}
+    # A refused instruction is a miss (no forecast), never left out of the denominator.
+    assert table["push"] == {"expected": "push", "lift": 2, "push": 1, "still": 1, "refused": 1, "as_expected": 0.2}
     assert table["stack"]["as_expected"] == 1.0 and table["stack"]["expected"] == FAMILY_MOTION["stack"]
     text = format_confusion({"fm": table})
     push_row = next(line for line in text.splitlines() if line.startswith("fm") and " push " in line)
-    assert push_row.split()[2:] == ["push", "2", "1", "1", "25.0%"]
+    assert push_row.split()[2:] == ["push", "2", "1", "1", "1", "20.0%"]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +102,26 @@ def test_eval_forecast_rephrases_and_reports_motion_types(tiny_test_data, tmp_pa
 
     for meta in MotionDataset(tiny_test_data).meta:  # the sentence sim-eval would give the same episode
         assert heldout.phrase(meta["family"], meta["seed"], meta["phrase_fields"]) != meta["instruction"]
+
+
+def test_eval_forecast_with_the_parser_forecasts_the_template_phrasing_and_counts_refusals(tiny_test_data,
+                                                                                           tmp_path):
+    from molmomotion_ros.forecasting.evaluation import evaluate_forecasters
+
+    report = evaluate_forecasters(tiny_test_data, ["stationary"], tmp_path, num_samples=2, progress=False,
+                                  phrasings="heldout", instruction_parser=True)
+    assert report["instruction_parser"] is True and report["refusals"] == []  # held-out wording is understood
+    assert report["summary"]["stationary"]["k1"]  # metrics were computed, not skipped
+
+    refusing = tmp_path / "refusing.yaml"  # every instruction names an action the tasks cannot do
+    refusing.write_text(yaml.safe_dump({"phrasings": {family: ["throw the {colour} {object} at the wall"]
+                                                      for family in ("push", "stack")}}))
+    report = evaluate_forecasters(tiny_test_data, ["stationary"], tmp_path / "r", num_samples=2, progress=False,
+                                  phrasings=str(refusing), instruction_parser=True)
+    assert len(report["refusals"]) == 2 and all(r["reason"] for r in report["refusals"])
+    stationary = report["motion_types"]["stationary"]
+    assert stationary["push"]["refused"] == 1 and stationary["push"]["as_expected"] == 0.0
+    assert report["motion_types"]["ground-truth"]["push"]["push"] == 1  # the truth row still counts every episode
 
 
 def test_eval_forecast_refuses_heldout_phrasings_on_validation_data(tmp_path):
