@@ -38,10 +38,9 @@ HELD_OUT_VOICES = "en-gb-x-rp,en-us-nyc"  # never used while developing the spee
 
 def episodes(count: int) -> list[dict]:
     """``count`` test-split episodes, families in turn: own-template and held-out sentences of the same scene."""
+    from molmomotion_ros.phrasings import load_phrasing_set
     from molmomotion_sim.tasks import TASKS
     from molmomotion_sim.world import World
-
-    from molmomotion_ros.phrasings import load_phrasing_set
 
     heldout = load_phrasing_set("heldout")
     rows = []
