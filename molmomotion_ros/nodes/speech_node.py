@@ -85,19 +85,24 @@ class _Job:
 
 # pocketsphinx 5.1.1 now and then crashes (SIGSEGV) freeing a decoder as the process ends (1 run in 4 of
 # test_runtime's configure-then-Ctrl-C), which turns a clean Ctrl-C into a core dump. So a decoder is built
-# once per configuration and lives as long as the process (a dict with one reference nobody drops, which
-# interpreter shutdown cannot free); cleanup + configure with the same parameters and an unchanged
-# vocabulary file also skips the rebuild.
+# once per grammar and lives as long as the process (a dict with one reference nobody drops, which
+# interpreter shutdown cannot free); cleanup + configure with an unchanged vocabulary file skips the rebuild.
 _RECOGNIZERS: dict[tuple, Recognizer] = {}
 ctypes.pythonapi.Py_IncRef(ctypes.py_object(_RECOGNIZERS))
 
 
 def _process_recognizer(config: RecognizerConfig) -> Recognizer:
+    """A recogniser with ``config``; its decoder is shared by every configure of the same grammar."""
     vocabulary = Path(config.vocabulary_file) if config.vocabulary_file else None
-    key = (config, vocabulary.stat().st_mtime_ns if vocabulary is not None and vocabulary.is_file() else None)
+    mtime = vocabulary.stat().st_mtime_ns if vocabulary is not None and vocabulary.is_file() else None
+    key = (config.vocabulary_file, mtime)  # what the decoder is built from
     if key not in _RECOGNIZERS:
         _RECOGNIZERS[key] = Recognizer(config)
-    return _RECOGNIZERS[key]
+    recognizer = _RECOGNIZERS[key]
+    # Thresholds act only after decoding; a runtime min_confidence change replaced the config, and the
+    # next configure must start from its own parameters, not from that change.
+    recognizer.config = config
+    return recognizer
 
 
 class SpeechNode(ManagedNode):
