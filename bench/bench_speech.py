@@ -37,7 +37,7 @@ FIRST_SEED = 110_000  # test split (sim/seeds.py)
 
 
 def task_instructions(count: int) -> list[dict]:
-    """``count`` (family, seed, instruction) rows: families in turn, consecutive test-split seeds."""
+    """``count`` (family, seed, instruction, phrase_fields) rows: families in turn, consecutive test-split seeds."""
     from molmomotion_sim.tasks import TASKS
     from molmomotion_sim.world import World
 
@@ -48,7 +48,8 @@ def task_instructions(count: int) -> list[dict]:
         for i in range(count):
             family, seed = families[i % len(families)], FIRST_SEED + i
             tasks[family].reset(seed)
-            rows.append({"family": family, "seed": seed, "instruction": tasks[family].instruction})
+            rows.append({"family": family, "seed": seed, "instruction": tasks[family].instruction,
+                         "phrase_fields": tasks[family].phrase_fields()})
     return rows
 
 

@@ -32,28 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
-FIRST_SEED = 110_000  # test split (sim/seeds.py)
 HELD_OUT_VOICES = "en-gb-x-rp,en-us-nyc"  # never used while developing the speech path (en-us, en-us+f3 were)
 
 
 def episodes(count: int) -> list[dict]:
     """``count`` test-split episodes, families in turn: own-template and held-out sentences of the same scene."""
+    from bench_speech import task_instructions  # this folder is on sys.path when a bench script runs
+
     from molmomotion_ros.phrasings import load_phrasing_set
-    from molmomotion_sim.tasks import TASKS
-    from molmomotion_sim.world import World
 
     heldout = load_phrasing_set("heldout")
-    rows = []
-    with World() as world:
-        tasks = {family: cls(world) for family, cls in TASKS.items()}
-        families = list(tasks)
-        for i in range(count):
-            family, seed = families[i % len(families)], FIRST_SEED + i
-            task = tasks[family]
-            task.reset(seed)
-            rows.append({"family": family, "seed": seed, "own": task.instruction,
-                         "heldout": heldout.phrase(family, seed, task.phrase_fields())})
-    return rows
+    return [{"family": row["family"], "seed": row["seed"], "own": row["instruction"],
+             "heldout": heldout.phrase(row["family"], row["seed"], row["phrase_fields"])}
+            for row in task_instructions(count)]
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
