@@ -136,12 +136,13 @@ def _eval_forecast(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown forecaster {unknown[0]!r}; choose from {', '.join(sorted(interface.BACKENDS))}")
     try:
         from molmomotion_ros.forecasting.evaluation import evaluate_forecasters
+        from molmomotion_ros.language import instruction_for_model
     except ImportError as err:
         print(f"{PROG}: error: forecast evaluation is unavailable: {err}", file=sys.stderr)
         return RUNTIME_ERROR
 
     evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
                          progress=not args.no_progress, phrasings=args.phrasings,
-                         instruction_parser=args.instruction_parser)
+                         read_instruction=instruction_for_model if args.instruction_parser else None)
     print(f"results: {out}")
     return 0

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from molmomotion_ros.language import Refusal, instruction_for_model
 from molmomotion_ros.phrasings import PhrasingError, PhrasingSet, check_split_allowed, load_phrasing_set
 
 from . import metrics
@@ -82,13 +82,14 @@ def _select(data, episodes_per_family: int | None) -> list[int]:
 def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str | Path, num_samples: int = 8,
                          episodes_per_family: int | None = None, progress: bool = True, horizon: int = 32,
                          stride: int = 2, overlays_per_family: int = 2, phrasings: str | None = None,
-                         instruction_parser: bool = False) -> dict:
+                         read_instruction: Callable[[str], object] | None = None) -> dict:
     """Metrics per backend for K = 1 and K = ``num_samples`` (best-of-K and mean-of-K); grounding accuracy; the
     motion type of each backend's K = 1 forecast per family. ``phrasings`` (a phrasing set's name or path)
     re-phrases every episode's instruction first, e.g. "heldout" for the held-out language test.
-    ``instruction_parser`` reads each instruction with :mod:`molmomotion_ros.language` first, as the nodes do:
-    the models get its template phrasing; a refused episode counts as motion type "refused" for every backend
-    (a miss, never a guessed motion) and is left out of the track metrics."""
+    ``read_instruction`` (e.g. ``molmomotion_ros.language.instruction_for_model``, which sits above this layer)
+    reads each instruction first, as the nodes do: it returns the text the models get, or a refusal (an object
+    with ``kind`` and ``reason``), which counts as motion type "refused" for every backend (a miss, never a
+    guessed motion) and is left out of the track metrics."""
     from tqdm import tqdm
 
     from molmomotion_ros.motion_data import MotionDataset
@@ -119,9 +120,9 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
         valid = np.ones(horizon, dtype=bool)
         start_world = _to_world(ep["points_cam_m"], ep["T_world_cam"])  # (P, 3)
         motions[GROUND_TRUTH].append((family, motion_type(_to_world(gt, ep["T_world_cam"]), start_world)))
-        if instruction_parser:
-            understood = instruction_for_model(instruction)
-            if isinstance(understood, Refusal):
+        if read_instruction is not None:
+            understood = read_instruction(instruction)
+            if not isinstance(understood, str):
                 refusals.append({"seed": ep["meta"]["seed"], "family": family, "instruction": instruction,
                                  "kind": understood.kind, "reason": understood.reason})
                 for name in backends:
@@ -159,7 +160,7 @@ def evaluate_forecasters(data_dir: str | Path, backends: list[str], out_dir: str
         "model_ids": {name: f.backend.model_id for name, f in forecasters.items()},
         "phrasings": _phrasing_source(data, phrasing_set),
         "motion_types": {name: confusion(rows) for name, rows in motions.items()},
-        "instruction_parser": instruction_parser,
+        "instruction_parser": read_instruction is not None,
         "refusals": refusals,
     }
     out_dir = Path(out_dir)

@@ -107,9 +107,10 @@ def test_eval_forecast_rephrases_and_reports_motion_types(tiny_test_data, tmp_pa
 def test_eval_forecast_with_the_parser_forecasts_the_template_phrasing_and_counts_refusals(tiny_test_data,
                                                                                            tmp_path):
     from molmomotion_ros.forecasting.evaluation import evaluate_forecasters
+    from molmomotion_ros.language import instruction_for_model
 
     report = evaluate_forecasters(tiny_test_data, ["stationary"], tmp_path, num_samples=2, progress=False,
-                                  phrasings="heldout", instruction_parser=True)
+                                  phrasings="heldout", read_instruction=instruction_for_model)
     assert report["instruction_parser"] is True and report["refusals"] == []  # held-out wording is understood
     assert report["summary"]["stationary"]["k1"]  # metrics were computed, not skipped
 
@@ -117,7 +118,7 @@ def test_eval_forecast_with_the_parser_forecasts_the_template_phrasing_and_count
     refusing.write_text(yaml.safe_dump({"phrasings": {family: ["throw the {colour} {object} at the wall"]
                                                       for family in ("push", "stack")}}))
     report = evaluate_forecasters(tiny_test_data, ["stationary"], tmp_path / "r", num_samples=2, progress=False,
-                                  phrasings=str(refusing), instruction_parser=True)
+                                  phrasings=str(refusing), read_instruction=instruction_for_model)
     assert len(report["refusals"]) == 2 and all(r["reason"] for r in report["refusals"])
     stationary = report["motion_types"]["stationary"]
     assert stationary["push"]["refused"] == 1 and stationary["push"]["as_expected"] == 0.0
