@@ -2,7 +2,8 @@
 
 A set is a YAML file (``config/phrasings/<name>.yaml`` or any path) with the layout of the vocabulary's
 ``phrasings`` section, plus ``held_out: true`` when it is a test set that must never be trained on
-(``config/phrasings/heldout.yaml``, the held-out language test of issue 18)::
+(``config/phrasings/heldout.yaml``, the held-out language test of issue 18, and ``heldout2.yaml``, a second one
+written blind to the instruction parser)::
 
     held_out: true              # optional; such a set is refused for the train and validation splits
     new_words: [...]            # optional documentation: words no training instruction contains

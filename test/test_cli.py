@@ -91,6 +91,8 @@ BAD_INPUTS = [
     ["generate-data", "--out", "data", "--options-suite", "unknown-colour.yaml"],
     ["generate-data", "--out", "data", "--options-suite", "heldout_language"],  # held-out words in training data
     ["generate-data", "--out", "data", "--split", "validation", "--options-suite", "heldout_language"],
+    ["generate-data", "--out", "data", "--options-suite", "heldout2_language"],
+    ["generate-data", "--out", "data", "--split", "validation", "--options-suite", "heldout2_language"],
 ]
 
 

@@ -1,5 +1,6 @@
-"""The held-out language test's phrasing file: it is new wording for every family, it fits the tasks' fields, and
-the loader, the draw and the split guard behave. (The file is read here and by the harness only.)"""
+"""The held-out language tests' phrasing files (heldout, heldout2): each is new wording for every family, fits
+the tasks' fields, and the loader, the draw and the split guard behave. (The files are read here and by the harness
+only.)"""
 
 import re
 from pathlib import Path
@@ -19,24 +20,30 @@ from molmomotion_ros.vocabulary import default_vocabulary
 FAMILIES = ("place-in-container", "place-relative", "stack", "push")
 SHARED_WORDS = {"and", "it", "on", "the", "to"}  # function words the file may share with the templates
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".txt", ".json", ".jsgf", ".cfg", ".toml"}
+HELD_OUT_SETS = ("heldout", "heldout2")  # every held-out set in config/phrasings; each gets all the checks below
 
 
 def words(template: str) -> set[str]:
     return set(re.findall(r"[a-z']+", re.sub(r"\{[a-z_]+\}", " ", template.lower())))
 
 
-@pytest.fixture(scope="module")
-def heldout():
-    return load_phrasing_set("heldout")
+@pytest.fixture(scope="module", params=HELD_OUT_SETS)
+def heldout(request):
+    return load_phrasing_set(request.param)
 
 
 @pytest.fixture(scope="module")
-def raw():
-    return yaml.safe_load((phrasings_dir() / "heldout.yaml").read_text())
+def raw(heldout):
+    return yaml.safe_load((phrasings_dir() / f"{heldout.name}.yaml").read_text())
+
+
+def test_every_held_out_set_is_checked():
+    shipped = {p.stem for p in phrasings_dir().glob("*.yaml") if yaml.safe_load(p.read_text()).get("held_out")}
+    assert shipped == set(HELD_OUT_SETS)
 
 
 def test_heldout_covers_every_family_with_enough_variety(heldout):
-    assert heldout.held_out and heldout.name == "heldout"
+    assert heldout.held_out and heldout.name in HELD_OUT_SETS
     assert set(heldout.templates) == set(FAMILIES)
     for family, templates in heldout.templates.items():
         assert 10 <= len(templates) <= 15, family
@@ -78,7 +85,7 @@ def test_the_heldout_templates_appear_in_no_other_file(heldout):
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    allowed = {"config/phrasings/heldout.yaml", "test/test_phrasings.py"}
+    allowed = {f"config/phrasings/{heldout.name}.yaml", "test/test_phrasings.py"}
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
     templates = [t for ts in heldout.templates.values() for t in ts]

@@ -14,6 +14,7 @@ from molmomotion_sim.tasks import TASKS, TaskOptions
 from molmomotion_sim.world import World
 
 SEEDS = (SPLITS["test"].start, SPLITS["test"].start + 1)
+HELD_OUT_SETS = ("heldout", "heldout2")  # each has a suite config/suites/<set>_language.yaml
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +32,15 @@ def _scene(world, task) -> list[tuple]:
     return rows + [tuple(np.round(world.camera.T_world_cam, 6).ravel())]
 
 
+@pytest.mark.parametrize("phrasing_set", HELD_OUT_SETS)
 @pytest.mark.parametrize("family", sorted(TASKS))
-def test_same_seed_same_scene_with_either_phrasing_source(world, family):
-    heldout = load_phrasing_set("heldout")
+def test_same_seed_same_scene_with_either_phrasing_source(world, family, phrasing_set):
+    heldout = load_phrasing_set(phrasing_set)
     for seed in SEEDS:
         own = TASKS[family](world)
         own.reset(seed)
         scene, instruction, fields = _scene(world, own), own.instruction, own.phrase_fields()
-        other = TASKS[family](world, TaskOptions(phrasing_set="heldout"))
+        other = TASKS[family](world, TaskOptions(phrasing_set=phrasing_set))
         other.reset(seed)
         assert _scene(world, other) == scene
         assert other.phrase_fields() == fields
@@ -47,12 +49,13 @@ def test_same_seed_same_scene_with_either_phrasing_source(world, family):
         assert other.instruction in {t.format(**fields) for t in heldout.templates[family]}
 
 
-def test_heldout_language_suite_is_main_with_the_heldout_phrasings():
-    main, heldout = load_suite("main"), load_suite("heldout_language")
+@pytest.mark.parametrize("phrasing_set", HELD_OUT_SETS)
+def test_heldout_language_suite_is_main_with_the_heldout_phrasings(phrasing_set):
+    main, heldout = load_suite("main"), load_suite(f"{phrasing_set}_language")
     assert heldout.split == main.split
     for a, b in zip(main.families, heldout.families, strict=True):
         assert (a.family, a.seeds) == (b.family, b.seeds)
-        assert b.options == replace(a.options, phrasing_set="heldout")
+        assert b.options == replace(a.options, phrasing_set=phrasing_set)
 
 
 def test_with_phrasing_set_renames_and_keeps_the_scenes():
