@@ -1,8 +1,8 @@
 """Spoken instructions in words the templates never used: command accuracy and word error of the recogniser.
 
 Draws ``--commands`` test-split episodes (families in turn, seeds 110000, 110001, ...) from the harness and
-phrases each twice: with the package's own templates and with the held-out phrasing set
-(``config/phrasings/heldout.yaml``, never used for development). Each sentence is spoken by every ``--voices``
+phrases each with the package's own templates and with the held-out phrasing sets (``config/phrasings/heldout.yaml``,
+seen while the parser grew; ``heldout2.yaml``, written blind to it; neither used for the speech path's choices). Each sentence is spoken by every ``--voices``
 espeak-ng voice (default: two voices no speech development used; development used en-us and en-us+f3), clean and
 with white noise mixed at ``--snr-db`` (seeded), and decoded by ``Recognizer`` with free phrasing on. The template
 path's verdict comes out of the same run (a result from the free path means the template path refused first).
@@ -35,15 +35,15 @@ import numpy as np
 HELD_OUT_VOICES = "en-gb-x-rp,en-us-nyc"  # never used while developing the speech path (en-us, en-us+f3 were)
 
 
-def episodes(count: int) -> list[dict]:
-    """``count`` test-split episodes, families in turn: own-template and held-out sentences of the same scene."""
+def episodes(count: int, sets: list[str]) -> list[dict]:
+    """``count`` test-split episodes, families in turn, each phrased by every set ("own": the templates)."""
     from bench_speech import task_instructions  # this folder is on sys.path when a bench script runs
 
     from molmomotion_ros.phrasings import load_phrasing_set
 
-    heldout = load_phrasing_set("heldout")
+    phrasings = {name: load_phrasing_set(name) for name in sets if name != "own"}
     return [{"family": row["family"], "seed": row["seed"], "own": row["instruction"],
-             "heldout": heldout.phrase(row["family"], row["seed"], row["phrase_fields"])}
+             **{name: ps.phrase(row["family"], row["seed"], row["phrase_fields"]) for name, ps in phrasings.items()}}
             for row in task_instructions(count)]
 
 
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=40, help="episodes to phrase and speak (default: 40)")
     parser.add_argument("--voices", default=HELD_OUT_VOICES, help=f"espeak-ng voices (default: {HELD_OUT_VOICES})")
     parser.add_argument("--snr-db", type=float, default=20.0, help="noisy condition's SNR in dB (default: 20)")
-    parser.add_argument("--sets", default="own,heldout", help="phrasings to speak (default: own,heldout)")
+    parser.add_argument("--sets", default="own,heldout,heldout2",
+                        help="phrasings to speak: own (the templates) and phrasing sets of config/phrasings "
+                             "(default: own,heldout,heldout2)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speech-language.json"))
     args = parser.parse_args(argv)
 
@@ -94,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from molmomotion_ros.speech.synth import synthesize
 
     recognizer = Recognizer(RecognizerConfig(free_phrasing=True))
-    rows = episodes(args.commands)
     voices, sets = args.voices.split(","), args.sets.split(",")
+    rows = episodes(args.commands, sets)
     conditions = ("clean", f"{args.snr_db:g} dB SNR")
     decodes = []
     jobs = [(row, s, v) for row in rows for s in sets for v in voices]

@@ -18,6 +18,10 @@ SPEECH_NODE = NodeSpec(
         ParamSpec("pre_roll_s", 0.3, "audio kept before an utterance's onset (s)", range=(0.0, 2.0)),
         ParamSpec("min_confidence", 0.25, "smallest word posterior of a recognised instruction [0, 1]",
                   range=(0.0, 1.0)),
+        ParamSpec("free_phrasing", False, "experimental: also hear instructions in the speaker's own words (a "
+                  "second decode with the wide grammar of the instruction parser's words, read by the parser; about "
+                  "twice the decode time; it sometimes overrules a right template sentence or reads other speech as "
+                  "a command, see speech/README.md); false: only the template sentences", read_only=True),
         ParamSpec("wav_path", "", "a WAV file to recognise, at activation and whenever it is set while active "
                   "(empty = none)"),
         ParamSpec("vocabulary_file", "", "vocabulary YAML of the grammar (empty = the package's "

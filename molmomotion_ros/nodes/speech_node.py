@@ -11,7 +11,9 @@ Interfaces:
 - sub ``speech/wav_path`` (std_msgs/String) and parameter ``wav_path``: a WAV file to recognise
   (any integer-PCM rate/channels; converted). There is no standard service type with a string
   request, hence a topic and a parameter;
-- pub ``instruction`` (std_msgs/String): only recognised, complete grammar sentences;
+- pub ``instruction`` (std_msgs/String): only recognised instructions: a complete grammar sentence, or with
+  ``free_phrasing`` the canonical phrasing of what the speaker said in their own words (the instruction
+  parser's reading of the wide grammar's words; see ``speech/recognizer.py``);
 - pub ``speech/confidence`` (std_msgs/Float32): for every decoded utterance/file, the smallest word
   posterior in [0, 1] (0 when nothing was recognised);
 - pub ``/diagnostics``: WARN with the reason for unrecognised speech or bad input, else OK.
@@ -102,6 +104,8 @@ def _process_recognizer(config: RecognizerConfig) -> Recognizer:
     # Thresholds act only after decoding; a runtime min_confidence change replaced the config, and the
     # next configure must start from its own parameters, not from that change.
     recognizer.config = config
+    if config.free_phrasing:
+        recognizer.prepare_free_phrasing()  # built once, here, so configure reports a failure and its time
     return recognizer
 
 
@@ -121,7 +125,8 @@ class SpeechNode(ManagedNode):
     def configure(self) -> None:
         try:
             self._recognizer = _process_recognizer(RecognizerConfig(
-                vocabulary_file=self._params["vocabulary_file"], min_confidence=self._params["min_confidence"]))
+                vocabulary_file=self._params["vocabulary_file"], min_confidence=self._params["min_confidence"],
+                free_phrasing=self._params["free_phrasing"]))
         except GrammarError as err:
             raise ParameterValueError(f"{SPEECH_NODE.name}: vocabulary_file: {err}") from err
         # Reliable + transient-local like every instruction publisher of the graph (sim_node, the
@@ -222,14 +227,16 @@ class SpeechNode(ManagedNode):
     def _publish_result(self, source: str, result: RecognitionResult) -> None:
         values = {"source": source, "status": result.status.value, "confidence": f"{result.confidence:.3f}",
                   "hypothesis": result.hypothesis, "audio_s": f"{result.audio_s:.2f}",
-                  "decode_s": f"{result.decode_s:.3f}"}
+                  "decode_s": f"{result.decode_s:.3f}",
+                  "path": result.source}
         if rclpy.ok():
             self._confidence_pub.publish(Float32(data=float(result.confidence)))
         if not result.recognised:
             self._warn(f"not recognised: {result.reason}", values)
             return
-        self.get_logger().info(f"instruction: {result.text!r} (confidence {result.confidence:.2f}, "
-                               f"{result.decode_s * 1000:.0f} ms)")
+        heard = f", heard {result.hypothesis!r}" if result.hypothesis != result.text else ""
+        self.get_logger().info(f"instruction: {result.text!r} ({result.source}{heard}, confidence "
+                               f"{result.confidence:.2f}, {result.decode_s * 1000:.0f} ms)")
         if rclpy.ok():
             self._instruction_pub.publish(String(data=result.text))
         self._set_status("OK", f"recognised: {result.text}", values)

@@ -258,3 +258,92 @@ def test_params_file_sets_only_declared_parameters_with_valid_values():
     assert set(values) <= {p.name for p in spec.parameters}
     assert [spec.spec(k).problem(v) for k, v in values.items()] == [None] * len(values)
     assert values == spec.defaults()  # the file documents the defaults
+
+
+# --- free phrasing ------------------------------------------------------------------------------
+def _reading(text: str, confidence: float, recognizer: Recognizer):
+    """A wide reading as the recogniser builds it, without audio (the parser's verdict is real)."""
+    from molmomotion_ros import language
+    from molmomotion_ros.speech.recognizer import WideReading
+
+    parsed = language.parse_instruction(text, recognizer.vocabulary, fallback=False)
+    template_words = recognizer.grammar.words()
+    return WideReading(text=text, posteriors=tuple((w, confidence) for w in text.split()), confidence=confidence,
+                       weakest_word=text.split()[-1], off_template_words=tuple(w for w in text.split()
+                                                                              if w not in template_words),
+                       command="" if isinstance(parsed, language.Refusal) else language.canonical(parsed),
+                       refusal=parsed.reason if isinstance(parsed, language.Refusal) else "")
+
+
+def _template(text: str, recognised: bool = True):
+    from molmomotion_ros.speech import RecognitionResult
+
+    if recognised:
+        return RecognitionResult(RecognitionStatus.RECOGNISED, text, 0.8, hypothesis=text, source="grammar")
+    return RecognitionResult(RecognitionStatus.NO_HYPOTHESIS, "", 0.0, reason="no hypothesis")
+
+
+def test_the_choice_keeps_the_template_answer_without_evidence_of_free_phrasing(recognizer):
+    from molmomotion_ros.speech.recognizer import choose_reading
+
+    config = RecognizerConfig(free_phrasing=True, free_min_confidence=0.3, free_min_off_template_words=2)
+    vocab = recognizer.vocabulary
+    template = _template("put the red cube in the blue bowl")
+    # One swapped word ("set") is no evidence against a whole template sentence.
+    assert choose_reading(template, _reading("set the red cube in the blue bowl", 0.9, recognizer), config,
+                          vocab) is template
+    # The same command in other words: the template path's sentence stands.
+    same = _reading("go ahead and drop the red cube into the blue bowl", 0.9, recognizer)
+    assert choose_reading(template, same, config, vocab) is template
+    # A different command, in words the templates cannot say, at good confidence: the free reading wins.
+    other = _reading("could you shove the green block forward without lifting it", 0.6, recognizer)
+    chosen = choose_reading(template, other, config, vocab)
+    assert chosen.recognised and chosen.source == "phrases" and chosen.text == other.command
+    assert chosen.hypothesis == other.text
+    # ... but not at low confidence: then the template path's answer stands.
+    assert choose_reading(template, _reading(other.text, 0.1, recognizer), config, vocab) is template
+
+
+def test_the_choice_refuses_free_words_that_are_no_command_or_too_unsure(recognizer):
+    from molmomotion_ros.speech.recognizer import choose_reading
+
+    config = RecognizerConfig(free_phrasing=True, free_min_confidence=0.3)
+    refused = _template("", recognised=False)
+    throw = choose_reading(refused, _reading("could you throw the red duck", 0.9, recognizer), config,
+                           recognizer.vocabulary)
+    assert throw.status is RecognitionStatus.NOT_UNDERSTOOD and throw.text == "" and throw.confidence == 0.0
+    assert "throw" in throw.reason
+    unsure = choose_reading(refused, _reading("go ahead and drop the red cube into the blue bowl", 0.2, recognizer),
+                            config, recognizer.vocabulary)
+    assert unsure.status is RecognitionStatus.LOW_CONFIDENCE and unsure.text == "" and "free phrasing" in unsure.reason
+    sure = choose_reading(refused, _reading("go ahead and drop the red cube into the blue bowl", 0.5, recognizer),
+                          config, recognizer.vocabulary)
+    assert sure.recognised and sure.text == "put the red cube in the blue bowl" and sure.source == "phrases"
+
+
+@pytest.fixture(scope="module")
+def free_recognizer() -> Recognizer:
+    return Recognizer(RecognizerConfig(free_phrasing=True))
+
+
+# Development rewordings (test/language_dev.yaml) that espeak-ng's en-us says clearly; held-out sets are never used.
+# The template path heard this as another command (scripts/tune_speech_free_phrasing.py's development decodes).
+# What the free path still gets wrong (a template command overruled, other speech read as a command) is measured
+# by bench/bench_speech_language.py and stated in speech/README.md: that is why the path is opt-in.
+REWORDED = (
+    ("could you stack the white block on top of the pink cube", "stack the white block on the pink cube"),
+)
+
+
+@pytest.mark.parametrize(("said", "command"), REWORDED)
+def test_free_phrasing_hears_a_reworded_command(free_recognizer, tmp_path, said, command):
+    result = free_recognizer.recognize_wav(synthesize(said, tmp_path / "reworded.wav", voice="en-us"))
+    assert result.recognised and result.text == command and result.source == "phrases", result
+    assert result.hypothesis != result.text  # what was heard is kept next to the command it means
+
+
+def test_free_phrasing_reports_words_that_are_no_command_as_not_understood(free_recognizer, tmp_path):
+    result = free_recognizer.recognize_wav(synthesize("please open the door now", tmp_path / "door.wav",
+                                                      voice="en-us"))
+    assert result.status is RecognitionStatus.NOT_UNDERSTOOD and result.text == "" and result.confidence == 0.0
+    assert result.hypothesis and "heard" in result.reason
