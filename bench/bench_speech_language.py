@@ -2,10 +2,11 @@
 
 Draws ``--commands`` test-split episodes (families in turn, seeds 110000, 110001, ...) from the harness and
 phrases each with the package's own templates and with the held-out phrasing sets (``config/phrasings/heldout.yaml``,
-seen while the parser grew; ``heldout2.yaml``, written blind to it; neither used for the speech path's choices). Each sentence is spoken by every ``--voices``
-espeak-ng voice (default: two voices no speech development used; development used en-us and en-us+f3), clean and
-with white noise mixed at ``--snr-db`` (seeded), and decoded by ``Recognizer`` with free phrasing on. The template
-path's verdict comes out of the same run (a result from the free path means the template path refused first).
+seen while the parser grew; ``heldout2.yaml``, written blind to it; neither used for the speech path's choices).
+Each sentence is spoken by every ``--voices`` espeak-ng voice (default: two voices no speech development used;
+development used en-us and en-us+f3), clean and with white noise mixed at ``--snr-db`` (seeded), and decoded by
+``Recognizer`` with free phrasing on. The template path's verdict comes out of the same run: "templates only"
+counts the right answers that came from the template grammar.
 
 A command is **right** when what the recogniser returns parses to the same task and arguments as the sentence
 spoken (``language.parse_instruction``); **wrong** when it returns a different command (the dangerous case);
