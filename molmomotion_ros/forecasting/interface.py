@@ -24,7 +24,7 @@ MAX_SAMPLES = 64
 
 
 def validate_request(history_rgb, history_depth, intrinsics, extrinsics, points_2d, points_3d_history, instruction,
-                     horizon: int = 32, num_samples: int = 1) -> ForecastRequest:
+                     horizon: int = 32, num_samples: int = 1, noise_key: int = 0) -> ForecastRequest:
     """Check shapes, dtypes and content; returns a normalised request or raises ForecastInputError.
 
     Documented fallbacks (never silent: each is logged):
@@ -87,8 +87,10 @@ def validate_request(history_rgb, history_depth, intrinsics, extrinsics, points_
         raise ForecastInputError(f"horizon must be in 1..{MAX_HORIZON}, got {horizon}")
     if not (1 <= int(num_samples) <= MAX_SAMPLES):
         raise ForecastInputError(f"num_samples must be in 1..{MAX_SAMPLES}, got {num_samples}")
+    if not isinstance(noise_key, (int, np.integer)) or noise_key < 0:
+        raise ForecastInputError(f"noise_key must be a non-negative integer (e.g. a stamp in ns), got {noise_key!r}")
     return ForecastRequest(rgb, depth.astype(np.float32), K, T, pts2.astype(np.float32), pts3.astype(np.float32),
-                           text, int(horizon), int(num_samples))
+                           text, int(horizon), int(num_samples), int(noise_key))
 
 
 class ForecasterBackend(ABC):
@@ -115,9 +117,9 @@ class Forecaster:
         return self.backend.name
 
     def predict(self, history_rgb, history_depth, intrinsics, extrinsics, points_2d, points_3d_history,
-                instruction: str, horizon: int = 32, num_samples: int = 1) -> Forecast:
+                instruction: str, horizon: int = 32, num_samples: int = 1, noise_key: int = 0) -> Forecast:
         request = validate_request(history_rgb, history_depth, intrinsics, extrinsics, points_2d, points_3d_history,
-                                   instruction, horizon, num_samples)
+                                   instruction, horizon, num_samples, noise_key)
         return self.predict_request(request)
 
     def predict_request(self, request: ForecastRequest) -> Forecast:
@@ -132,7 +134,7 @@ class Forecaster:
             index = np.where(real, index, start + (np.arange(group) % max(1, P - start)))
             sub = ForecastRequest(request.history_rgb, request.history_depth_m, request.K, request.T_world_cam,
                                   request.points_2d[index], request.points_3d_history_cam_m[:, index],
-                                  request.instruction, request.horizon, request.num_samples)
+                                  request.instruction, request.horizon, request.num_samples, request.noise_key)
             points, s = self.backend.forecast_cam(sub)
             chunks.append(points[:, real])
             scores = scores + np.asarray(s, dtype=float)

@@ -101,8 +101,9 @@ class ForecastPipeline:
         return self._grounding_model
 
     def run(self, rgb: np.ndarray, depth_m: np.ndarray, camera: PinholeCamera, instruction: str,
-            points_2d: np.ndarray | None = None) -> PipelineResult:
-        """One forecast from the frame at t0. ``camera`` carries K and T_world_cam (optical frame).
+            points_2d: np.ndarray | None = None, noise_key: int = 0) -> PipelineResult:
+        """One forecast from the frame at t0. ``camera`` carries K and T_world_cam (optical frame); ``noise_key``
+        (the frame's stamp in ns, say) picks the sampling noise with the seed.
 
         Raises ForecastInputError (bad frame or instruction), GroundingError (target not found).
         """
@@ -125,7 +126,7 @@ class ForecastPipeline:
                 raise ForecastInputError("some query points have no depth (NaN or 0 at their pixels)")
         forecast = self.forecaster.predict(rgb[None], depth_m[None], camera.K, camera.T_world_cam, points_2d,
                                            points_cam[None], instruction, horizon=self.horizon,
-                                           num_samples=self.num_samples)
+                                           num_samples=self.num_samples, noise_key=noise_key)
         T = camera.T_world_cam
         points_world = points_cam @ T[:3, :3].T + T[:3, 3]
         try:

@@ -131,7 +131,7 @@ class NeuralBackend(ForecasterBackend):
                                           request.instruction)
         uv = scene.points_uv_model(request.points_2d)
         pts = torch.from_numpy(request.points_cam_m)[None].to(self.torch_device)
-        generator = torch.Generator(device=self.torch_device).manual_seed(self.seed)
+        generator = torch.Generator(device=self.torch_device).manual_seed(noise_seed(self.seed, request.noise_key))
         K = request.num_samples
         if self.head == "fm":
             scaled = self.model.fm.sample(scene.encoding, uv, pts, K, self.steps, generator)[0]  # (K, P, F, 3)
@@ -146,6 +146,14 @@ class NeuralBackend(ForecasterBackend):
             points = (pts[0, :1, None].cpu().numpy() + values[0].cpu().numpy() / 1000.0)  # (K, P, F, 3)
             scores = logp[0].cpu().numpy()
         return points[:, :, : request.horizon].astype(np.float32), scores
+
+
+def noise_seed(seed: int, noise_key: int) -> int:
+    """The sampling generator's seed: ``seed`` alone for key 0 (one noise for every request, as before keys),
+    else a 63-bit mix of both, so nearby stamps get unrelated noise."""
+    if noise_key == 0:
+        return seed
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{noise_key}".encode(), digest_size=8).digest(), "little") >> 1
 
 
 def fm_backend(**kwargs) -> NeuralBackend:

@@ -34,6 +34,9 @@ class ForecastRequest:
     instruction: str
     horizon: int = 32  # F
     num_samples: int = 1  # K
+    # With the backend's seed, picks the sampling noise. The forecaster node passes the frame's stamp (ns), so
+    # every frame gets its own noise and a replayed recording gets the very same forecasts.
+    noise_key: int = 0
 
     @property
     def points_cam_m(self) -> np.ndarray:

@@ -38,7 +38,8 @@ FORECASTER_NODE = NodeSpec(
                                                      "(fm/ar's own head, one encoder pass for grounding and "
                                                      "forecast) or base (the base checkpoint, a second pass)",
                   choices=("forecaster", "base"), read_only=True),
-        ParamSpec("seed", 0, "seed of the FM sampler and of query-point sampling (same inputs → same forecast)",
+        ParamSpec("seed", 0, "seed of the FM sampler (mixed with each frame's stamp) and of query-point sampling "
+                  "(same frame → same forecast)",
                   range=(0, 2**31 - 1), read_only=True),
         ParamSpec("instruction_parser", True, "read each instruction with molmomotion_ros.language: refuse it with "
                                               "the reason (no known object, two at once, an action no task does, "

@@ -551,7 +551,9 @@ class ForecasterNode(ManagedNode):
         if not np.isfinite(depth_m).any():
             raise FrameProblem("no_depth", DEPTH_TOPIC, "the depth image has no valid pixel (all NaN or 0)")
         start = time.perf_counter()
-        result = self._pipeline.run(rgb, depth_m, camera, request.model_instruction, points_2d=request.points_2d)
+        # Noise keyed on the frame's stamp: a replayed recording gives the very forecasts that were recorded.
+        result = self._pipeline.run(rgb, depth_m, camera, request.model_instruction, points_2d=request.points_2d,
+                                    noise_key=max(0, frames.stamp_ns))
         compute_ms = (time.perf_counter() - start) * 1000
         age_ms = self._publish(result, frames)
         now = time.monotonic()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from molmomotion_ros.forecasting import make_forecaster
+from molmomotion_ros.forecasting import ForecastInputError, make_forecaster
 from molmomotion_ros.forecasting.ar_text import parse_tracks, write_tracks
 from molmomotion_ros.forecasting.metrics import ade
 from molmomotion_sim.episode import execute
@@ -70,3 +70,21 @@ def test_ar_output_round_trips_through_molmomotion_text(episodes):
     text = write_tracks(forecast.points_cam_m[0], anchor, first_t=1)
     parsed = parse_tracks(text, anchor, num_points=8, horizon=HORIZON, first_t=1)
     assert np.abs(parsed.points_cam_m - forecast.points_cam_m[0]).max() <= 0.0005 + 1e-6
+
+
+def test_fm_noise_is_keyed_by_the_frame_so_a_replay_gives_the_same_forecast(episodes):
+    """The forecaster node passes each frame's stamp as noise_key: the same frame and key give the same
+    hypotheses (a replayed bag reproduces the recorded forecasts), another key other samples, key 0 the seed's."""
+    forecaster = make_forecaster("fm")
+    args = episodes[0][1]
+    stamp_ns = 1_733_580_000_123_456_789
+    first = forecaster.predict(*args, horizon=HORIZON, num_samples=4, noise_key=stamp_ns).points_cam_m
+    again = make_forecaster("fm").predict(*args, horizon=HORIZON, num_samples=4, noise_key=stamp_ns).points_cam_m
+    np.testing.assert_array_equal(first, again)
+    other = forecaster.predict(*args, horizon=HORIZON, num_samples=4, noise_key=stamp_ns + 33_333_333).points_cam_m
+    assert np.abs(first - other).max() > 1e-4
+    unkeyed = forecaster.predict(*args, horizon=HORIZON, num_samples=4).points_cam_m
+    np.testing.assert_array_equal(unkeyed, forecaster.predict(*args, horizon=HORIZON, num_samples=4,
+                                                              noise_key=0).points_cam_m)
+    with pytest.raises(ForecastInputError, match="noise_key"):
+        forecaster.predict(*args, horizon=HORIZON, noise_key=-1)
