@@ -121,7 +121,8 @@ class RecorderNode(Node):
         self.subscribed: dict[str, Subscribed] = {}
         self.skipped: dict[str, str] = {}
         self._incompatible_warned: set[str] = set()
-        self.last_message_s = time.monotonic()
+        self._stopped_ns = 2**63 - 1  # the wall time of the stop (ns), once drain() runs
+        self.last_backlog_s = time.monotonic()
         self._timer = self.create_timer(discovery_interval_s, self.discover)
         self.discover()
 
@@ -168,7 +169,11 @@ class RecorderNode(Node):
                          reliability=ReliabilityPolicy.RELIABLE if request.reliable else ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL if request.transient_local
                          else DurabilityPolicy.VOLATILE)
-        subscription = self.create_subscription(msg_class, name, partial(self._on_message, name), qos, raw=True)
+        try:
+            subscription = self.create_subscription(msg_class, name, partial(self._on_message, name), qos, raw=True)
+        except Exception as err:  # noqa: BLE001 (rclpy raises several kinds; the rest of the recording goes on)
+            self._skip(name, f"cannot subscribe: {type(err).__name__}: {err}")
+            return
         self.subscribed[name] = Subscribed(type_name, request, subscription)
         self.report(f"  {name}: {type_name} ({'reliable' if request.reliable else 'best_effort'}, "
                     f"{'transient_local' if request.transient_local else 'volatile'})")
@@ -188,14 +193,18 @@ class RecorderNode(Node):
     def _on_message(self, topic: str, data: bytes, info: dict) -> None:
         received = info.get("received_timestamp") or time.time_ns()
         self.writer.write(topic, data, received, info.get("source_timestamp") or received)
-        self.last_message_s = time.monotonic()
+        if received <= self._stopped_ns:
+            self.last_backlog_s = time.monotonic()
 
     def drain(self, executor: SingleThreadedExecutor) -> None:
-        """Take what the subscriptions already hold (acknowledged, not yet taken) after a stop."""
+        """After a stop, take what the subscriptions already hold (received before the stop, not yet taken by a
+        callback): until no such message came for DRAIN_QUIET_S. Messages that keep arriving (a camera) do not
+        prolong it; the few taken meanwhile are recorded too."""
         self.stop_discovery()
+        self._stopped_ns = time.time_ns()
         deadline = time.monotonic() + DRAIN_MAX_S
-        self.last_message_s = time.monotonic()
-        while time.monotonic() < min(deadline, self.last_message_s + DRAIN_QUIET_S):
+        self.last_backlog_s = time.monotonic()
+        while time.monotonic() < min(deadline, self.last_backlog_s + DRAIN_QUIET_S):
             executor.spin_once(timeout_sec=0.02)
 
 

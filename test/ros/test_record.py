@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -180,7 +181,8 @@ def test_a_non_empty_folder_is_refused(tmp_path):
 
 
 def test_a_type_without_a_definition_is_skipped_and_the_rest_recorded(ros_env, tmp_path):
-    """Only std_msgs' definitions are found: /image (sensor_msgs/Image) is named in a warning and skipped."""
+    """Only std_msgs' definitions are found: /image (sensor_msgs/Image) is named in a warning and skipped. A topic
+    that never stops publishing (/stream) does not hold the stop up."""
     import rclpy
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image
@@ -194,17 +196,26 @@ def test_a_type_without_a_definition_is_skipped_and_the_rest_recorded(ros_env, t
     share.mkdir(parents=True)
     (share / "String.msg").write_text((Path(sys.prefix) / "share/std_msgs/msg/String.msg").read_text())
     writer = QueuedWriter(BagWriter(tmp_path / "bag"))
-    warnings, reports, stop_event = [], [], threading.Event()
+    warnings, reports, stop_event, streaming = [], [], threading.Event(), threading.Event()
     result = {}
     recorder = threading.Thread(target=lambda: result.update(outcome=run_recorder(
-        writer, TopicSelection(frozenset({"/chatter", "/image"})), stop_event,
+        writer, TopicSelection(frozenset({"/chatter", "/image", "/stream"})), stop_event,
         DefinitionSource([tmp_path / "prefix"]), discovery_interval_s=0.1, report=reports.append,
         warn=warnings.append)))
     rclpy.init()
     node = rclpy.create_node("talker")
+    stream = node.create_publisher(String, "/stream", QoSProfile(depth=10))
+
+    def publish_stream() -> None:
+        while not streaming.is_set():
+            stream.publish(String(data="on and on"))
+            time.sleep(0.005)
+
+    streamer = threading.Thread(target=publish_stream)
     try:
         chatter = node.create_publisher(String, "/chatter", QoSProfile(depth=10))
         node.create_publisher(Image, "/image", QoSProfile(depth=10))
+        streamer.start()
         recorder.start()
         wait_until(lambda: chatter.get_subscription_count() > 0 and warnings, 30,
                    lambda: rclpy.spin_once(node, timeout_sec=0.05), "the recorder's subscription and warning")
@@ -212,17 +223,23 @@ def test_a_type_without_a_definition_is_skipped_and_the_rest_recorded(ros_env, t
             chatter.publish(String(data=f"kept {i}"))
         assert chatter.wait_for_all_acked(rclpy.duration.Duration(seconds=10))
     finally:
+        stopped = time.monotonic()
         stop_event.set()
         recorder.join(30)
+        stop_s = time.monotonic() - stopped
+        streaming.set()
+        streamer.join()
         node.destroy_node()
         rclpy.try_shutdown()
+    assert stop_s < 2.0  # the drain ends once the backlog from before the stop is taken
     summary = writer.close()
     assert len(warnings) == 1 and warnings[0].startswith(
         "not recording /image: no message definition for sensor_msgs/msg/Image: package sensor_msgs is not installed")
     assert result["outcome"].skipped.keys() == {"/image"} and result["outcome"].subscribed == {
-        "/chatter": "std_msgs/msg/String"}
-    assert [t.metadata.name for t in summary.topics] == ["/chatter"] and summary.message_count == 5
-    assert [m.data for _, _, _, m in read(tmp_path / "bag" / "bag_0.mcap")[2]] == [f"kept {i}" for i in range(5)]
+        "/chatter": "std_msgs/msg/String", "/stream": "std_msgs/msg/String"}
+    assert sorted(t.metadata.name for t in summary.topics) == ["/chatter", "/stream"]
+    kept = [m.data for _, c, _, m in read(tmp_path / "bag" / "bag_0.mcap")[2] if c.topic == "/chatter"]
+    assert kept == [f"kept {i}" for i in range(5)]
 
 
 def test_the_default_topics_are_the_nodes_topics():
