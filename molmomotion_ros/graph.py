@@ -16,7 +16,7 @@ from .node_specs import NODES
 from .node_specs.spec import NodeSpec, ParamSpec
 
 __all__ = ["GRAPHS", "NODES", "PACKAGE", "ArgumentError", "GraphSpec", "LaunchArg", "NodeSpec", "ParamSpec",
-           "ResolvedGraph", "all_nodes", "graph", "node", "parameters_markdown"]
+           "RECORD_TOPICS", "ResolvedGraph", "all_nodes", "graph", "node", "parameters_markdown", "record_topics"]
 
 PACKAGE = "molmomotion_ros"
 
@@ -262,6 +262,28 @@ GRAPHS["real_arm"] = GraphSpec(
                _M: {"extrinsics_source": "tf", "arm_interface": "action",
                     "robot_base_pose": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}},
     arguments=REAL_ARM_ARGUMENTS)
+
+
+# What `molmomotion record` records by default: the topics the package's nodes publish and read (relative names
+# resolve against the recording's namespace, as the nodes' do) and, for real_arm, the drivers' topics named by its
+# launch arguments' defaults (realsense2_camera's camera, franka_ros2's joint states).
+_REAL_ARM_TOPIC_ARGUMENTS = ("color_topic", "depth_topic", "camera_info_topic", "joint_states", "gripper_joint_states")
+RECORD_TOPICS = (
+    "camera/color/image_raw", "camera/depth/image_raw", "camera/color/camera_info", "camera/pose",
+    *(a.default for a in REAL_ARM_ARGUMENTS if a.name in _REAL_ARM_TOPIC_ARGUMENTS),
+    "/tf", "/tf_static", "joint_states", "instruction",
+    "forecast/trajectory", "forecast/hypotheses", "forecast/scores", "forecast/markers", "forecast/goal_pose",
+    "forecast/status",
+    "arm_controller/joint_trajectory", "manipulation/preview", "manipulation/markers", "gripper/command",
+    "manipulation/status", "sim/episode", "/diagnostics",
+)
+
+
+def record_topics(namespace: str = "/") -> list[str]:
+    """RECORD_TOPICS as absolute names in ``namespace``, without repeats."""
+    prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    names = [t if t.startswith("/") else f"{prefix}/{t}" for t in RECORD_TOPICS]
+    return list(dict.fromkeys(names))
 
 
 def graph(name: str) -> GraphSpec:

@@ -36,7 +36,7 @@ def test_help_lists_the_commands_without_loading_pybullet():
     assert probe.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["sim-eval", "generate-data", "launch", "cell-eval"])
+@pytest.mark.parametrize("command", ["sim-eval", "generate-data", "launch", "cell-eval", "record"])
 def test_every_flag_has_help(command):
     assert run_cli(command, "--help").returncode == 0
     parser = build_parser()
@@ -93,6 +93,14 @@ BAD_INPUTS = [
     ["generate-data", "--out", "data", "--split", "validation", "--options-suite", "heldout_language"],
     ["generate-data", "--out", "data", "--options-suite", "heldout2_language"],
     ["generate-data", "--out", "data", "--split", "validation", "--options-suite", "heldout2_language"],
+    ["record"],
+    ["record", "."],  # the test's folder holds files: a bag never goes into a non-empty folder
+    ["record", "a-file"],
+    ["record", "a-file/bag"],
+    ["record", "data", "9lives"],
+    ["record", "data", "--compression", "lz4"],
+    ["record", "data", "--max-bag-size", "0.0001"],
+    ["record", "data", "--max-bag-duration", "0"],
 ]
 
 
