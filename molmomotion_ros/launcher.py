@@ -26,6 +26,7 @@ from pathlib import Path
 from .graph import GraphSpec, all_nodes, graph
 
 STOP_TIMEOUT_S = 10.0
+RECORDER_STOP_TIMEOUT_S = 60.0  # the recorder writes out its queue and the bag's summary
 BRING_UP_TIMEOUT_S = 300.0  # every managed node configured (models loaded) and active
 EXIT_START_FAILED = 2  # a node failed to configure or exited: the graph could not start
 LIFECYCLE_MANAGER = "molmomotion_ros.nodes.lifecycle_manager"
@@ -107,23 +108,32 @@ def lifecycle_manager_command(spec: GraphSpec, ros_args: tuple[str, ...] = (),
 
 def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: Path | None = None,
            env: dict | None = None, namespace: str | None = None, remaps: tuple[str, ...] = (),
-           arguments: dict[str, str] | None = None) -> int:
+           arguments: dict[str, str] | None = None, record_dir: Path | None = None) -> int:
     """Start the graph with its launch ``arguments``; return the runner's exit status (0 after Ctrl-C for a graph
     without runner), 2 when a managed node failed to configure, or a node's exit status when it exits (the graph
-    is stopped then)."""
+    is stopped then). ``record_dir``: also record the graph's topics there (``molmomotion record``)."""
     spec = graph(graph_name)
     ros_args = graph_ros_args(namespace, remaps)
     processes = node_commands(spec, overrides, ros_args=ros_args, arguments=arguments)
     manager = lifecycle_manager_command(spec, ros_args, arguments)
     runner = next((p for p in processes if p.name == spec.runner), None)
-    return run_processes(graph_name, [p for p in processes if p is not runner], manager, runner, log_dir, env)
+    recorder = recorder_command(record_dir, namespace) if record_dir is not None else None
+    return run_processes(graph_name, [p for p in processes if p is not runner], manager, runner, log_dir, env,
+                         recorder=recorder)
+
+
+def recorder_command(record_dir: Path, namespace: str | None = None) -> Process:
+    """``molmomotion record`` of the graph's standard topics (in its namespace) into ``record_dir``."""
+    return Process("recorder", (sys.executable, "-m", "molmomotion_ros.cli", "record", str(record_dir),
+                                "--namespace", namespace or "/", "--no-progress"))
 
 
 def run_processes(label: str, processes: list[Process], manager: Process | None, runner: Process | None,
-                  log_dir: Path | None = None, env: dict | None = None) -> int:
+                  log_dir: Path | None = None, env: dict | None = None, recorder: Process | None = None) -> int:
     """Run ``processes`` (output to one log file each), the lifecycle ``manager`` and the ``runner`` (both on this
     terminal) until the runner ends, a node exits, the bring-up fails or Ctrl-C/SIGTERM; then stop them all.
-    The exit status is :func:`launch`'s."""
+    A ``recorder`` starts before the nodes and stops after them, so the bag holds the whole run, its end
+    included. The exit status is :func:`launch`'s."""
     log_dir = Path(log_dir or Path("results") / "logs" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(env or os.environ)
@@ -142,7 +152,14 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
     # SIGTERM exits at once and would leave the nodes running (an orphaned arm node would keep commanding).
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     print(f"launching {label} (ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}); logs in {log_dir}/", flush=True)
+    recording = None
     try:
+        if recorder is not None:
+            log = open(log_dir / f"{recorder.name}.log", "w")  # noqa: SIM115  (closed with the process)
+            recording = subprocess.Popen(recorder.command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            print(f"  started {recorder.name} (pid {recording.pid}): {recorder.command[4]}", flush=True)
+            started.append((recorder, recording))
         for proc in processes:
             log = open(log_dir / f"{proc.name}.log", "w")  # noqa: SIM115  (closed with the process)
             started.append((proc, subprocess.Popen(proc.command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -158,7 +175,8 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
         status = 0 if runner is None else 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        children = [p for p in helpers if p.poll() is None] + [p for _, p in started if p.poll() is None]
+        children = [p for p in helpers if p.poll() is None] + [p for _, p in started
+                                                                 if p.poll() is None and p is not recording]
         for p in children:
             if p in helpers:
                 p.send_signal(signal.SIGINT)
@@ -174,7 +192,27 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
                 else:
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        if recording is not None:
+            status = _stop_recorder(recording, log_dir / f"{recorder.name}.log") or status
     return status
+
+
+def _stop_recorder(recording: subprocess.Popen, log: Path) -> int:
+    """SIGINT the recorder (it finishes the bag), then print its summary; its exit status when it failed, else 0."""
+    if recording.poll() is None:
+        os.killpg(recording.pid, signal.SIGINT)
+        try:
+            recording.wait(RECORDER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(recording.pid, signal.SIGKILL)
+            recording.wait()
+    text = log.read_text() if log.is_file() else ""
+    summary = text[text.find("topic "):] if "topic " in text else text[-2000:]
+    print(summary.rstrip(), flush=True)
+    if recording.returncode not in (0, -signal.SIGINT):
+        print(f"the recorder exited with status {recording.returncode}; see {log}", file=sys.stderr, flush=True)
+        return recording.returncode or 1
+    return 0
 
 
 CELL_RUNNER = {"simulator": "fake_franka", "publish_instruction": True}  # the runner's settings for the fake cell

@@ -47,6 +47,10 @@ def add_parser(commands) -> None:
                         "(as ros2 launch's PushRosNamespace; topics, services and node names move with it)")
     launch.add_argument("--remap", dest="remaps", action="append", default=[], metavar="FROM:=TO",
                         help="remap a name in every node of the graph (as ros2 launch's SetRemap); repeatable")
+    launch.add_argument("--record", type=Path, metavar="DIR",
+                        help="also record the graph's standard topics into a rosbag2 MCAP bag in DIR (a new or empty "
+                        "folder), as `molmomotion record DIR` would; the recorder starts before the nodes and stops "
+                        "after them")
     launch.add_argument("--no-progress", action="store_true", help="sim_eval: hide the progress bar")
     launch.set_defaults(handler=_launch)
 
@@ -134,8 +138,12 @@ def _launch(args: argparse.Namespace) -> int:
         source, sep, target = remap.partition(":=")
         if not (sep and source and target):
             raise UsageError(f"--remap reads FROM:=TO, got {remap!r}")
+    if args.record is not None:
+        from molmomotion_ros.bags.writer import prepare_bag_folder
+
+        prepare_bag_folder(args.record)  # a bad folder ends here (exit 2), before any node starts
     try:
         return launch(args.graph, overrides, args.log_dir, env, namespace=namespace, remaps=tuple(args.remaps),
-                      arguments=arguments)
+                      arguments=arguments, record_dir=args.record)
     except KeyError as err:
         raise UsageError(err.args[0]) from None

@@ -7,15 +7,19 @@ import re
 import subprocess
 import sys
 
+import yaml
 from rosutil import isolated_ros_env
 
 
 def test_an_episode_through_the_graph_succeeds_and_writes_the_harness_results(tmp_path):
+    """... recorded as it runs (`launch --record`): the bag holds the camera, the instruction, the forecast and the
+    arm's commands, readable by the mcap library as a ROS 2 bag."""
     out = tmp_path / "graph.json"
     env = isolated_ros_env()
     result = subprocess.run(
         [sys.executable, "-m", "molmomotion_ros.cli", "launch", "sim_eval", "--families", "place-in-container",
-         "--episodes", "1", "--out", str(out), "--log-dir", str(tmp_path / "logs"), "--no-progress"],
+         "--episodes", "1", "--out", str(out), "--log-dir", str(tmp_path / "logs"), "--no-progress",
+         "--record", str(tmp_path / "bag")],
         env=env, capture_output=True, text=True, timeout=400)
     logs = {p.name: p.read_text()[-1500:] for p in (tmp_path / "logs").glob("*.log")}
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:], logs)
@@ -25,6 +29,28 @@ def test_an_episode_through_the_graph_succeeds_and_writes_the_harness_results(tm
     assert episodes[0]["success"], (episodes[0]["failure_reason"], logs)
     assert document["meta"]["via"] == "ros-graph"
     assert "place-in-container" in result.stdout and "1 episodes through the ROS graph" in result.stdout
+    _check_recording(tmp_path / "bag", result.stdout)
+
+
+def _check_recording(bag, stdout: str) -> None:
+    from mcap.reader import make_reader
+
+    metadata = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    counts = {t["topic_metadata"]["name"]: t["message_count"] for t in metadata["topics_with_message_count"]}
+    for topic in ("/camera/color/image_raw", "/camera/depth/image_raw", "/camera/color/camera_info", "/instruction",
+                  "/forecast/trajectory", "/forecast/status", "/arm_controller/joint_trajectory", "/gripper/command",
+                  "/manipulation/status", "/sim/episode"):
+        assert counts.get(topic, 0) > 0, (topic, counts)
+    assert counts["/camera/color/image_raw"] > 20  # the whole episode, not a moment of it
+    seen: dict[str, int] = {}
+    for path in metadata["relative_file_paths"]:
+        with open(bag / path, "rb") as stream:
+            reader = make_reader(stream)
+            assert reader.get_header().profile == "ros2"
+            for _, channel, _ in reader.iter_messages():
+                seen[channel.topic] = seen.get(channel.topic, 0) + 1
+    assert seen == {t: n for t, n in counts.items() if n}, (seen, counts)
+    assert "/camera/color/image_raw" in stdout and "MB/min" in stdout  # the recorder's summary after the run
 
 
 def test_the_shipped_policy_through_the_graph_acts_as_in_the_harness(tmp_path):
