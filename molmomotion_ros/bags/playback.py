@@ -53,6 +53,7 @@ class PlannedTopic:
     qos: QosProfile
     qos_warning: str | None
     message_count: int
+    type_hash: str = ""  # RIHS01_... as recorded ("" when the bag has none)
 
 
 @dataclass
@@ -90,7 +91,8 @@ def plan_topics(reader: BagReader, topics: Sequence[str] | None = None,
             raise BagReadError(f"{where}: {target} would carry two types, {published[target]} and {topic.type} "
                                f"({name} remapped onto it)")
         qos, warning = playback_qos(topic.offered_qos_profiles)
-        plan.topics.append(PlannedTopic(name, target, topic.type, qos, warning, topic.message_count))
+        plan.topics.append(PlannedTopic(name, target, topic.type, qos, warning, topic.message_count,
+                                        topic.type_description_hash))
     return plan
 
 
