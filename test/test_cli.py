@@ -36,7 +36,7 @@ def test_help_lists_the_commands_without_loading_pybullet():
     assert probe.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["sim-eval", "generate-data", "launch", "cell-eval", "record"])
+@pytest.mark.parametrize("command", ["sim-eval", "generate-data", "launch", "cell-eval", "record", "play", "recover"])
 def test_every_flag_has_help(command):
     assert run_cli(command, "--help").returncode == 0
     parser = build_parser()
@@ -101,6 +101,18 @@ BAD_INPUTS = [
     ["record", "data", "--compression", "lz4"],
     ["record", "data", "--max-bag-size", "0.0001"],
     ["record", "data", "--max-bag-duration", "0"],
+    ["play"],
+    ["play", "absent"],
+    ["play", "a-file"],  # not MCAP
+    ["play", "."],  # a folder without a bag
+    ["play", "a-file", "--rate", "0"],
+    ["play", "a-file", "--clock", "0"],
+    ["play", "a-file", "--delay", "-1"],
+    ["play", "a-file", "--start-offset", "soon"],
+    ["play", "a-file", "--remap", "/a:=9b"],
+    ["recover"],
+    ["recover", "absent"],
+    ["recover", "a-file"],
 ]
 
 

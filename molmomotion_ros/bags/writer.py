@@ -99,11 +99,12 @@ def dump_yaml(data) -> str:
     return yaml.dump(data, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def prepare_bag_folder(folder: Path) -> Path:
-    """Create ``folder`` for a new bag, or raise BagFolderError: a recording never writes into a file, a folder that
-    already holds something (an older bag would be mixed with this one), or a folder it cannot write to."""
+def prepare_bag_folder(folder: Path, action: str = "record to") -> Path:
+    """Create ``folder`` for a new bag, or raise BagFolderError (``cannot <action> '<folder>': ...``): a bag is never
+    written into a file, a folder that already holds something (an older bag would be mixed with this one), or a
+    folder it cannot write to."""
     folder = Path(folder)
-    where = f"cannot record to {str(folder)!r}"
+    where = f"cannot {action} {str(folder)!r}"
     if folder.exists() and not folder.is_dir():
         raise BagFolderError(f"{where}: it is a file")
     if folder.is_dir():
@@ -113,8 +114,8 @@ def prepare_bag_folder(folder: Path) -> Path:
             raise BagFolderError(f"{where}: {err.strerror or type(err).__name__}") from None
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            raise BagFolderError(f"{where}: the folder is not empty ({shown}); a recording never overwrites, "
-                                 "name a new folder")
+            never = "a recording never overwrites" if action == "record to" else "nothing is overwritten"
+            raise BagFolderError(f"{where}: the folder is not empty ({shown}); {never}, name a new folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -134,14 +135,16 @@ class BagWriter:
     """
 
     def __init__(self, folder: Path, compression: str = "zstd", max_bag_size_bytes: int = 0,
-                 max_bag_duration_s: float = 0.0, chunk_bytes: int | None = None, ros_distro: str | None = None):
+                 max_bag_duration_s: float = 0.0, chunk_bytes: int | None = None, ros_distro: str | None = None,
+                 library: str = LIBRARY, folder_action: str = "record to"):
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
         if max_bag_size_bytes and max_bag_size_bytes < MIN_SPLIT_BYTES:
             raise ValueError(f"max_bag_size_bytes must be 0 (no split) or at least {MIN_SPLIT_BYTES}")
         if max_bag_duration_s < 0:
             raise ValueError("max_bag_duration_s must be 0 (no split) or positive")
-        self.folder = prepare_bag_folder(folder)
+        self.folder = prepare_bag_folder(folder, folder_action)
+        self.library = library
         self.compression = compression
         self.max_bag_size_bytes = int(max_bag_size_bytes)
         self.max_bag_duration_ns = int(round(max_bag_duration_s * 1e9))
@@ -211,6 +214,15 @@ class BagWriter:
         count.message_count += 1
         count.payload_bytes += len(data)
         self.message_count += 1
+
+    def split(self) -> bool:
+        """End the open file and go on in the next one (a recovered bag keeps its source's file boundaries); False,
+        and nothing done, while the open file has no message."""
+        self._check_open()
+        if self._files[-1].message_count == 0:
+            return False
+        self._guard(self._split)
+        return True
 
     @property
     def bytes_written(self) -> int:
@@ -309,7 +321,7 @@ class BagWriter:
         self._schema_ids, self._channel_ids = {}, {}
 
         def start() -> None:
-            self._mcap.start(profile="ros2", library=LIBRARY)
+            self._mcap.start(profile="ros2", library=self.library)
             self._write_metadata_record()
             for count in self._topics.values():
                 self._register(count.metadata)

@@ -10,6 +10,8 @@
     molmomotion launch real_arm execute:=true       # a Franka FR3 cell (launch arguments: --show-args)
     molmomotion cell-eval --episodes 25             # real_arm against the simulated cell (fake_franka)
     molmomotion record bags/run1                    # the running graph's topics into a rosbag2 bag (MCAP)
+    molmomotion play bags/run1 --clock --rate 2     # publish a bag into the graph, as `ros2 bag play` would
+    molmomotion recover bags/run1                   # a truncated bag (killed recorder) → bags/run1_recovered
     molmomotion experiment success-rate --variants A,B --steps 1000,10000 --episodes 10
     python -m molmomotion_ros.cli --help
 
@@ -20,8 +22,8 @@ torch) load only inside a subcommand, so ``--help`` is instant.
 
 This module assembles the parser and runs a command; each command group lives in its own module:
 ``sim`` (sim-eval, generate-data), ``forecast``, ``training`` (train, eval-forecast), ``launch``,
-``cell_eval``, ``record``, ``results``; ``experiment`` comes from ``molmomotion_policies.cli``. ``common`` holds
-what they share.
+``cell_eval``, ``record``, ``play`` (play, recover), ``results``; ``experiment`` comes from
+``molmomotion_policies.cli``. ``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import argparse
 import logging
 import sys
 
-from . import cell_eval, forecast, launch, record, results, sim, training
+from . import cell_eval, forecast, launch, play, record, results, sim, training
 from .common import PROG, USAGE_ERROR, Parser, UsageError
 
 LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected, reported like argparse errors
@@ -48,6 +50,7 @@ LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected,
     ("molmomotion_ros.forecasting.training", "TrainingError"),
     ("molmomotion_ros.forecasting.evaluation", "EvaluationError"),
     ("molmomotion_ros.bags.errors", "BagFolderError"),
+    ("molmomotion_ros.bags.errors", "BagReadError"),
 )
 
 
@@ -65,6 +68,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     launch.add_parser(commands)
     cell_eval.add_parser(commands)
     record.add_parser(commands)
+    play.add_parsers(commands)  # play, recover
     results.add_parser(commands)
     if argv is not None and "experiment" in argv:
         # Its options' defaults come from the policy code (PyBullet, torch): loaded only when used.

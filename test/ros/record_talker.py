@@ -7,6 +7,9 @@
 and volatile, wait until a subscriber has matched, then publish and wait until it acknowledged every message.
 ``/sensor`` (String, best effort) publishes alongside. ``/later`` (String) gets its publisher only after all that,
 for a recorder's periodic discovery to find. Prints ``published`` when done, then waits for SIGINT.
+
+``--stream N --stream-hz H`` instead publishes N images (stamp i, payload image_bytes(i)) at H Hz once a subscriber
+matched, printing ``sent <count>`` after each: a recording to kill mid-run.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def main() -> None:
         parser.add_argument(f"--{name}", type=int, default=0)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--height", type=int, default=6)
+    parser.add_argument("--stream", type=int, default=0)
+    parser.add_argument("--stream-hz", type=float, default=100.0)
     args = parser.parse_args()
 
     import rclpy
@@ -49,7 +54,7 @@ def main() -> None:
     publishers = {
         "/chatter": (node.create_publisher(String, "/chatter", reliable(args.strings)),
                      [String(data=f"chatter {i}") for i in range(args.strings)]),
-        IMAGE_TOPIC: (node.create_publisher(Image, IMAGE_TOPIC, reliable(args.images)), []),
+        IMAGE_TOPIC: (node.create_publisher(Image, IMAGE_TOPIC, reliable(max(args.images, args.stream))), []),
         "/tf": (node.create_publisher(TFMessage, "/tf", reliable(args.tf)), []),
     }
     for i in range(args.images):
@@ -71,6 +76,22 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"no subscriber on {publisher.topic_name} after {timeout_s:.0f} s")
             rclpy.spin_once(node, timeout_sec=0.05)
+
+    if args.stream:
+        stream = publishers[IMAGE_TOPIC][0]
+        wait_for_subscriber(stream)
+        try:
+            for i in range(args.stream):
+                msg = Image(height=args.height, width=args.width, encoding="rgb8", step=3 * args.width,
+                            data=image_bytes(i, args.width, args.height))
+                msg.header.stamp.sec, msg.header.frame_id = i, "camera"
+                stream.publish(msg)
+                print(f"sent {i + 1}", flush=True)
+                time.sleep(1.0 / args.stream_hz)
+        except KeyboardInterrupt:  # stopped mid-stream: the test has what it needs
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return
 
     active = [(p, msgs) for p, msgs in publishers.values() if msgs]
     for publisher, _ in active:
