@@ -184,28 +184,29 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
                 os.killpg(p.pid, signal.SIGINT)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for p in children:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                if p in helpers:
-                    p.kill()
-                else:
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            _wait_or_kill(p, max(0.1, deadline - time.monotonic()), group=p not in helpers)
         if recording is not None:
             status = _stop_recorder(recording, log_dir / f"{recorder.name}.log") or status
     return status
+
+
+def _wait_or_kill(process: subprocess.Popen, timeout_s: float, group: bool) -> None:
+    """Wait for an interrupted ``process``; SIGKILL it (its whole process group with ``group``) after ``timeout_s``."""
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait()
 
 
 def _stop_recorder(recording: subprocess.Popen, log: Path) -> int:
     """SIGINT the recorder (it finishes the bag), then print its summary; its exit status when it failed, else 0."""
     if recording.poll() is None:
         os.killpg(recording.pid, signal.SIGINT)
-        try:
-            recording.wait(RECORDER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(recording.pid, signal.SIGKILL)
-            recording.wait()
+        _wait_or_kill(recording, RECORDER_STOP_TIMEOUT_S, group=True)
     text = log.read_text() if log.is_file() else ""
     summary = text[text.find("topic "):] if "topic " in text else text[-2000:]
     print(summary.rstrip(), flush=True)

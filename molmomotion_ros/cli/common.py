@@ -100,3 +100,16 @@ def check_writable(folder: Path, what: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise UsageError(f"cannot write to {what} {str(folder)!r}: {reason}") from None
+
+
+def table_lines(header: tuple[str, ...], rows: list[tuple[str, ...]], total: tuple[str, ...],
+                left_columns: int) -> list[str]:
+    """A plain-text table: ``header``, ``rows`` and a ``total`` row in columns as wide as the header and rows need;
+    the first ``left_columns`` are left-aligned (names), the others right-aligned (numbers)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row) -> str:
+        cells = zip(row, widths, strict=True)
+        return "  ".join(c.ljust(w) if i < left_columns else c.rjust(w) for i, (c, w) in enumerate(cells)).rstrip()
+
+    return [line(header), *[line(r) for r in rows], line(total)]

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import PROG, USAGE_ERROR, UsageError, positive_float
+from .common import PROG, USAGE_ERROR, UsageError, positive_float, table_lines
 from .record import MB, topic_names
 
 RECOVER_HINT = "`molmomotion recover BAG` rewrites it as a complete bag"
@@ -136,16 +136,9 @@ def play_summary(outcome, options) -> str:
     rows = [(t.published_as if t.published_as == t.name else f"{t.name} -> {t.published_as}", t.type,
              f"{t.qos.reliability}, {t.qos.durability}", str(stats.published[t.name]), str(t.message_count))
             for t in outcome.played]
-    header = ("topic", "type", "QoS", "published", "in bag")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row) -> str:
-        cells = zip(row, widths, strict=True)
-        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(cells)).rstrip()
-
-    total = sum(stats.published.values())
-    lines = [line(header), *[line(r) for r in rows],
-             line((f"all {len(rows)} topics", "", "", str(total), str(sum(t.message_count for t in outcome.played))))]
+    total = (f"all {len(rows)} topics", "", "", str(sum(stats.published.values())),
+             str(sum(t.message_count for t in outcome.played)))
+    lines = table_lines(("topic", "type", "QoS", "published", "in bag"), rows, total, left_columns=3)
     passes = f"{stats.passes} pass{'es' if stats.passes != 1 else ''}"
     clock = f"; /clock: {stats.clock_ticks} messages at {options.clock_hz:g} Hz" if options.clock_hz else ""
     if stats.stopped:

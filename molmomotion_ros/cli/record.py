@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import PROG, RUNTIME_ERROR, UsageError, positive_float
+from .common import PROG, RUNTIME_ERROR, UsageError, positive_float, table_lines
 
 MB = 1_000_000
 # A ROS 2 topic name, absolute or relative: tokens of letters, digits and '_', none starting with a digit.
@@ -79,17 +79,10 @@ def summary_table(summary, outcome, writer, seconds: float, named: list[str] = (
                          f"{count.payload_bytes / MB:.2f}"))
         elif name in outcome.skipped:
             rows.append((name, "(not recorded)", "-", "-", "-"))
-    header = ("topic", "type", "messages", "dropped", "MB")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row) -> str:
-        cells = zip(row, widths, strict=True)
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(cells)).rstrip()
-
     dropped = sum(writer.dropped.values())
     payload = sum(t.payload_bytes for t in summary.topics)
-    lines = [line(header), *[line(r) for r in rows],
-             line((f"all {len(counts)} topics", "", str(summary.message_count), str(dropped), f"{payload / MB:.2f}"))]
+    total = (f"all {len(counts)} topics", "", str(summary.message_count), str(dropped), f"{payload / MB:.2f}")
+    lines = table_lines(("topic", "type", "messages", "dropped", "MB"), rows, total, left_columns=2)
     written = summary.size_bytes / MB
     per_minute = written / (seconds / 60) if seconds > 0 else 0.0
     files = len(summary.files)
