@@ -158,7 +158,7 @@ def run_processes(label: str, processes: list[Process], manager: Process | None,
             log = open(log_dir / f"{recorder.name}.log", "w")  # noqa: SIM115  (closed with the process)
             recording = subprocess.Popen(recorder.command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-            print(f"  started {recorder.name} (pid {recording.pid}): {recorder.command[4]}", flush=True)
+            print(f"  started {recorder.name} (pid {recording.pid})", flush=True)
             started.append((recorder, recording))
         for proc in processes:
             log = open(log_dir / f"{proc.name}.log", "w")  # noqa: SIM115  (closed with the process)

@@ -169,8 +169,7 @@ class Recognizer:
             peak = f"{levels.max():.0f} dBFS" if levels.size else "no whole 20 ms frame"
             return self._refused(RecognitionStatus.NO_SPEECH, f"no speech: loudest frame {peak} "
                                  f"< {self.config.min_speech_dbfs:.0f} dBFS", audio_s=audio_s)
-        padded = np.concatenate([np.zeros(int(self.config.pre_pad_s * SAMPLE_RATE_HZ), np.int16), pcm,
-                                 np.zeros(int(self.config.post_pad_s * SAMPLE_RATE_HZ), np.int16)])
+        padded = self._padded(pcm)
         t0 = time.perf_counter()
         result = self._recognize_template(padded, audio_s, t0)
         if not self.config.free_phrasing:
@@ -215,8 +214,12 @@ class Recognizer:
         """What the wide grammar alone hears in ``pcm`` (16 kHz int16), for tuning the choice between paths."""
         self.prepare_free_phrasing()
         pcm = as_pcm16(pcm, "pcm")
-        return self._wide_reading(np.concatenate([np.zeros(int(self.config.pre_pad_s * SAMPLE_RATE_HZ), np.int16), pcm,
-                                                  np.zeros(int(self.config.post_pad_s * SAMPLE_RATE_HZ), np.int16)]))
+        return self._wide_reading(self._padded(pcm))
+
+    def _padded(self, pcm: np.ndarray) -> np.ndarray:
+        """``pcm`` between the digital silences the decoder needs (``pre_pad_s``, ``post_pad_s``)."""
+        return np.concatenate([np.zeros(int(self.config.pre_pad_s * SAMPLE_RATE_HZ), np.int16), pcm,
+                               np.zeros(int(self.config.post_pad_s * SAMPLE_RATE_HZ), np.int16)])
 
     def _wide_reading(self, padded: np.ndarray) -> WideReading:
         text, words = self._decode(padded, self._phrase_decoder)
