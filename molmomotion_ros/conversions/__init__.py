@@ -19,6 +19,7 @@ from .forecasts import (
     scores_to_msg,
     tracks_to_trajectory,
 )
+from .ground_truth import ground_truth_to_msg, msg_to_ground_truth
 from .images import (
     camera_info_msg,
     camera_info_to_camera,
@@ -41,7 +42,8 @@ from .poses import (
 __all__ = [
     "ConversionError", "camera_info_msg", "camera_info_to_camera", "camera_info_to_rectified", "depth_to_msg",
     "diagnostic_array",
-    "forecast_to_hypotheses", "forecast_to_markers", "forecast_to_trajectory", "hypotheses_to_trajectory",
+    "forecast_to_hypotheses", "forecast_to_markers", "forecast_to_trajectory", "ground_truth_to_msg",
+    "hypotheses_to_trajectory", "msg_to_ground_truth",
     "matrix_to_pose", "matrix_to_transform", "matrix_to_xyz_quat", "msg_to_depth_m", "msg_to_forecast_hypotheses",
     "msg_to_forecast_tracks", "msg_to_rgb", "msg_to_scores", "pose_stamped", "pose_to_matrix", "rgb_to_msg",
     "scores_to_msg", "tracks_to_trajectory", "transform_to_matrix", "xyz_quat_to_matrix",
