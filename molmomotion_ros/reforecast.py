@@ -362,19 +362,20 @@ def ground_truth_tracks(points_t0_m: np.ndarray, times_s: np.ndarray, truth_time
 
 
 def _score(outcome: Outcome) -> None:
-    request = outcome.request
-    if request.ground_truth is None or outcome.hypotheses_m is None:
+    """Compare with the recorded forecast (when there is one) and score both on the ground truth (when there is)."""
+    request, recorded = outcome.request, outcome.request.recorded
+    if outcome.hypotheses_m is None:
+        return
+    if recorded is not None and recorded.hypotheses_m.shape == outcome.hypotheses_m.shape:
+        outcome.max_diff_to_recorded_m = float(max(np.abs(recorded.hypotheses_m - outcome.hypotheses_m).max(),
+                                                   np.abs(recorded.points_t0_m - outcome.points_t0_m).max()))
+    if request.ground_truth is None:
         return
     outcome.metrics = score_forecast(outcome.points_t0_m, outcome.hypotheses_m, outcome.times_s,
                                      request.ground_truth, request.T_world_cam)
-    recorded = request.recorded
     if recorded is not None:
         outcome.recorded_metrics = score_forecast(recorded.points_t0_m, recorded.hypotheses_m, recorded.times_s,
                                                   request.ground_truth, request.T_world_cam)
-        if recorded.hypotheses_m.shape == outcome.hypotheses_m.shape:
-            outcome.max_diff_to_recorded_m = float(max(
-                np.abs(recorded.hypotheses_m - outcome.hypotheses_m).max(),
-                np.abs(recorded.points_t0_m - outcome.points_t0_m).max()))
 
 
 def score_forecast(points_t0_m: np.ndarray, hypotheses_m: np.ndarray, times_s: np.ndarray,
