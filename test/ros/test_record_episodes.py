@@ -13,6 +13,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
@@ -165,3 +166,128 @@ def test_a_ground_truth_that_cannot_be_computed_is_a_warning_and_the_episode_run
         status.message
     assert not sim.messages["sim/ground_truth"]
     assert sim.node._in_simulation(sim.node._judge)["reason"]  # judged as any episode
+
+
+# --- the per-episode writer alone (no graph): ordering by publish time, names, repeated latched messages ----------
+def _string(text: str) -> bytes:
+    from rclpy.serialization import serialize_message
+
+    return serialize_message(String(data=text))
+
+
+def _episode(family: str, seed: int, suite: str = "main") -> bytes:
+    return _string(json.dumps({"suite": suite, "family": family, "seed": seed, "instruction": f"do {family}"}))
+
+
+def _bag_strings(folder) -> list[tuple[str, str, int, int]]:
+    """(topic, text, log time, publish time) of every message of a bag folder, in file order."""
+    from molmomotion_ros.bags import BagReader
+
+    reader = BagReader(folder)
+    try:
+        return [(m.topic, json.loads(m.data[8:].rstrip(b"\0").decode()) if m.topic == "/sim/episode" else
+                 m.data[8:].rstrip(b"\0").decode(), m.log_time, m.publish_time) for m in reader.messages()]
+    finally:
+        reader.close()
+
+
+def _split_writer(tmp_path, window_s: float = 0.5):
+    from molmomotion_ros.bags import DefinitionSource, QosProfile, TopicMetadata
+    from molmomotion_ros.bags.episode_split import EpisodeSplitWriter
+
+    latched = QosProfile(history="keep_last", depth=1, reliability="reliable", durability="transient_local")
+    volatile = QosProfile(history="keep_last", depth=10, reliability="reliable", durability="volatile")
+    definition = DefinitionSource().get("std_msgs/msg/String")
+    writer = EpisodeSplitWriter(tmp_path / "run", window_s=window_s, compression="none")
+    for name, offers in (("/sim/episode", [latched]), ("/sim/ground_truth", [latched]), ("/camera", [volatile]),
+                         ("/tf_static", [latched, latched]), ("/instruction", [latched])):
+        writer.add_topic(TopicMetadata(name, "std_msgs/msg/String", offers), definition)
+    return writer
+
+
+S = 1_000_000_000  # ns
+
+
+def test_the_boundary_is_the_episode_messages_publish_time_within_the_window(tmp_path):
+    writer = _split_writer(tmp_path)
+    # (topic, text, receive s, publish s): the arrival order differs from the publish order around each reset.
+    messages = [
+        ("/tf_static", "base", 1.00, 1.00), ("/tf_static", "camera mount", 1.01, 1.01),  # two static broadcasters
+        ("/camera", "frame 0", 1.10, 1.10),
+        ("/sim/ground_truth", "truth A", 2.02, 2.001),  # taken before the episode's message, published after it
+        ("/sim/episode", _episode("stack", 110_003), 2.03, 2.000),
+        ("/camera", "frame 1 (before the reset)", 2.04, 1.999),  # published before the reset, taken after it
+        ("/instruction", "stack A", 2.05, 2.002),
+        ("/camera", "frame 2", 2.30, 2.30),
+        ("/camera", "frame 3", 3.00, 3.00),
+        ("/sim/episode", _episode("stack", 110_003), 4.00, 4.00),  # the same episode again
+        ("/camera", "frame 4", 4.10, 4.10),
+        ("/sim/episode", _episode("place in/container?", 7, suite="config/suites/my suite.yaml"), 5.00, 5.00),
+        ("/sim/ground_truth", "truth C", 5.01, 5.01),
+        ("/camera", "frame 6", 5.60, 5.60),  # its arrival lets the reset (0.6 s before) be written
+        ("/camera", "frame 5 (late)", 6.00, 4.99),  # published before that reset, arrived a second later: too late
+    ]
+    from molmomotion_ros.bags.episode_split import cdr_string
+
+    for topic, text, received_s, published_s in messages:
+        data = text if isinstance(text, bytes) else _string(text)
+        writer.write(topic, data, int(received_s * S), int(published_s * S))
+    written = writer.message_count
+    summary = writer.close()
+    assert written < summary.message_count  # the last ones waited for the window to pass, until the close
+    assert [b.name for b in summary.bags] == ["preamble", "main-stack-110003", "main-stack-110003_2",
+                                              "my_suite-place_in_container-7"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(b.name for b in summary.bags)
+    assert json.loads(cdr_string(_episode("stack", 1))) == {"suite": "main", "family": "stack", "seed": 1,
+                                                            "instruction": "do stack"}
+
+    preamble, first, again, third = (_bag_strings(tmp_path / "run" / b.name) for b in summary.bags)
+    assert [(t, x) for t, x, _, _ in preamble] == [("/tf_static", "base"), ("/tf_static", "camera mount"),
+                                                   ("/camera", "frame 0"), ("/camera", "frame 1 (before the reset)")]
+    episode = {"suite": "main", "family": "stack", "seed": 110_003, "instruction": "do stack"}
+    # The episode's bag opens with its sim/episode, then /tf_static written again (its two latest, at the episode's
+    # receive time, with their own publish times); the ground truth and instruction published after the reset are
+    # its own (not the previous ones repeated before them).
+    assert [(t, x) for t, x, _, _ in first] == [
+        ("/sim/episode", episode), ("/tf_static", "base"), ("/tf_static", "camera mount"),
+        ("/sim/ground_truth", "truth A"), ("/instruction", "stack A"), ("/camera", "frame 2"), ("/camera", "frame 3")]
+    # Log times follow the order written: the episode's is raised to that of frame 1 (2.04 s), written before it.
+    assert [log for _, _, log, _ in first[:3]] == [int(2.04 * S)] * 3
+    assert [publish for t, _, _, publish in first if t == "/tf_static"] == [int(1.00 * S), int(1.01 * S)]
+    assert [log for _, _, log, _ in first] == sorted(log for _, _, log, _ in first)
+    assert summary.bags[1].repeated == 2 and summary.bags[1].episode == episode
+    # No fresh ground truth or instruction after the repeated episode: the latest ones open its bag.
+    assert [(t, x) for t, x, _, _ in again] == [
+        ("/sim/episode", episode), ("/sim/ground_truth", "truth A"), ("/tf_static", "base"),
+        ("/tf_static", "camera mount"), ("/instruction", "stack A"), ("/camera", "frame 4")]
+    assert [(t, x) for t, x, _, _ in third][1:] == [
+        ("/tf_static", "base"), ("/tf_static", "camera mount"), ("/instruction", "stack A"),
+        ("/sim/ground_truth", "truth C"), ("/camera", "frame 5 (late)"), ("/camera", "frame 6")]
+    assert summary.bags[0].episode is None and summary.repeated == 2 + 4 + 3
+    assert summary.message_count == len(messages) + summary.repeated
+    assert {t.metadata.name: t.message_count for t in summary.topics}["/tf_static"] == 2 + 2 * 3
+    for bag in summary.bags:  # each bag lists every topic, also those without a message in it
+        meta = yaml.safe_load((tmp_path / "run" / bag.name / "metadata.yaml").read_text())
+        assert len(meta["rosbag2_bagfile_information"]["topics_with_message_count"]) == 5
+
+
+def test_waiting_messages_are_written_when_the_window_has_passed(tmp_path):
+    writer = _split_writer(tmp_path, window_s=0.5)
+    writer.write("/camera", _string("frame"), 10 * S, 10 * S)
+    writer.poll(int(10.4 * S))
+    assert writer.message_count == 0 and not (tmp_path / "run" / "preamble").exists()
+    writer.poll(int(10.6 * S))
+    assert writer.message_count == 1 and (tmp_path / "run" / "preamble").is_dir()
+    writer.write("/sim/episode", _string("not JSON"), 11 * S, 11 * S)
+    writer.poll(12 * S)
+    assert [b.name for b in writer.bags] == ["preamble"]  # closed: its metadata.yaml is there now
+    assert (tmp_path / "run" / "preamble" / "metadata.yaml").is_file()
+    summary = writer.close()
+    assert [(b.name, b.episode, b.summary.message_count) for b in summary.bags] == [("preamble", None, 1),
+                                                                                   ("episode", None, 1)]
+
+
+def test_nothing_received_leaves_the_folder_empty(tmp_path):
+    writer = _split_writer(tmp_path)
+    summary = writer.close()
+    assert summary.bags == () and list((tmp_path / "run").iterdir()) == []
