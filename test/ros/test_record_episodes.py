@@ -1,14 +1,25 @@
 """Recording a simulated evaluation episode by episode, and the ground truth that makes each bag scorable.
 
 sim_node's ``publish_ground_truth``: checked on a sim_node in this process (its reset called directly, its
-topics heard by a probe node in the same context), on, off, and with an oracle that fails.
+topics heard by a probe node in the same context), on, off, and with an oracle that fails. The per-episode writer
+alone, with messages whose arrival order differs from their publish order. Then the whole path across processes:
+sim_node (ground truth on), ``molmomotion record --split-by-episode`` and the test as the episode runner (two
+resets) and as a static transform broadcaster; each bag is read with the ``mcap`` library's reader and
+``mcap_ros2``'s decoder (not the writer's code) and with BagReader.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +30,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rosutil import wait_until
+from rosutil import ROOT, call_service, set_parameters, start_node, stop, wait_until
 from std_msgs.msg import String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -291,3 +302,149 @@ def test_nothing_received_leaves_the_folder_empty(tmp_path):
     writer = _split_writer(tmp_path)
     summary = writer.close()
     assert summary.bags == () and list((tmp_path / "run").iterdir()) == []
+
+
+# --- across processes: sim_node, the recorder, two episodes ----------------------------------------------------------
+EPISODES = (("place-in-container", 110_000), ("stack", 110_003))
+
+
+def _read_mcap(folder: Path) -> list[tuple[str, int, object]]:
+    """(topic, log time, decoded message) of every message of a bag folder's files, by the mcap library."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    out = []
+    for name in meta["relative_file_paths"]:
+        with open(folder / name, "rb") as stream:
+            reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+            assert reader.get_header().profile == "ros2"
+            out += [(channel.topic, message.log_time, decoded)
+                    for _, channel, message, decoded in reader.iter_decoded_messages(log_time_order=True)]
+    assert meta["message_count"] == len(out)
+    return out
+
+
+def test_a_recording_split_by_episode_gives_each_episode_a_bag_of_its_own(ros_env, tmp_path):
+    from geometry_msgs.msg import TransformStamped
+    from std_srvs.srv import Trigger
+    from tf2_msgs.msg import TFMessage
+
+    from molmomotion_ros.bags import BagReader
+
+    sim = start_node("molmomotion_ros.nodes.sim_node", "--params-file", str(ROOT / "config" / "sim_node.yaml"),
+                     "-p", "reset_on_start:=false", "-p", "publish_ground_truth:=true", "-p", "camera_rate_hz:=10.0",
+                     env=ros_env, log_path=tmp_path / "sim_node.log")
+    out, err = tmp_path / "recorder.out", tmp_path / "recorder.err"
+    recording = tmp_path / "episodes"
+    recorder = subprocess.Popen([sys.executable, "-m", "molmomotion_ros.cli", "record", str(recording),
+                                 "--split-by-episode", "--discovery-interval", "0.2"], env=ros_env,
+                                stdout=open(out, "w"), stderr=open(err, "w"),  # noqa: SIM115
+                                start_new_session=True, cwd=ROOT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("episode_driver", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin() -> None:
+        executor.spin_once(timeout_sec=0.02)
+
+    try:
+        # A static transform, latched, published once before any episode (as a static_transform_publisher).
+        static = node.create_publisher(TFMessage, "/tf_static", LATCHED)
+        mount = TransformStamped(child_frame_id="camera_mount")
+        mount.header.frame_id, mount.transform.rotation.w = "world", 1.0
+        static.publish(TFMessage(transforms=[mount]))
+
+        def subscribed() -> bool:
+            assert recorder.poll() is None, err.read_text()
+            assert sim.poll() is None, (tmp_path / "sim_node.log").read_text()
+            text = out.read_text()
+            return all(f"  {t}: " in text for t in ("/sim/episode", "/sim/ground_truth", "/tf_static",
+                                                     "/camera/color/image_raw", "/instruction"))
+
+        wait_until(subscribed, 40, spin, "the recorder's subscriptions")
+        wait_until(lambda: (recording / "preamble").is_dir(), 20, spin, "the preamble bag (the empty table)")
+        for family, seed in EPISODES:
+            assert all(r.successful for r in set_parameters(node, "sim_node", spin, family=family, seed=seed))
+            reset = call_service(node, Trigger, "/sim_node/reset", Trigger.Request(), spin)
+            assert reset.success, reset.message
+            end = time.monotonic() + 2.0  # ~20 camera frames of the episode
+            while time.monotonic() < end:
+                spin()
+        os.killpg(recorder.pid, signal.SIGINT)
+        assert recorder.wait(60) == 0, f"{out.read_text()}\n{err.read_text()}"
+    finally:
+        stop(recorder)
+        stop(sim)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    stdout = out.read_text()
+
+    names = [f"main-{family}-{seed}" for family, seed in EPISODES]
+    assert sorted(p.name for p in recording.iterdir()) == sorted(["preamble", *names])
+    reset_stamps, frames = [], {}
+    for (family, seed), name in zip(EPISODES, names, strict=True):
+        messages = _read_mcap(recording / name)
+        by_topic = defaultdict(list)
+        for topic, log_time, decoded in messages:
+            by_topic[topic].append((log_time, decoded))
+        # It opens with its own sim/episode, and holds no other.
+        assert messages[0][0] == "/sim/episode"
+        (episode,) = [json.loads(m.data) for _, m in by_topic["/sim/episode"]]
+        assert (episode["suite"], episode["family"], episode["seed"]) == ("main", family, seed)
+        assert [m.data for _, m in by_topic["/instruction"]] == [episode["instruction"]]
+        # Its ground truth: the target's trace from where the reset put it.
+        (truth,) = [m for _, m in by_topic["/sim/ground_truth"]]
+        times_s, poses = msg_to_ground_truth(truth)
+        assert times_s[0] == 0 and len(times_s) > 15
+        assert np.abs(poses[0, :3] - start_pose(family, seed)[:3]).max() < 1e-3
+        reset_stamps.append(time_to_s(truth.header.stamp))
+        # /tf_static, published once before the first episode, is written again at the bag's start.
+        assert [(log, m.transforms[0].child_frame_id) for log, m in by_topic["/tf_static"]] == \
+            [(messages[0][1], "camera_mount")]
+        frames[name] = [time_to_s(m.header.stamp) for _, m in by_topic["/camera/color/image_raw"]]
+        assert len(frames[name]) >= 5 and len(by_topic["/camera/depth/image_raw"]) >= 5
+        # BagReader reads the same bag.
+        reader = BagReader(recording / name)
+        try:
+            assert reader.message_count == len(messages)
+            assert [m.topic for m in reader.messages()].count("/sim/ground_truth") == 1
+        finally:
+            reader.close()
+    # The boundary: every camera frame of an episode's bag was taken after its reset and before the next one.
+    frames_1, frames_2 = (frames[n] for n in names)
+    assert reset_stamps[0] <= min(frames_1) and max(frames_1) < reset_stamps[1] <= min(frames_2)
+    preamble = [t for t, _, _ in _read_mcap(recording / "preamble")]
+    assert "/sim/episode" not in preamble and "/camera/color/image_raw" in preamble
+
+    # The summary lists the bags with their message counts.
+    for name in ["preamble", *names]:
+        count = yaml.safe_load((recording / name / "metadata.yaml").read_text())[
+            "rosbag2_bagfile_information"]["message_count"]
+        assert re.search(rf"^{re.escape(name)}\s+.*\s{count}\s+\d+\s+[\d.]+$", stdout, re.M), stdout
+    assert re.search(r"^3 bags\s", stdout, re.M) and "into 3 bags" in stdout, stdout
+
+
+def test_launch_records_the_simulated_graphs_a_bag_per_episode_with_the_ground_truth(tmp_path):
+    from molmomotion_ros.graph import GRAPHS
+    from molmomotion_ros.launcher import node_commands, recorder_command, recording_plan
+
+    overrides, split = recording_plan(GRAPHS["sim_eval"], {"forecaster_node": {"backend": "ar"}}, tmp_path / "bags")
+    assert split and overrides == {"forecaster_node": {"backend": "ar"}, "sim_node": {"publish_ground_truth": True}}
+    (sim,) = [p for p in node_commands(GRAPHS["sim_eval"], overrides) if p.name == "sim_node"]
+    assert "publish_ground_truth:=true" in sim.command
+    assert recorder_command(tmp_path / "bags", None, split).command[-1] == "--split-by-episode"
+    assert recording_plan(GRAPHS["sim_eval_policy"], None, tmp_path / "bags")[1]
+    # --record-one-bag, a --set of the parameter, no --record, a graph without episodes: as asked, or as before.
+    assert recording_plan(GRAPHS["sim_eval"], None, tmp_path / "bags", split_by_episode=False) == \
+        ({"sim_node": {"publish_ground_truth": True}}, False)
+    assert recording_plan(GRAPHS["sim_eval"], {"sim_node": {"publish_ground_truth": False}}, tmp_path) == \
+        ({"sim_node": {"publish_ground_truth": False}}, True)
+    assert recording_plan(GRAPHS["sim_eval"], None, None) == ({}, False)
+    assert recording_plan(GRAPHS["real_arm"], None, tmp_path / "bags") == ({}, False)
+    assert "--split-by-episode" not in recorder_command(tmp_path / "bags").command
+    result = subprocess.run([sys.executable, "-m", "molmomotion_ros.cli", "launch", "sim_eval", "--record-one-bag"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2 and "--record-one-bag goes with --record DIR" in result.stderr
