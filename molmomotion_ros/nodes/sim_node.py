@@ -10,7 +10,7 @@ judged through ``~/success``.
 A reset publishes, in this order: ``sim/episode`` (the episode's JSON; it opens the episode, and a recorder that
 splits by episode starts the episode's bag with it), ``sim/ground_truth`` with ``publish_ground_truth`` (the target's
 pose trace under the oracle, computed before anything is published), ``camera/pose`` and ``instruction``, all
-latched and all but sim/episode stamped with the reset's simulated time.
+latched; the ground truth and the camera pose are stamped with the reset's simulated time.
 
 Threads: the World (one PyBullet client, not thread-safe) is touched only by the simulation
 thread. rclpy callbacks validate and convert in the executor thread and hand the world a closure
