@@ -48,7 +48,9 @@ from .writer import COMPRESSIONS, BagSummary, BagWriter, FileInfo, TopicCount, T
 
 EPISODE_TOPIC = "/sim/episode"
 PREAMBLE = "preamble"
-REORDER_WINDOW_S = 0.5  # a message waits this long after its arrival for ones published before it
+# A message waits this long after its arrival for ones published before it: a few ms apart in a quiet graph,
+# a few hundred when the recorder's callbacks wait for a busy CPU.
+REORDER_WINDOW_S = 1.0
 MAX_REPEATED_PER_TOPIC = 100  # latched messages kept per topic to start the next bag with
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

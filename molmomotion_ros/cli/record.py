@@ -53,7 +53,7 @@ def add_parser(commands) -> None:
                         "_3, ...), which opens with that message and the latest message of every latched topic "
                         "(/tf_static, camera/pose, instruction, sim/ground_truth, ...), so each bag stands alone; "
                         "messages before the first episode go to DIR/preamble. The boundary is the sim/episode's "
-                        "publish time: messages are ordered by publish time within a 0.5 s window before they are "
+                        "publish time: messages are ordered by publish time within a 1 s window before they are "
                         "written (what sim_node publishes after a reset is in that episode's bag, what it published "
                         "before in the previous one). `molmomotion launch sim_eval --record DIR` records this way")
     record.add_argument("--episode-topic", default="sim/episode", metavar="TOPIC",

@@ -417,7 +417,7 @@ def test_a_recording_split_by_episode_gives_each_episode_a_bag_of_its_own(ros_en
     frames_1, frames_2 = (frames[n] for n in names)
     assert reset_stamps[0] <= min(frames_1) and max(frames_1) < reset_stamps[1] <= min(frames_2)
     preamble = [t for t, _, _ in _read_mcap(recording / "preamble")]
-    assert "/sim/episode" not in preamble and "/camera/color/image_raw" in preamble
+    assert preamble and "/sim/episode" not in preamble  # (the camera's frames there only once its match was made)
 
     # The summary lists the bags with their message counts.
     for name in ["preamble", *names]:
