@@ -275,7 +275,7 @@ RECORD_TOPICS = (
     "forecast/trajectory", "forecast/hypotheses", "forecast/scores", "forecast/markers", "forecast/goal_pose",
     "forecast/status",
     "arm_controller/joint_trajectory", "manipulation/preview", "manipulation/markers", "gripper/command",
-    "manipulation/status", "sim/episode", "/diagnostics",
+    "manipulation/status", "sim/episode", "sim/ground_truth", "/diagnostics",
 )
 
 
