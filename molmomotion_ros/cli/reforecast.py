@@ -127,12 +127,24 @@ def _pipeline(backend: str, checkpoint: Path | None, args: argparse.Namespace):
                             seed=args.seed, checkpoint=checkpoint, fm_steps=args.fm_steps)
 
 
-def _read(args: argparse.Namespace):
+def bag_paths(path: Path) -> list[Path]:
+    """The bags at ``path``: itself (a bag folder or an .mcap file), or the bag folders inside it (one per episode,
+    as sim_eval's --record writes them), in name order."""
+    if not path.exists():
+        raise UsageError(f"no bag at {str(path)!r}")
+    if path.is_file() or (path / "metadata.yaml").is_file() or any(path.glob("*.mcap")):
+        return [path]
+    inner = sorted(p for p in path.iterdir() if p.is_dir() and ((p / "metadata.yaml").is_file() or
+                                                                   any(p.glob("*.mcap"))))
+    if not inner:
+        raise UsageError(f"{str(path)!r} is neither a bag nor a folder of bags")
+    return inner
+
+
+def _read(args: argparse.Namespace, bag: Path):
     from molmomotion_ros.reforecast import RecordingTopics, read_requests
 
-    if not args.bag.exists():
-        raise UsageError(f"no bag at {str(args.bag)!r}")
-    return read_requests(args.bag, RecordingTopics.under(args.namespace), frames=args.frames,
+    return read_requests(bag, RecordingTopics.under(args.namespace), frames=args.frames,
                          world_frame=args.world_frame, T_world_cam=args.extrinsics)
 
 
@@ -148,41 +160,54 @@ def _instruction_reader(enabled: bool):
 def _reforecast(args: argparse.Namespace) -> int:
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"--out {str(args.out)!r} exists and is not an empty folder")
-    video = None if args.no_video else (args.video or args.out / "overlay.mp4")
+    bags = bag_paths(args.bag)
+    if args.video is not None and len(bags) > 1:
+        raise UsageError("--video names one file: with a folder of bags, each gets DIR/<bag>/overlay.mp4")
     quiet_model_loading()
     backend, checkpoint = _model(args)
     from molmomotion_ros import reforecast
 
-    recording = _read(args)
-    for note in recording.notes:
-        print(f"note: {note}", file=sys.stderr)
     pipeline = _pipeline(backend, checkpoint, args)
     label = backend if checkpoint is None else f"{backend} ({checkpoint.name})"
+    reader = _instruction_reader(not args.no_instruction_parser)
+    topics = reforecast.RecordingTopics.under(args.namespace)
     start = time.perf_counter()
-    outcomes = reforecast.forecast_requests(recording, pipeline, _instruction_reader(not args.no_instruction_parser),
-                                            progress=not args.no_progress)
-    summary = reforecast.summarize_outcomes(outcomes)
-    try:
-        bag = reforecast.write_bag(args.bag, args.out, outcomes, frame_id=args.world_frame,
-                                   namespace=args.output_namespace, compression=args.compression)
-    except reforecast.ReforecastError as err:
-        raise UsageError(str(err)) from None
-    frames = 0
-    if video is not None:
-        check_writable(video.parent, what="video folder")
-        frames = reforecast.render_video(args.bag, video, outcomes, reforecast.RecordingTopics.under(args.namespace),
-                                         new_label=label, progress=not args.no_progress)
+    every, per_bag = [], []
+    for bag in bags:
+        out = args.out if len(bags) == 1 else args.out / bag.name
+        recording = _read(args, bag)
+        for note in recording.notes:
+            print(f"note: {bag.name}: {note}", file=sys.stderr)
+        outcomes = reforecast.forecast_requests(recording, pipeline, reader, progress=not args.no_progress)
+        try:
+            written = reforecast.write_bag(bag, out, outcomes, frame_id=args.world_frame,
+                                           namespace=args.output_namespace, compression=args.compression)
+        except reforecast.ReforecastError as err:
+            raise UsageError(str(err)) from None
+        video = None if args.no_video else (args.video or out / "overlay.mp4")
+        frames = 0
+        if video is not None:
+            check_writable(video.parent, what="video folder")
+            frames = reforecast.render_video(bag, video, outcomes, topics, new_label=label,
+                                             progress=not args.no_progress)
+        every.extend(outcomes)
+        per_bag.append({"bag": str(bag), "out": str(out), "frames": recording.mode, "notes": recording.notes,
+                        "messages": written.message_count, "video": str(video) if frames else None,
+                        "video_frames": frames, "summary": reforecast.summarize_outcomes(outcomes),
+                        "requests": reforecast.outcome_rows(outcomes)})
+    summary = reforecast.summarize_outcomes(every)
     report = {"bag": str(args.bag), "out": str(args.out), "model": label, "backend": backend,
               "checkpoint": None if checkpoint is None else str(checkpoint),
               "model_id": pipeline.forecaster.backend.model_id, "seed": args.seed, "samples": args.samples,
-              "horizon": args.horizon, "fm_steps": args.fm_steps, "frames": recording.mode,
-              "instruction_parser": not args.no_instruction_parser, "notes": recording.notes,
-              "summary": summary, "requests": reforecast.outcome_rows(outcomes),
-              "video": None if not frames else str(video), "wall_time_s": round(time.perf_counter() - start, 2)}
+              "horizon": args.horizon, "fm_steps": args.fm_steps,
+              "instruction_parser": not args.no_instruction_parser, "summary": summary, "bags": per_bag,
+              "wall_time_s": round(time.perf_counter() - start, 2)}
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reforecast.json").write_text(json.dumps(report, indent=1, default=_jsonable))
-    print(reforecast.format_outcomes(outcomes, summary, label))
-    print(f"new bag: {args.out} ({bag.message_count} messages); report: {args.out / 'reforecast.json'}"
-          + (f"; video: {video} ({frames} frames)" if frames else ""))
+    print(reforecast.format_outcomes(every, summary, label))
+    videos = [b["video"] for b in per_bag if b["video"]]
+    print(f"{len(bags)} bag(s) re-forecast into {args.out}; report: {args.out / 'reforecast.json'}"
+          + (f"; video: {videos[0]}" if len(videos) == 1 else f"; {len(videos)} videos" if videos else ""))
     return 0
 
 
@@ -203,12 +228,16 @@ def eval_forecast_bag(args: argparse.Namespace) -> int:
     from molmomotion_ros import reforecast
     from molmomotion_ros.forecasting.evaluation import format_table
 
-    recording = _read(args)
-    if not any(r.ground_truth is not None for r in recording.requests):
+    recordings = [_read(args, bag) for bag in bag_paths(args.bag)]
+    if not any(r.ground_truth is not None for recording in recordings for r in recording.requests):
         raise UsageError(f"the bag {str(args.bag)!r} has no sim/ground_truth before any request: only sim "
                          "recordings (sim_node publish_ground_truth, `--record`) can be scored")
+    # one recording of every bag's requests, each request still carrying its own episode and ground truth
+    recording = reforecast.Recording(args.bag, [r for rec in recordings for r in rec.requests],
+                                     "+".join(sorted({rec.mode for rec in recordings})),
+                                     [f"{rec.path.name}: {note}" for rec in recordings for note in rec.notes])
     reader = _instruction_reader(args.instruction_parser)
-    summary, model_ids, refusals = {}, {}, []
+    summary, per_family, model_ids, refusals = {}, {}, {}, []
     for name in args.models:
         pipeline = _pipeline(name, None, args)
         model_ids[name] = pipeline.forecaster.backend.model_id
@@ -217,12 +246,15 @@ def eval_forecast_bag(args: argparse.Namespace) -> int:
         s = reforecast.summarize_outcomes(outcomes)
         summary[name] = {"k1": s["k1"], f"k{args.samples}": s["kK"], "latency_ms_p50": s["latency_ms_p50"],
                          "requests": s["requests"], "scored": s["scored"], "refused": s["refused"]}
+        families = sorted({(o.request.episode or {}).get("family", "?") for o in outcomes})
+        per_family[name] = {f: reforecast.summarize_outcomes(
+            o for o in outcomes if (o.request.episode or {}).get("family", "?") == f)["k1"] for f in families}
         if not refusals:
             refusals = [{"stamp_s": o.request.stamp_ns / 1e9, "instruction": o.request.instruction,
                          "reason": o.refused} for o in outcomes if o.refused]
-    report = {"bag": str(args.bag), "episodes": len(recording.requests), "num_samples": args.samples,
-              "horizon": args.horizon, "stride": 2, "frames": recording.mode, "summary": summary,
-              "grounding_accuracy": None, "model_ids": model_ids,
+    report = {"bag": str(args.bag), "bags": len(recordings), "episodes": len(recording.requests),
+              "num_samples": args.samples, "horizon": args.horizon, "stride": 2, "frames": recording.mode,
+              "summary": summary, "per_family_k1": per_family, "grounding_accuracy": None, "model_ids": model_ids,
               "phrasings": {"name": "recorded", "applied": "as recorded in the bag"},
               "instruction_parser": bool(args.instruction_parser), "refusals": refusals, "notes": recording.notes}
     out.mkdir(parents=True, exist_ok=True)
