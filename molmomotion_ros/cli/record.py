@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import PROG, RUNTIME_ERROR, UsageError, positive_float, table_lines
+from .common import PROG, USAGE_ERROR, UsageError, positive_float, table_lines
 
 MB = 1_000_000
 # A ROS 2 topic name, absolute or relative: tokens of letters, digits and '_', none starting with a digit.
@@ -199,9 +199,9 @@ def _record(args: argparse.Namespace) -> int:
             print("stopping: finishing the bag", flush=True)
             summary = writer.close()
     print(summary_table(summary, outcome, writer, outcome.seconds, topic_names(args.topics, args.namespace)))
-    if writer.error is not None:
+    if writer.error is not None:  # a full disk, a removed folder: the user's to fix, like bad input
         print(f"{PROG}: error: {' '.join(str(writer.error).split())}", file=sys.stderr)
-        return RUNTIME_ERROR
+        return USAGE_ERROR
     return 0
 
 
