@@ -179,6 +179,41 @@ def run_condition(record: bool, args, obs, instruction: str, workdir: Path) -> d
     return row
 
 
+def sim_eval_run(args, workdir: Path) -> dict:
+    """A sim_eval graph run (camera 30 Hz) recorded into one bag: each topic's count in the bag against what
+    sim_node says it published (its log line at exit), the forecasts against the episodes, MB per minute."""
+    import re
+
+    import yaml
+
+    out = workdir / "sim_eval"
+    bag, logs = out / "bag", out / "logs"
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "molmomotion_ros.cli", "launch", "sim_eval", "--episodes",
+                          str(args.sim_episodes), "--out", str(out / "results.json"), "--log-dir", str(logs),
+                          "--no-progress", "--record", str(bag), "--record-one-bag"],
+                         capture_output=True, text=True, timeout=3600)
+    wall_s = time.monotonic() - start
+    if run.returncode != 0:
+        sys.exit(f"sim_eval failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    match = re.search(r"published messages: (\{.*\})", (logs / "sim_node.log").read_text())
+    published = {("/" + k.lstrip("/")): v for k, v in json.loads(match.group(1)).items()}
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    counts = {t["topic_metadata"]["name"]: t["message_count"] for t in meta["topics_with_message_count"]}
+    episodes = json.loads((out / "results.json").read_text())["episodes"]
+    size = sum((bag / p).stat().st_size for p in meta["relative_file_paths"])
+    duration_s = meta["duration"]["nanoseconds"] / 1e9
+    row = {"episodes": len(episodes), "successes": sum(e["success"] for e in episodes), "wall_s": wall_s,
+           "bag_duration_s": duration_s, "published_by_sim_node": published,
+           "in_bag": {t: counts.get(t, 0) for t in published},
+           "lost": {t: published[t] - counts.get(t, 0) for t in published},
+           "forecasts_in_bag": counts.get("/forecast/trajectory", 0), "bag_bytes": size,
+           "mb_per_min": size / 1e6 / max(duration_s, 1e-9) * 60,
+           "topics_in_bag": len(counts), "messages_in_bag": sum(counts.values())}
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="timed seconds per condition")
@@ -186,6 +221,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="forecasts dropped first")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of runs: 2 = off, on, on, off (default)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "recording.json"), help="JSON output")
+    parser.add_argument("--sim-episodes", type=int, default=4,
+                        help="also record a sim_eval graph run of this many episodes per family (camera 30 Hz) and "
+                        "check its bag against sim_node's own counts (0: skip; default %(default)s)")
     parser.add_argument("--probe", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -205,7 +243,9 @@ def main() -> None:
                           "p95_ms": float(np.percentile(lat, 95))}
     recorded = [r for r in rows if r["recording"]]
     lost = sum(max(0, v) for r in recorded for v in r["lost"].values())
-    document = {"benchmark": "recording", "seconds": args.seconds, "rate_hz": args.rate_hz, "order": list(order),
+    sim_eval = sim_eval_run(args, workdir) if args.sim_episodes else None
+    document = {"benchmark": "recording", "sim_eval": sim_eval, "seconds": args.seconds,
+                "rate_hz": args.rate_hz, "order": list(order),
                 "without_recording": pooled[False], "with_recording": pooled[True],
                 "p95_ratio": pooled[True]["p95_ms"] / pooled[False]["p95_ms"], "bar_p95_ratio": 1.10,
                 "messages_lost": lost, "mb_per_min": float(np.mean([r["mb_per_min"] for r in recorded])),
@@ -219,6 +259,10 @@ def main() -> None:
     print(f"pooled p95 without {pooled[False]['p95_ms']:.1f} ms, with {pooled[True]['p95_ms']:.1f} ms: ratio "
           f"{document['p95_ratio']:.3f} (bar <= 1.10); {lost} messages lost; bag {document['mb_per_min']:.0f} "
           f"MB/min; load average {document['load_average_1min_before_after']}")
+    if sim_eval is not None:
+        print(f"sim_eval, {sim_eval['episodes']} episodes over {sim_eval['bag_duration_s']:.0f} s: bag vs sim_node's "
+              f"counts {sim_eval['in_bag']} vs {sim_eval['published_by_sim_node']} (lost {sim_eval['lost']}); "
+              f"{sim_eval['forecasts_in_bag']} forecasts; {sim_eval['mb_per_min']:.0f} MB/min")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1))

@@ -242,8 +242,8 @@ def read_requests(bag: Path | str, topics: RecordingTopics | None = None, frames
             match = stamp if stamp in needed else _nearest(needed, stamp, tolerance_ns)
             if match is not None:
                 images[message.topic].setdefault(match, msg)
-    requests = []
-    for stamp, log_time, instruction, recorded in wanted:
+    requests, scored_truths = [], []
+    for stamp, log_time, instruction, recorded in sorted(wanted, key=lambda w: w[1]):
         info = infos.get(stamp) or next((infos[s] for s in infos if abs(s - stamp) <= tolerance_ns), None)
         color, depth = images[topics.color].get(stamp), images[topics.depth].get(stamp)
         if info is None or color is None or depth is None:
@@ -256,6 +256,14 @@ def read_requests(bag: Path | str, topics: RecordingTopics | None = None, frames
             notes.append(f"frame {stamp / NS:.3f} s: {extrinsics}; skipped")
             continue
         truth = _latest_before(truths, log_time)
+        if truth is not None and any(id(truth) == used for used in scored_truths):
+            # The trace starts from the scene at rest; a later forecast of the episode (a retry) sees a scene the
+            # arm has already changed, which the trace does not describe.
+            notes.append(f"frame {stamp / NS:.3f} s: not the episode's first forecast, so not scored (the ground "
+                         "truth holds for the scene at rest)")
+            truth = None
+        elif truth is not None:
+            scored_truths.append(id(truth))
         episode = _latest_before(episodes, log_time)
         requests.append(Request(len(requests), instruction, stamp, log_time, extrinsics, (color, depth, info_msg),
                                 recorded, None if truth is None else conversions.msg_to_ground_truth(truth),
@@ -483,6 +491,7 @@ def write_bag(source: Path | str, out: Path | str, outcomes: list[Outcome], fram
 OLD_COLOUR = (255, 140, 0)  # recorded forecast
 NEW_COLOUR = (0, 200, 255)  # re-made forecast
 TRUTH_COLOUR = (60, 220, 60)
+MIN_VIDEO_WIDTH = 480  # smaller images are scaled up by a whole factor before drawing
 
 
 def render_video(source: Path | str, out: Path | str, outcomes: list[Outcome], topics: RecordingTopics | None = None,
@@ -529,12 +538,15 @@ def render_video(source: Path | str, out: Path | str, outcomes: list[Outcome], t
                 if rectifier is not None and rgb.shape[:2] == (camera.height, camera.width):
                     rgb = rectifier.rgb(rgb)
                 current = [o for o in made if o.request.stamp_ns <= stamp]
+                scale = max(1, round(MIN_VIDEO_WIDTH / rgb.shape[1]))  # small sim images: room for lines and text
                 image = Image.fromarray(np.ascontiguousarray(rgb))
+                if scale > 1:
+                    image = image.resize((image.width * scale, image.height * scale), Image.BILINEAR)
                 draw = ImageDraw.Draw(image)
                 if current:
                     outcome = current[-1]
                     cam = camera.with_pose(outcome.request.T_world_cam)
-                    _draw_forecast(draw, cam, outcome, new_label)
+                    _draw_forecast(draw, cam, outcome, new_label, scale)
                 if stream is None:
                     stream = container.add_stream("libx264", rate=round(fps))
                     stream.width, stream.height = image.width // 2 * 2, image.height // 2 * 2
@@ -553,14 +565,15 @@ def render_video(source: Path | str, out: Path | str, outcomes: list[Outcome], t
     return written
 
 
-def _draw_forecast(draw, camera, outcome: Outcome, new_label: str) -> None:
+def _draw_forecast(draw, camera, outcome: Outcome, new_label: str, scale: int = 1) -> None:
     request = outcome.request
 
     def track(points_t0: np.ndarray, tracks: np.ndarray, colour, width: int) -> None:
         for start, steps in zip(points_t0, tracks, strict=True):
             world = np.vstack([start[None], steps])
             uv, z = camera.project(camera.world_to_cam(world))
-            pixels = [tuple(map(float, p)) for p, depth in zip(uv, z, strict=True) if depth > 0]
+            uv = (uv + 0.5) * scale - 0.5  # pixel centres of the scaled image
+            pixels = [(float(u), float(v)) for (u, v), depth in zip(uv, z, strict=True) if depth > 0]
             if len(pixels) > 1:
                 draw.line(pixels, fill=colour, width=width)
             if pixels:
@@ -580,8 +593,12 @@ def _draw_forecast(draw, camera, outcome: Outcome, new_label: str) -> None:
         lines.append(f"cyan: {new_label}")
     elif outcome.refused:
         lines.append(f"{new_label}: {outcome.refused[:60]}")
-    for i, text in enumerate(lines):
-        draw.text((4, 4 + 11 * i), text, fill=(255, 255, 255))
+    for i, text in enumerate(lines):  # white on a black box: readable on any scene
+        left, top, right, bottom = draw.textbbox((4, 4 + 12 * i), text)
+        draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
+        colour = {"green": TRUTH_COLOUR, "orange": OLD_COLOUR, "cyan": NEW_COLOUR}.get(text.split(":")[0],
+                                                                                       (255, 255, 255))
+        draw.text((4, 4 + 12 * i), text, fill=colour)
 
 
 # --- report ------------------------------------------------------------------------------------------------------

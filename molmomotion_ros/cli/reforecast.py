@@ -148,6 +148,26 @@ def _read(args: argparse.Namespace, bag: Path):
                          world_frame=args.world_frame, T_world_cam=args.extrinsics)
 
 
+def read_recordings(args: argparse.Namespace, bags: list[Path]) -> list:
+    """The recordings of ``bags``; in a folder of bags, one without requests (the start-up before the first
+    episode, say) is left out with a note, and only none at all is an error."""
+    from molmomotion_ros.reforecast import ReforecastError
+
+    recordings, skipped = [], []
+    for bag in bags:
+        try:
+            recordings.append(_read(args, bag))
+        except ReforecastError as err:
+            if len(bags) == 1:
+                raise
+            skipped.append(f"{bag.name}: {err}")
+    for note in skipped:
+        print(f"note: skipped {note}", file=sys.stderr)
+    if not recordings:
+        raise UsageError(f"no bag in {str(args.bag)!r} holds a forecast request ({len(skipped)} skipped)")
+    return recordings
+
+
 def _instruction_reader(enabled: bool):
     if not enabled:
         return None
@@ -167,15 +187,16 @@ def _reforecast(args: argparse.Namespace) -> int:
     backend, checkpoint = _model(args)
     from molmomotion_ros import reforecast
 
+    recordings = read_recordings(args, bags)  # every bad bag is found before the model loads
     pipeline = _pipeline(backend, checkpoint, args)
     label = backend if checkpoint is None else f"{backend} ({checkpoint.name})"
     reader = _instruction_reader(not args.no_instruction_parser)
     topics = reforecast.RecordingTopics.under(args.namespace)
     start = time.perf_counter()
     every, per_bag = [], []
-    for bag in bags:
+    for recording in recordings:
+        bag = recording.path
         out = args.out if len(bags) == 1 else args.out / bag.name
-        recording = _read(args, bag)
         for note in recording.notes:
             print(f"note: {bag.name}: {note}", file=sys.stderr)
         outcomes = reforecast.forecast_requests(recording, pipeline, reader, progress=not args.no_progress)
@@ -206,7 +227,7 @@ def _reforecast(args: argparse.Namespace) -> int:
     (args.out / "reforecast.json").write_text(json.dumps(report, indent=1, default=_jsonable))
     print(reforecast.format_outcomes(every, summary, label))
     videos = [b["video"] for b in per_bag if b["video"]]
-    print(f"{len(bags)} bag(s) re-forecast into {args.out}; report: {args.out / 'reforecast.json'}"
+    print(f"{len(recordings)} bag(s) re-forecast into {args.out}; report: {args.out / 'reforecast.json'}"
           + (f"; video: {videos[0]}" if len(videos) == 1 else f"; {len(videos)} videos" if videos else ""))
     return 0
 
@@ -228,7 +249,7 @@ def eval_forecast_bag(args: argparse.Namespace) -> int:
     from molmomotion_ros import reforecast
     from molmomotion_ros.forecasting.evaluation import format_table
 
-    recordings = [_read(args, bag) for bag in bag_paths(args.bag)]
+    recordings = read_recordings(args, bag_paths(args.bag))
     if not any(r.ground_truth is not None for recording in recordings for r in recording.requests):
         raise UsageError(f"the bag {str(args.bag)!r} has no sim/ground_truth before any request: only sim "
                          "recordings (sim_node publish_ground_truth, `--record`) can be scored")

@@ -20,6 +20,7 @@ their closure's result. All stamps are simulated time, which never goes backward
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import queue
@@ -140,6 +141,8 @@ class SimNode(Node):
         self._diagnostics_due = threading.Event()  # set by a refusal: publish before the next step
         self._camera_meter, self._step_meter = _RateMeter(), _RateMeter()
         self._rendered_frames = 0
+        # Messages sent on the high-rate topics, logged at exit: what a recording of this node must hold.
+        self._published: collections.Counter[str] = collections.Counter()
         self._render_ms_mean = 0.0  # exponential mean of one render's wall time
         self._oracle: GroundTruthOracle | None = None  # its own PyBullet world, made at the first ground truth
         self._ground_truth_status = ("OK", "off (publish_ground_truth is false)")  # (level, message)
@@ -407,10 +410,12 @@ class SimNode(Node):
         stamp = time_msg(now_s)
         if self._schedules["clock"].due(now_s):
             self._clock_pub.publish(Clock(clock=stamp))
+            self._published["/clock"] += 1
         if self._schedules["joints"].due(now_s):
             states = self._world.client.getJointStates(self._world.robot_id, ARM_JOINTS + FINGER_JOINTS)
             self._joint_pub.publish(joint_state_msg(JOINT_NAMES, [s[0] for s in states], stamp,
                                                     velocities_rad_s=[s[1] for s in states]))
+            self._published["joint_states"] += 1
         if self._schedules["camera"].due(now_s):
             self._publish_camera(stamp, now_s)
 
@@ -419,6 +424,8 @@ class SimNode(Node):
         camera = self._world.camera
         self._info_pub.publish(camera_info_msg(camera, stamp, camera.frame_id))
         self._pose_pub.publish(pose_stamped(camera.T_world_cam, stamp, self._params["world_frame"]))
+        self._published["camera/color/camera_info"] += 1
+        self._published["camera/pose"] += 1
         if self._color_pub.get_subscription_count() == 0 and self._depth_pub.get_subscription_count() == 0:
             return
         render_start = time.perf_counter()
@@ -429,6 +436,8 @@ class SimNode(Node):
         self._depth_pub.publish(depth_to_msg(observation.depth_m, stamp, camera.frame_id,
                                              self._params["depth_encoding"]))
         self._rendered_frames += 1
+        self._published["camera/color/image_raw"] += 1
+        self._published["camera/depth/image_raw"] += 1
         self._camera_meter.tick(time.monotonic(), now_s)
 
     def _publish_diagnostics(self, now_s: float) -> None:
@@ -467,6 +476,7 @@ class SimNode(Node):
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
+        self.get_logger().info(f"published messages: {json.dumps(dict(sorted(self._published.items())))}")
         self._world.close()
         if self._oracle is not None:
             self._oracle.close()
