@@ -24,6 +24,7 @@ class EpisodeResult:
     wall_time_s: float
     agent: str
     model_id: str
+    bag: str | None = None  # the episode's bag folder when it was recorded (sim-eval --record)
 
     def to_dict(self) -> dict:
         return asdict(self)
