@@ -27,7 +27,12 @@ class EpisodeResult:
     bag: str | None = None  # the episode's bag folder when it was recorded (sim-eval --record)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a results file holds them; ``bag`` only for a recorded episode (unrecorded runs' files
+        stay as they were)."""
+        fields = asdict(self)
+        if fields["bag"] is None:
+            del fields["bag"]
+        return fields
 
 
 def execute(world: World, action) -> None:
