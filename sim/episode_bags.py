@@ -26,6 +26,7 @@ of the physics (``planner-oracle``) leaves no imagined frames in the bag.
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import math
@@ -155,10 +156,12 @@ class _CdrView:
 
 
 def _cdr_value(value):
+    if isinstance(value, (str, bytes, int, float, array.array)):  # most fields: as they are
+        return value
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, list):
-        return [_cdr_value(v) for v in value]
+        return value if not value or isinstance(value[0], (str, int, float)) else [_cdr_value(v) for v in value]
     if hasattr(value, "get_fields_and_field_types"):  # a nested message
         return _CdrView(value)
     return value
