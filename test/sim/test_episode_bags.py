@@ -165,6 +165,7 @@ def test_bag_reader_reads_the_same_bag(oracle_run):
     assert times == [t for t, _ in decoded["/camera/color/image_raw"]]
 
 
+@pytest.mark.slow  # the FM forecaster loads
 def test_the_planner_bag_holds_the_forecast_it_acted_on_at_its_frames_stamp(planner_run):
     _, result = planner_run
     messages = read_decoded(Path(result.bag))
@@ -191,6 +192,7 @@ def test_the_planner_bag_holds_the_forecast_it_acted_on_at_its_frames_stamp(plan
     assert np.allclose(depth[uv[:, 1], uv[:, 0]], cam[:, 2], atol=0.01)
 
 
+@pytest.mark.slow  # the FM forecaster loads
 def test_rclpy_reads_every_topic_as_the_independent_decoder_does(planner_run):
     """The CDR differs from rclpy's own only in padding bytes (zeros here, whatever Fast CDR leaves there)."""
     serialization = pytest.importorskip("rclpy.serialization")
@@ -299,6 +301,7 @@ SIM_EVAL = ("sim-eval", "--suite", "smoke", "--episodes", "1", "--families", "pu
             "--no-progress")
 
 
+@pytest.mark.slow
 def test_sim_eval_record_writes_a_bag_per_episode_and_names_it_in_the_results(tmp_path):
     bags, out = tmp_path / "bags", tmp_path / "eval.json"
     result = run_cli(*SIM_EVAL, "--record", str(bags), "--out", str(out))
@@ -317,6 +320,7 @@ def test_sim_eval_record_writes_a_bag_per_episode_and_names_it_in_the_results(tm
     assert not (tmp_path / "again.json").exists()
 
 
+@pytest.mark.slow
 def test_sim_eval_record_reports_a_write_error_in_one_line(tmp_path):
     bags = tmp_path / "bags"
     result = run_cli(*SIM_EVAL, "--record", str(bags), "--out", str(tmp_path / "eval.json"),
