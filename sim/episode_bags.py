@@ -2,26 +2,31 @@
 
 A failed episode can then be replayed (``molmomotion play``) and watched (Foxglove, RViz) with the topics the
 ``sim_eval`` graph would have published for it, without a ROS graph: the harness has none. Each bag is the folder
-``DIR/<suite>/<family>/seed_<seed>/`` (metadata.yaml and ``seed_<seed>_0.mcap``), written by
+``DIR/<suite>-<family>-<seed>/`` (metadata.yaml and ``<suite>-<family>-<seed>_0.mcap``), named as the graph's
+per-episode recording names its bags (:func:`molmomotion_ros.bags.episode_split.episode_bag_name`), so
+``molmomotion reforecast`` and ``eval-forecast --bag`` take a folder of either; written by
 :class:`molmomotion_ros.bags.BagWriter`. Topics, types, frames, encodings and offered QoS are sim_node's (and
 forecaster_node's for the forecasts), their relative names resolved at the root namespace:
 
-* at the reset (the scene built and settled): ``/instruction``, ``/sim/episode`` (JSON, as sim_node's),
-  ``/sim/ground_truth`` (the oracle's target pose trace, :mod:`.ground_truth`), ``/tf_static`` (world → the camera's
-  optical frame; the graph has no such transform, a viewer needs one to place the images) and a camera frame;
+* at the reset (the scene built and settled), in sim_node's order: ``/sim/episode`` (JSON, as sim_node's),
+  ``/sim/ground_truth`` (the oracle's target pose trace, :mod:`.ground_truth`), ``/camera/pose``, ``/instruction``;
+  then ``/tf_static`` (world → the camera's optical frame; the graph has no such transform, a viewer needs one to
+  place the images) and a camera frame;
 * every ``1 / camera_rate_hz`` of simulated time: ``/camera/color/image_raw`` (rgb8), ``/camera/depth/image_raw``
   (32FC1 metres, NaN = no return), ``/camera/color/camera_info`` and ``/camera/pose`` (the optical frame in world);
-  every ``1 / joint_state_rate_hz``: ``/joint_states`` (arm and finger joints, positions and velocities);
+  every ``1 / joint_state_rate_hz``: ``/joint_states`` (arm and finger joints, positions and velocities) and
+  ``/clock`` (the bag plays on its simulated time, as a graph recording does);
 * the frame each action starts from, exactly the observation the agent was given, with its stamp (written once
   when a scheduled frame at that stamp is the same image);
 * when the agent made a forecast for that action (a planner agent's ``last_result``): ``/forecast/trajectory``,
-  ``/forecast/scores``, ``/forecast/hypotheses`` and ``/forecast/goal_pose``, stamped with that frame's stamp.
+  ``/forecast/goal_pose``, ``/forecast/scores`` and ``/forecast/hypotheses``, stamped with that frame's stamp.
 
 Stamps are the episode's simulated time (``World.time_s``, from 0 at each episode's scene build); each message's
 log time is its stamp. Messages are built with :mod:`molmomotion_ros.conversions` and serialised to CDR by
-``mcap_ros2``'s encoder from the installed message definitions: nothing here imports rclpy. Stepping the world is
-recorded only while the agent is not deciding, so a planner that simulates futures in a saved-and-restored copy
-of the physics (``planner-oracle``) leaves no imagined frames in the bag.
+:class:`molmomotion_ros.bags.codec.MessageCodec` (``mcap_ros2``'s encoder, the installed message definitions):
+nothing here imports rclpy. Stepping the world is recorded only while the agent is not deciding, so a planner that
+simulates futures in a saved-and-restored copy of the physics (``planner-oracle``) leaves no imagined frames in the
+bag.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import array
 import json
 import logging
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from mcap.writer import LIBRARY_IDENTIFIER
-from mcap_ros2._dynamic import serialize_dynamic
+from rosgraph_msgs.msg import Clock
 from std_msgs.msg import String
 from tf2_msgs.msg import TFMessage
 
@@ -48,11 +52,13 @@ from molmomotion_ros.bags import (
     BagSummary,
     BagWriter,
     DefinitionSource,
+    MessageDefinition,
     QosProfile,
     TopicMetadata,
     prepare_bag_folder,
 )
-from molmomotion_ros.bags.definitions import MSG_ENCODING
+from molmomotion_ros.bags.codec import MessageCodec
+from molmomotion_ros.bags.episode_split import episode_bag_name
 from molmomotion_ros.conversions.joints import joint_state_msg, time_msg
 from molmomotion_ros.robot import ARM_JOINT_NAMES, FINGER_JOINT_NAMES
 
@@ -64,11 +70,10 @@ from .world import ARM_JOINTS, FINGER_JOINTS, Observation, World
 log = logging.getLogger(__name__)
 
 CAMERA_RATE_HZ = 15.0  # MolmoMotion's frame rate; sim_node's default is 30 Hz, twice the rendering
-JOINT_STATE_RATE_HZ = 100.0  # sim_node's default
+JOINT_STATE_RATE_HZ = 100.0  # sim_node's default, as its /clock's
 WORLD_FRAME = "world"  # sim_node's and forecaster_node's world_frame default
 LIBRARY = f"molmomotion_ros sim-eval; {LIBRARY_IDENTIFIER}"
 JOINT_NAMES = ARM_JOINT_NAMES + FINGER_JOINT_NAMES
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # The QoS the graph reports for sim_node's and forecaster_node's publishers (history and depth are not sent in
 # discovery: rosbag2 stores them as unknown/0, as molmomotion record does).
@@ -83,6 +88,7 @@ TOPICS: dict[str, tuple[str, QosProfile]] = {
     "/camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", SENSOR_DATA),
     "/camera/pose": ("geometry_msgs/msg/PoseStamped", LATCHED),
     "/joint_states": ("sensor_msgs/msg/JointState", RELIABLE),
+    "/clock": ("rosgraph_msgs/msg/Clock", RELIABLE),
     "/tf_static": ("tf2_msgs/msg/TFMessage", LATCHED),
     "/instruction": ("std_msgs/msg/String", LATCHED),
     "/sim/episode": ("std_msgs/msg/String", LATCHED),
@@ -112,18 +118,9 @@ class BagOptions:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
 
-    @property
-    def suite_folder(self) -> Path:
-        """``root/<suite>``; characters a folder name should not hold become ``_`` (here and in :meth:`folder`)."""
-        return Path(self.root) / _safe(self.suite)
-
     def folder(self, family: str, seed: int) -> Path:
-        """``root/<suite>/<family>/seed_<seed>``."""
-        return self.suite_folder / _safe(family) / f"seed_{int(seed)}"
-
-
-def _safe(name: str) -> str:
-    return _SAFE_NAME.sub("_", name).strip(".") or "_"
+        """``root/<suite>-<family>-<seed>`` (characters a folder name should not hold become ``_``)."""
+        return Path(self.root) / episode_bag_name({"suite": self.suite, "family": family, "seed": int(seed)})
 
 
 def prepare_bag_folders(options: BagOptions, episodes: Iterable[EpisodeSpec]) -> dict[tuple[str, int], Path]:
@@ -136,9 +133,11 @@ def prepare_bag_folders(options: BagOptions, episodes: Iterable[EpisodeSpec]) ->
     folders: dict[tuple[str, int], Path] = {}
     for spec in episodes:
         key = (spec.family, int(spec.seed))
-        if key in folders:
-            raise BagFolderError(f"cannot record {spec.family} seed {spec.seed} twice: one bag per episode")
-        folders[key] = prepare_bag_folder(options.folder(*key))
+        folder = options.folder(*key)
+        if key in folders or folder in folders.values():
+            raise BagFolderError(f"cannot record {spec.family} seed {spec.seed} into {str(folder)!r}: another "
+                                 "episode's bag goes there (one bag per episode)")
+        folders[key] = prepare_bag_folder(folder)
     return folders
 
 
@@ -167,31 +166,15 @@ def _cdr_value(value):
     return value
 
 
-class MessageSerializer:
-    """Message objects → CDR bytes, with encoders built from the installed full definitions (once per type)."""
-
-    def __init__(self, definitions: DefinitionSource | None = None):
-        self.definitions = definitions or DefinitionSource()
-        self._encoders: dict[str, Callable] = {}
-
-    def __call__(self, type_name: str, msg) -> bytes:
-        encoder = self._encoders.get(type_name)
-        if encoder is None:
-            definition = self.definitions.get(type_name)
-            if definition.encoding != MSG_ENCODING:
-                raise ValueError(f"{type_name} has only an IDL definition here; mcap_ros2 encodes .msg ones")
-            encoder = self._encoders[type_name] = serialize_dynamic(type_name, definition.text)[type_name]
-        return encoder(_CdrView(msg))
-
-    def type_hash(self, type_name: str) -> str:
-        """The type's RIHS01 hash from the installed ``<pkg>/msg/<Type>.json`` (what the graph reports), or ""."""
-        package, _, name = type_name.partition("/msg/")
-        share = self.definitions.share_dir(package)
-        try:
-            hashes = json.loads((share / "msg" / f"{name}.json").read_text(encoding="utf-8"))["type_hashes"]
-            return next(h["hash_string"] for h in hashes if h["type_name"] == type_name)
-        except (TypeError, OSError, ValueError, KeyError, StopIteration):
-            return ""
+def type_hash(definitions: DefinitionSource, type_name: str) -> str:
+    """The type's RIHS01 hash from the installed ``<pkg>/msg/<Type>.json`` (what the graph reports), or ""."""
+    package, _, name = type_name.partition("/msg/")
+    share = definitions.share_dir(package)
+    try:
+        hashes = json.loads((share / "msg" / f"{name}.json").read_text(encoding="utf-8"))["type_hashes"]
+        return next(h["hash_string"] for h in hashes if h["type_name"] == type_name)
+    except (TypeError, OSError, ValueError, KeyError, StopIteration):
+        return ""
 
 
 class StepHookWorld(World):
@@ -233,8 +216,21 @@ class EpisodeBags:
 
     def __init__(self, options: BagOptions):
         self.options = options
-        self.serialize = MessageSerializer()
+        self.definitions = DefinitionSource()
+        self.codec = MessageCodec(self.definitions)
+        self._type_hashes: dict[str, str] = {}
         self._oracle: GroundTruthOracle | None = None
+
+    def topic(self, name: str) -> tuple[TopicMetadata, MessageDefinition]:
+        """A topic of :data:`TOPICS` as a bag registers it."""
+        type_name, qos = TOPICS[name]
+        if type_name not in self._type_hashes:
+            self._type_hashes[type_name] = type_hash(self.definitions, type_name)
+        return TopicMetadata(name, type_name, [qos], self._type_hashes[type_name]), self.codec.definition(type_name)
+
+    def encode(self, type_name: str, msg) -> bytes:
+        """CDR of a message object (fixed-size arrays, numpy in rclpy's classes, handed over as lists)."""
+        return self.codec.encode(type_name, _CdrView(msg))
 
     def new_world(self) -> StepHookWorld:
         return StepHookWorld()
@@ -261,13 +257,12 @@ class EpisodeRecording:
 
     def __init__(self, bags: EpisodeBags, writer: BagWriter, episode: EpisodeSpec):
         self._bags = bags
-        self._serialize = bags.serialize
         self.options = bags.options
         self.writer = writer
         self.episode = episode
         self.world: StepHookWorld | None = None
         self._camera = _Schedule(self.options.camera_rate_hz)
-        self._joints = _Schedule(self.options.joint_state_rate_hz)
+        self._joints = _Schedule(self.options.joint_state_rate_hz)  # and /clock
         self._last_frame: tuple[int, np.ndarray, np.ndarray] | None = None  # (stamp ns, rgb, depth)
         self._last_result = None
         self.frames = 0
@@ -296,15 +291,16 @@ class EpisodeRecording:
         stamp = time_msg(now_s)
         episode = {"suite": self.options.suite, "family": task.family, "seed": int(self.episode.seed),
                    "instruction": task.instruction}
-        self._write("/instruction", String(data=task.instruction), stamp)
-        self._write("/sim/episode", String(data=json.dumps(episode)), stamp)
         camera = world.camera
+        self._write("/sim/episode", String(data=json.dumps(episode)), stamp)
+        self._write_ground_truth(stamp)
+        self._write("/camera/pose", conversions.pose_stamped(camera.T_world_cam, stamp, WORLD_FRAME), stamp)
+        self._write("/instruction", String(data=task.instruction), stamp)
         transform = conversions.matrix_to_transform(camera.T_world_cam)
         tf = TFMessage(transforms=[_transform_stamped(transform, stamp, WORLD_FRAME, camera.frame_id)])
         self._write("/tf_static", tf, stamp)
-        self._write_ground_truth(stamp)
         self._write_frame(world.render(), stamp)
-        self._write_joints(stamp)
+        self._write_joints_and_clock(stamp)
         self._camera.start(now_s)
         self._joints.start(now_s)
         world.on_step = self._on_step
@@ -325,17 +321,14 @@ class EpisodeRecording:
     def _on_step(self) -> None:
         now_s = self.world.time_s
         if self._joints.due(now_s):
-            self._write_joints(time_msg(now_s))
+            self._write_joints_and_clock(time_msg(now_s))
         if self._camera.due(now_s):
             self._write_frame(self.world.render(), time_msg(now_s))
 
     def _write(self, topic: str, msg, stamp) -> None:
-        type_name, qos = TOPICS[topic]
         if topic not in self.writer.topics:
-            definition = self._serialize.definitions.get(type_name)
-            self.writer.add_topic(TopicMetadata(topic, type_name, [qos], self._serialize.type_hash(type_name)),
-                                  definition)
-        self.writer.write(topic, self._serialize(type_name, msg), _ns(stamp))
+            self.writer.add_topic(*self._bags.topic(topic))
+        self.writer.write(topic, self._bags.encode(TOPICS[topic][0], msg), _ns(stamp))
 
     def _write_frame(self, observation: Observation, stamp) -> None:
         camera = observation.camera
@@ -356,11 +349,12 @@ class EpisodeRecording:
             return  # the frame already in the bag at this stamp is this observation
         self._write_frame(observation, stamp)
 
-    def _write_joints(self, stamp) -> None:
+    def _write_joints_and_clock(self, stamp) -> None:
         world = self.world
         states = world.client.getJointStates(world.robot_id, ARM_JOINTS + FINGER_JOINTS)
         msg = joint_state_msg(JOINT_NAMES, [s[0] for s in states], stamp, velocities_rad_s=[s[1] for s in states])
         self._write("/joint_states", msg, stamp)
+        self._write("/clock", Clock(clock=stamp), stamp)
 
     def _write_ground_truth(self, stamp) -> None:
         if not self.options.ground_truth:

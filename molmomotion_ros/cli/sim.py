@@ -57,12 +57,13 @@ def add_parsers(commands) -> None:
     sim_eval.add_argument("--contact-sheet", type=non_negative_int, default=0, metavar="N",
                           help="also save a PNG (next to --out) with the first and last frames of N episodes")
     sim_eval.add_argument("--record", type=Path, metavar="DIR",
-                          help="write one rosbag2 bag (MCAP) per episode to DIR/<suite>/<family>/seed_<seed>/, with "
-                          "the topics the sim_eval graph publishes: camera colour, depth, camera_info and pose "
-                          "(--record-rate, plus every frame an agent acted on), joint_states, /tf_static, "
-                          "instruction, sim/episode, sim/ground_truth, and a planner agent's forecasts "
-                          "(forecast/trajectory, hypotheses, scores, goal_pose); stamps are simulated time. Each "
-                          "episode's folder must be new or empty; replay one with `molmomotion play`")
+                          help="write one rosbag2 bag (MCAP) per episode to DIR/<suite>-<family>-<seed>/ (as "
+                          "`launch sim_eval --record` names them), with the topics the sim_eval graph publishes: "
+                          "camera colour, depth, camera_info and pose (--record-rate, plus every frame an agent "
+                          "acted on), joint_states, /clock, /tf_static, instruction, sim/episode, sim/ground_truth, "
+                          "and a planner agent's forecasts (forecast/trajectory, hypotheses, scores, goal_pose); "
+                          "stamps are simulated time. Each episode's folder must be new or empty; replay one with "
+                          "`molmomotion play`, score a folder with `eval-forecast --bag DIR`")
     sim_eval.add_argument("--record-rate", type=positive_float, default=15.0, metavar="HZ",
                           help="camera frames per second of simulated time in --record bags (default: %(default)s)")
     sim_eval.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -147,7 +148,7 @@ def _sim_eval(args: argparse.Namespace) -> int:
     print(evaluation.format_table(evaluation.summarize(results)))
     print(f"{len(results)} episodes in {wall_time_s:.1f} s; results: {out}")
     if record is not None:
-        print(f"bags: {record.suite_folder}/<family>/seed_<seed>, one per episode")
+        print(f"bags: {len(results)} in {args.record}, one per episode ({Path(results[0].bag).name}, ...)")
     if args.contact_sheet:
         sheet = out.with_suffix(".png")
         episodes = evaluation.spread_over_families(suite.episodes(), args.contact_sheet)
