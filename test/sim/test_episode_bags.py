@@ -36,7 +36,8 @@ from molmomotion_sim.world import World
 NS = 1_000_000_000
 SEED = 110000  # the smoke suite's first push episode
 CAMERA = ["/camera/color/image_raw", "/camera/depth/image_raw", "/camera/color/camera_info", "/camera/pose"]
-RESET = ["/instruction", "/sim/episode", "/sim/ground_truth", "/tf_static"]
+RESET = ["/sim/episode", "/sim/ground_truth", "/camera/pose", "/instruction"]  # in sim_node's order
+BAG = f"smoke-push-{SEED}"  # as the graph's per-episode recording names it
 FORECAST = ["/forecast/trajectory", "/forecast/hypotheses", "/forecast/scores", "/forecast/goal_pose"]
 
 
@@ -46,13 +47,18 @@ def push_suite():
 
 def read_decoded(bag: Path) -> dict[str, list[tuple[int, object]]]:
     """topic → [(log time, decoded message)], from the bag's one MCAP file, with the mcap library alone."""
-    [path] = sorted(bag.glob("*.mcap"))
     out: dict[str, list] = {}
+    for topic, log_time, decoded in read_in_file_order(bag):
+        out.setdefault(topic, []).append((log_time, decoded))
+    return out
+
+
+def read_in_file_order(bag: Path) -> list[tuple[str, int, object]]:
+    [path] = sorted(bag.glob("*.mcap"))
     with open(path, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        for _, channel, message, decoded in reader.iter_decoded_messages(log_time_order=True):
-            out.setdefault(channel.topic, []).append((message.log_time, decoded))
-    return out
+        return [(channel.topic, message.log_time, decoded)
+                for _, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False)]
 
 
 def stamp_ns(msg) -> int:
@@ -75,11 +81,11 @@ def planner_run(tmp_path_factory):
 
 def test_one_bag_folder_per_episode_named_by_suite_family_seed(oracle_run):
     root, result = oracle_run
-    bag = root / "smoke" / "push" / f"seed_{SEED}"
-    assert result.bag == str(bag)
-    assert sorted(p.name for p in bag.iterdir()) == ["metadata.yaml", f"seed_{SEED}_0.mcap"]
+    bag = root / BAG
+    assert result.bag == str(bag) and [p.name for p in root.iterdir()] == [BAG]
+    assert sorted(p.name for p in bag.iterdir()) == ["metadata.yaml", f"{BAG}_0.mcap"]
     info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert info["storage_identifier"] == "mcap" and info["relative_file_paths"] == [f"seed_{SEED}_0.mcap"]
+    assert info["storage_identifier"] == "mcap" and info["relative_file_paths"] == [f"{BAG}_0.mcap"]
     topics = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}
     image = topics["/camera/color/image_raw"]["topic_metadata"]
     assert image["type"] == "sensor_msgs/msg/Image" and image["type_description_hash"].startswith("RIHS01_")
@@ -100,9 +106,10 @@ def test_recording_does_not_change_the_episode(oracle_run):
 def test_the_oracle_bag_holds_the_sim_graphs_topics_at_their_rates(oracle_run):
     root, result = oracle_run
     messages = read_decoded(Path(result.bag))
-    assert set(messages) == set(CAMERA + RESET + ["/joint_states"])  # no forecast: the oracle makes none
-    for topic in RESET:
+    assert set(messages) == set(CAMERA + RESET + ["/tf_static", "/joint_states", "/clock"])  # the oracle: no forecast
+    for topic in ["/sim/episode", "/sim/ground_truth", "/instruction", "/tf_static"]:
         assert len(messages[topic]) == 1, topic
+    assert [topic for topic, _, _ in read_in_file_order(Path(result.bag))[:4]] == RESET
     [(reset_ns, episode)] = messages["/sim/episode"]
     assert json.loads(episode.data) == {"suite": "smoke", "family": "push", "seed": SEED,
                                         "instruction": result.instruction}
@@ -117,8 +124,9 @@ def test_the_oracle_bag_holds_the_sim_graphs_topics_at_their_rates(oracle_run):
     assert stamps[0] == reset_ns and stamps[-1] <= end_ns and stamps == sorted(set(stamps))
     assert int(span_s * 15) <= len(stamps) <= int(span_s * 15) + 1 + result.steps
     assert np.median(np.diff(stamps)) == pytest.approx(NS / 15, abs=NS / 240)
-    for topic in CAMERA[1:]:  # depth, camera_info and pose come with every colour frame, same stamps
+    for topic in CAMERA[1:3]:  # depth and camera_info come with every colour frame, same stamps
         assert [stamp_ns(m) for _, m in messages[topic]] == stamps, topic
+    assert [stamp_ns(m) for _, m in messages["/camera/pose"]] == [reset_ns, *stamps]  # and at the reset
 
     _, image = colour[0]
     rgb = msg_to_rgb(image)
@@ -136,6 +144,8 @@ def test_the_oracle_bag_holds_the_sim_graphs_topics_at_their_rates(oracle_run):
     joints = messages["/joint_states"]
     assert int(span_s * 100) <= len(joints) <= int(span_s * 100) + 2
     assert len(joints[0][1].name) == 9 and len(joints[0][1].velocity) == 9
+    clock = [m.clock.sec * NS + m.clock.nanosec for _, m in messages["/clock"]]
+    assert clock == [stamp_ns(m) for _, m in joints] == [t for t, _ in messages["/clock"]]
 
 
 def test_ground_truth_starts_at_the_targets_pose_at_the_reset(oracle_run):
@@ -278,8 +288,8 @@ def test_a_folder_that_holds_something_stops_the_run_before_any_episode(tmp_path
 
 def test_folder_names_keep_to_safe_characters(tmp_path):
     assert BagOptions(tmp_path, "smoke-phrasings-heldout").folder("place-in-container", 7) == \
-        tmp_path / "smoke-phrasings-heldout" / "place-in-container" / "seed_7"
-    assert BagOptions(tmp_path, "../a b").folder("push", 1) == tmp_path / "_a_b" / "push" / "seed_1"
+        tmp_path / "smoke-phrasings-heldout-place-in-container-7"
+    assert BagOptions(tmp_path, "config/suites/my suite.yaml").folder("push", 1) == tmp_path / "my_suite-push-1"
     with pytest.raises(ValueError, match="camera_rate_hz"):
         BagOptions(tmp_path, "smoke", camera_rate_hz=0)
 
@@ -307,10 +317,10 @@ def test_sim_eval_record_writes_a_bag_per_episode_and_names_it_in_the_results(tm
     result = run_cli(*SIM_EVAL, "--record", str(bags), "--out", str(out))
     assert result.returncode == 0, result.stderr
     [episode] = json.loads(out.read_text())["episodes"]
-    bag = bags / "smoke" / "push" / f"seed_{SEED}"
+    bag = bags / BAG
     assert episode["bag"] == str(bag) and (bag / "metadata.yaml").is_file()
     assert json.loads(out.read_text())["meta"]["record"] == {"dir": str(bags), "camera_rate_hz": 15.0}
-    assert f"bags: {bags / 'smoke'}/<family>/seed_<seed>" in result.stdout
+    assert f"bags: 1 in {bags}, one per episode ({BAG}, ...)" in result.stdout
     assert len(read_decoded(bag)["/camera/color/image_raw"]) > 10
 
     again = run_cli(*SIM_EVAL, "--record", str(bags), "--out", str(tmp_path / "again.json"))
@@ -328,4 +338,4 @@ def test_sim_eval_record_reports_a_write_error_in_one_line(tmp_path):
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("molmomotion: error: writing ") and "File too large" in lines[0]
-    assert (bags / "smoke" / "push" / f"seed_{SEED}" / "metadata.yaml").is_file()  # the bag was still closed
+    assert (bags / BAG / "metadata.yaml").is_file()  # the bag was still closed
