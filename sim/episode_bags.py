@@ -69,7 +69,7 @@ from .world import ARM_JOINTS, FINGER_JOINTS, Observation, World
 
 log = logging.getLogger(__name__)
 
-CAMERA_RATE_HZ = 15.0  # MolmoMotion's frame rate; sim_node's default is 30 Hz, twice the rendering
+CAMERA_RATE_HZ = 15.0  # MolmoMotion's frame rate, half sim_node's default: rendering is most of the cost
 JOINT_STATE_RATE_HZ = 100.0  # sim_node's default, as its /clock's
 WORLD_FRAME = "world"  # sim_node's and forecaster_node's world_frame default
 LIBRARY = f"molmomotion_ros sim-eval; {LIBRARY_IDENTIFIER}"
