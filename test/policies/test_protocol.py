@@ -99,12 +99,14 @@ def test_variants_separate_the_confounds(protocol):
 
 
 # --- earlier results never used the reserved seeds ----------------------------------------------------------
-SEED_IN_TEXT = re.compile(r"(?<!\d)(\d{6})(?!\d)")
+# A seed inside a name (bag and episode names: main-push-112003, seed_112003); prose such as a report's "range
+# 112000–112999" is not a use of the seeds.
+SEED_IN_TEXT = re.compile(r"[A-Za-z][-_](\d{6})(?!\d)")
 
 
 def _seeds_in(document, path=()):
-    """(key path, seed) for every integer under a key naming a seed, and every six-digit number inside a string
-    (bag and episode names carry seeds)."""
+    """(key path, seed) for every integer under a key naming a seed, and every six-digit number that ends a name
+    inside a string (bag and episode names carry seeds)."""
     if isinstance(document, dict):
         for k, v in document.items():
             if "seed" in str(k).lower() and isinstance(v, int) and not isinstance(v, bool):
@@ -150,9 +152,10 @@ def test_no_earlier_result_used_the_validation_suite_seeds(protocol):
 
 def test_the_scan_finds_a_reserved_seed_where_there_is_one():
     planted = {"meta": {"suite": "main"}, "episodes": [{"seed": 110003}, {"seed": 112007}],
-               "bags": ["main-push-112010"]}
+               "bags": ["results/bags/main-push-112010/episode.mcap"], "test_seeds": [112011],
+               "notes": ["seeds 110000–110024 lie outside the range 112000–112999"]}
     seeds = [s for _, s in _seeds_in(planted)]
-    assert 112007 in seeds and 112010 in seeds and 110003 in seeds
+    assert sorted(seeds) == [110003, 112007, 112010, 112011]
 
 
 # --- the loader's refusals ------------------------------------------------------------------------------
