@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bags import BagReader, BagReadError, BagWriter, QosProfile, TopicMetadata
+from .bags import BagReader, BagWriter, QosProfile, TopicMetadata
 from .bags.codec import MessageCodec
 from .transforms import TransformBuffer, TransformError
 
@@ -146,8 +146,7 @@ def _latest_before(items: list[tuple[int, object]], time_ns: int):
 
 def read_requests(bag: Path | str, topics: RecordingTopics | None = None, frames: str = "auto",
                   world_frame: str = "world", T_world_cam: np.ndarray | None = None,
-                  sync_tolerance_s: float = 0.01, codec: MessageCodec | None = None,
-                  progress: bool = False) -> Recording:
+                  sync_tolerance_s: float = 0.01, codec: MessageCodec | None = None) -> Recording:
     """Every forecast request in ``bag`` with its decoded frame, extrinsics, recorded forecast and ground truth.
 
     Two passes over the bag: the small topics first (which frames are needed), then the images (only the needed
@@ -374,9 +373,13 @@ def _score(outcome: Outcome) -> None:
     request, recorded = outcome.request, outcome.request.recorded
     if outcome.hypotheses_m is None:
         return
-    if recorded is not None and recorded.hypotheses_m.shape == outcome.hypotheses_m.shape:
-        outcome.max_diff_to_recorded_m = float(max(np.abs(recorded.hypotheses_m - outcome.hypotheses_m).max(),
-                                                   np.abs(recorded.points_t0_m - outcome.points_t0_m).max()))
+    if recorded is not None:
+        old, new = recorded.hypotheses_m, outcome.hypotheses_m
+        if old.shape[0] == 1 and old.shape[1:] == new.shape[1:]:
+            new = new[:1]  # only forecast/trajectory was recorded (no one listened to the hypotheses): the best
+        if old.shape == new.shape:
+            outcome.max_diff_to_recorded_m = float(max(np.abs(old - new).max(),
+                                                       np.abs(recorded.points_t0_m - outcome.points_t0_m).max()))
     if request.ground_truth is None:
         return
     outcome.metrics = score_forecast(outcome.points_t0_m, outcome.hypotheses_m, outcome.times_s,
@@ -640,5 +643,5 @@ def format_outcomes(outcomes: list[Outcome], summary: dict, label: str) -> str:
 
 
 __all__ = ["FRAME_MODES", "Outcome", "RecordedForecast", "Recording", "RecordingTopics", "ReforecastError",
-           "Request", "BagReadError", "forecast_requests", "format_outcomes", "ground_truth_tracks", "outcome_rows",
+           "Request", "forecast_requests", "format_outcomes", "ground_truth_tracks", "outcome_rows",
            "read_requests", "render_video", "score_forecast", "summarize_outcomes", "write_bag"]

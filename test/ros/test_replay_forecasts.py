@@ -3,7 +3,7 @@
 Recorded: this process streams a harness scene as a camera does (rgb8, 16UC1 depth, camera_info, camera/pose, each
 frame with a fresh wall-clock stamp, 10 Hz) and sends two instructions (volatile, like `ros2 topic pub --once`);
 forecaster_node (fm, K=8, on_instruction) forecasts once per instruction; `molmomotion record` records it all.
-Replayed: `molmomotion play BAG --clock` publishes the camera and instruction topics (not the recorded forecasts)
+Replayed: `molmomotion play BAG --clock --delay 3` publishes the camera and instruction topics (not the recorded forecasts)
 with the bag's time on /clock, into a fresh forecaster_node with the same checkpoint and seed and use_sim_time:
 every recorded forecast comes again, from the same frame (stamp), equal within 1e-5 m (the FM noise is a function
 of the frame's stamp). `molmomotion reforecast` makes the same forecasts offline.
@@ -130,11 +130,18 @@ def test_a_replayed_recording_gives_the_recorded_forecasts(ros_env, tmp_path):
     try:
         wait_until(lambda: cell.node.count_subscribers("/camera/color/image_raw") >= 1, 120, spin=cell.spin,
                    what="the replaying forecaster's subscriptions")
+        # --delay: the player's new publishers match the node before the first message (the instruction is
+        # volatile: sent before the match, it would be lost, as with ros2 bag play)
         play = subprocess.Popen([sys.executable, "-m", "molmomotion_ros.cli", "play", str(bag), "--clock", "200",
-                                 "--topics", *PLAYED], env=ros_env, stdout=subprocess.PIPE,
+                                 "--delay", "3", "--topics", *PLAYED], env=ros_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        wait_until(lambda: play.poll() is not None and len(cell.forecasts) >= 2, 180, spin=cell.spin,
-                   what="the replay and its forecasts")
+        try:
+            wait_until(lambda: play.poll() is not None and len(cell.forecasts) >= 2, 180, spin=cell.spin,
+                       what="the replay and its forecasts")
+        except TimeoutError as err:
+            stop(play)
+            raise AssertionError(f"{err}: {len(cell.forecasts)} forecasts; play:\n{play.stdout.read()[-1500:]}\n"
+                                 f"node:\n{(tmp_path / 'replay.log').read_text()[-3000:]}") from None
         assert play.returncode == 0, play.stdout.read()
     finally:
         stop(replay)
