@@ -51,6 +51,7 @@ LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected,
     ("molmomotion_ros.forecasting.evaluation", "EvaluationError"),
     ("molmomotion_ros.bags.errors", "BagFolderError"),
     ("molmomotion_ros.bags.errors", "BagReadError"),
+    ("molmomotion_ros.execution", "ExecutorUnavailableError"),  # no Ray, or a cluster that cannot be reached
 )
 
 
