@@ -28,13 +28,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -109,7 +114,7 @@ class RunInfo:
     workers: int = 0
     batch_size: int = 0
     batches: int = 0
-    retried_batches: int = 0
+    retried_batches: int | None = 0  # None: the executor retries out of sight (Ray)
 
 
 class Executor(ABC):
@@ -366,6 +371,7 @@ class RayExecutor(Executor):
                 logger.warning("the Ray cluster holds %d worker(s) of %g CPU, %g GPU; using %d, not %d", capacity,
                                self.cpus_per_worker, self.gpus_per_worker, capacity, self.workers)
             batches = self._plan(items, workers, batch_size)
+            self.last_run.retried_batches = None  # Ray resends a lost actor's batches itself, and does not say
             actor_class = ray.remote(RayWorker).options(
                 num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
                 max_restarts=self.max_retries, max_task_retries=self.max_retries,
@@ -499,6 +505,65 @@ def split_address(address: str) -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ExecutorUnavailableError(f"a Ray address is auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
     return host, int(port_text)
+
+
+# --- a throwaway head, for tests and benchmarks ---------------------------------------------------
+# Ray swaps 127.0.0.1 for the machine's outward address unless told that it is not in a cluster of many
+# machines; with this set (in the head's environment and in every driver's before Ray loads), all of the
+# head's connections stay on the loopback interface. Reachable from this machine only, such a head needs
+# no token (which Ray would otherwise look for in, or write to, ~/.ray).
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+HEAD_START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def loopback_ray_head(num_cpus: int = 2, env: dict | None = None,
+                      start_timeout_s: float = HEAD_START_TIMEOUT_S) -> Iterator[str]:
+    """A Ray head on 127.0.0.1 with ``num_cpus`` CPUs, for tests and benchmarks: yields its ``HOST:PORT`` and
+    stops it, with every process it started, on exit. Its temporary folder and ports are its own, so it
+    neither meets nor disturbs another head on the machine. Drivers that join it need ``LOOPBACK_ENV``
+    in their environment before they import Ray."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.is_file():
+        raise ExecutorUnavailableError(f"no `ray` command next to {sys.executable}: {INSTALL_HINT}")
+    port = free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                    "runtime-env-agent-port", "metrics-export-port",
+                                                    "node-manager-port", "object-manager-port")]
+    command = [str(ray_cli), "start", "--head", "--block", f"--num-cpus={num_cpus}", "--num-gpus=0",
+               f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+               "--disable-usage-stats", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", *ports]
+    log_path = temp_dir / "head.log"
+    with open(log_path, "wb") as log:
+        head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {}), **LOOPBACK_ENV})
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while b"Ray runtime started" not in log_path.read_bytes():
+            if head.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ExecutorUnavailableError(f"the Ray head did not start: {_one_line(Exception(tail))}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)  # with --block, the head drains and stops what it started
+        try:
+            head.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # whatever is left of its session (start_new_session)
+        except ProcessLookupError:
+            pass
+        head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # --- helpers -----------------------------------------------------------------------------------

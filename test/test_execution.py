@@ -13,18 +13,16 @@ import importlib.util
 import json
 import operator
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from molmomotion_ros.execution import (
+    LOOPBACK_ENV,
     ExecutorUnavailableError,
     LocalExecutor,
     RayExecutor,
@@ -32,17 +30,13 @@ from molmomotion_ros.execution import (
     WorkerTask,
     batched,
     default_batch_size,
+    free_port,
+    loopback_ray_head,
     make_executor,
     split_address,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# Ray replaces 127.0.0.1 with the machine's outward address unless told it is not in a cluster of many
-# machines; with this set, every connection of the test cluster stays on the loopback interface. That
-# cluster is reachable from this machine only, so it needs no token (which Ray would otherwise look for
-# in, or write to, ~/.ray).
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-HEAD_START_TIMEOUT_S = 60
 TIMING_KEYS = {"wall_time_s", "mean_wall_time_s", "timestamp", "git_revision", "executor", "workers",
                "episodes_per_s", "created"}
 
@@ -50,12 +44,6 @@ TIMING_KEYS = {"wall_time_s", "mean_wall_time_s", "timestamp", "git_revision", "
 TIMES_TEN = WorkerTask(int, operator.mul, (10,))
 # state = the worker's pid, item = a signal: the worker kills itself on every item
 SUICIDE = WorkerTask(os.getpid, os.kill)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -175,40 +163,12 @@ def ray_head():
         pytest.skip("Ray is not installed (pip install -r requirements/ray.txt)")
     saved = {key: os.environ.get(key) for key in LOOPBACK_ENV}
     os.environ.update(LOOPBACK_ENV)
-    ray_cli = Path(sys.executable).with_name("ray")
-    if not ray_cli.is_file():
-        pytest.skip("no `ray` command next to this interpreter")
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port",
-                                                    "dashboard-agent-grpc-port", "runtime-env-agent-port",
-                                                    "metrics-export-port", "node-manager-port",
-                                                    "object-manager-port")]
-    command = [str(ray_cli), "start", "--head", "--block", "--num-cpus=2", "--num-gpus=0", f"--port={port}",
-               "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-               f"--temp-dir={temp_dir}", "--object-store-memory=100000000", *ports]
-    log = open(Path(temp_dir) / "head.log", "w")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + HEAD_START_TIMEOUT_S
-        while b"Ray runtime started" not in (Path(temp_dir) / "head.log").read_bytes():
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the Ray head did not start:\n" + (Path(temp_dir) / "head.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
+        # The head's workers import molmomotion_ros from this checkout, as the CLI subprocesses do.
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        with loopback_ray_head(num_cpus=2, env={"PYTHONPATH": pythonpath}) as address:
+            yield address
     finally:
-        head.send_signal(signal.SIGTERM)  # --block: the head drains and stops what it started
-        try:
-            head.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)  # whatever of its session is left
-        except ProcessLookupError:
-            pass
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
