@@ -25,6 +25,7 @@ would; with ``PATH`` already there nothing happens. Inline runs (one local worke
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -534,9 +535,11 @@ def loopback_ray_head(num_cpus: int = 2, env: dict | None = None,
         raise ExecutorUnavailableError(f"no `ray` command next to {sys.executable}: {INSTALL_HINT}")
     port = free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                    "runtime-env-agent-port", "metrics-export-port",
-                                                    "node-manager-port", "object-manager-port")]
+    names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+             "metrics-export-port", "node-manager-port", "object-manager-port"]
+    if importlib.util.find_spec("grpc") is not None:  # ray[client]: the head serves ray:// on a port of its own
+        names.append("ray-client-server-port")
+    ports = [f"--{name}={free_port()}" for name in names]
     command = [str(ray_cli), "start", "--head", "--block", f"--num-cpus={num_cpus}", "--num-gpus=0",
                f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
                "--disable-usage-stats", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", *ports]
