@@ -428,8 +428,8 @@ class RayExecutor(Executor):
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, OSError, TimeoutError) as err:
-            where = f"the Ray cluster at {self.address}" if self.address else "Ray"
-            raise ExecutorUnavailableError(f"cannot start {where}: {_one_line(err)}") from None
+            where = f"join the Ray cluster at {self.address}" if self.address else "start Ray"
+            raise ExecutorUnavailableError(f"cannot {where}: {_one_line(err)}") from None
         return True
 
     def _capacity(self, ray) -> int:
