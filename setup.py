@@ -14,7 +14,7 @@ setup(
     # sim/ and policies/ live at the top level but import under names that cannot collide.
     package_dir={"molmomotion_sim": "sim", "molmomotion_policies": "policies"},
     package_data={"molmomotion_sim.tasks": ["README.md"], PACKAGE: ["checkpoints/*.pt"],
-                  "molmomotion_policies": ["checkpoints/*.pt"]},
+                  "molmomotion_policies": ["checkpoints/*.pt", "protocol.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -266,7 +266,8 @@ GRAPHS["real_arm"] = GraphSpec(
 
 # What `molmomotion record` records by default: the topics the package's nodes publish and read (relative names
 # resolve against the recording's namespace, as the nodes' do) and, for real_arm, the drivers' topics named by its
-# launch arguments' defaults (realsense2_camera's camera, franka_ros2's joint states).
+# launch arguments' defaults (realsense2_camera's camera, franka_ros2's joint states). /clock is a simulator's time
+# (sim_node's): a sim recording then plays on its own clock (`molmomotion play` without --clock); a real cell has none.
 _REAL_ARM_TOPIC_ARGUMENTS = ("color_topic", "depth_topic", "camera_info_topic", "joint_states", "gripper_joint_states")
 RECORD_TOPICS = (
     "camera/color/image_raw", "camera/depth/image_raw", "camera/color/camera_info", "camera/pose",
@@ -275,7 +276,7 @@ RECORD_TOPICS = (
     "forecast/trajectory", "forecast/hypotheses", "forecast/scores", "forecast/markers", "forecast/goal_pose",
     "forecast/status",
     "arm_controller/joint_trajectory", "manipulation/preview", "manipulation/markers", "gripper/command",
-    "manipulation/status", "sim/episode", "/diagnostics",
+    "manipulation/status", "sim/episode", "sim/ground_truth", "/diagnostics", "/clock",
 )
 
 

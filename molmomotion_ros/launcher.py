@@ -106,26 +106,46 @@ def lifecycle_manager_command(spec: GraphSpec, ros_args: tuple[str, ...] = (),
                                          "-p", f"timeout_s:={BRING_UP_TIMEOUT_S}", *ros_args))
 
 
+def recording_plan(spec: GraphSpec, overrides: dict[str, dict] | None, record_dir: Path | None,
+                   split_by_episode: bool | None = None) -> tuple[dict[str, dict], bool]:
+    """(the node overrides, whether the recorder splits by episode) for a launch of ``spec`` recorded into
+    ``record_dir`` (None: not recorded, nothing changes). A graph of simulated episodes (sim_node driven by a runner:
+    sim_eval, sim_eval_policy) is recorded a bag per episode (unless ``split_by_episode`` is False), and its
+    sim_node publishes each episode's ground truth, which makes a recorded episode scorable offline (unless
+    ``overrides`` set ``publish_ground_truth`` already)."""
+    overrides = {name: dict(values) for name, values in (overrides or {}).items()}
+    episodes = record_dir is not None and spec.runner is not None and "sim_node" in spec.nodes
+    if episodes:
+        overrides.setdefault("sim_node", {}).setdefault("publish_ground_truth", True)
+    return overrides, episodes if split_by_episode is None else bool(split_by_episode and record_dir is not None)
+
+
 def launch(graph_name: str, overrides: dict[str, dict] | None = None, log_dir: Path | None = None,
            env: dict | None = None, namespace: str | None = None, remaps: tuple[str, ...] = (),
-           arguments: dict[str, str] | None = None, record_dir: Path | None = None) -> int:
+           arguments: dict[str, str] | None = None, record_dir: Path | None = None,
+           split_by_episode: bool | None = None) -> int:
     """Start the graph with its launch ``arguments``; return the runner's exit status (0 after Ctrl-C for a graph
     without runner), 2 when a managed node failed to configure, or a node's exit status when it exits (the graph
-    is stopped then). ``record_dir``: also record the graph's topics there (``molmomotion record``)."""
+    is stopped then). ``record_dir``: also record the graph's topics there (``molmomotion record``); in a graph of
+    simulated episodes (sim_eval, sim_eval_policy) sim_node then publishes each episode's ground truth (unless
+    ``overrides`` say otherwise) and the recording is a bag per episode unless ``split_by_episode`` is False."""
     spec = graph(graph_name)
     ros_args = graph_ros_args(namespace, remaps)
+    overrides, split = recording_plan(spec, overrides, record_dir, split_by_episode)
     processes = node_commands(spec, overrides, ros_args=ros_args, arguments=arguments)
     manager = lifecycle_manager_command(spec, ros_args, arguments)
     runner = next((p for p in processes if p.name == spec.runner), None)
-    recorder = recorder_command(record_dir, namespace) if record_dir is not None else None
+    recorder = recorder_command(record_dir, namespace, split) if record_dir is not None else None
     return run_processes(graph_name, [p for p in processes if p is not runner], manager, runner, log_dir, env,
                          recorder=recorder)
 
 
-def recorder_command(record_dir: Path, namespace: str | None = None) -> Process:
-    """``molmomotion record`` of the graph's standard topics (in its namespace) into ``record_dir``."""
+def recorder_command(record_dir: Path, namespace: str | None = None, split_by_episode: bool = False) -> Process:
+    """``molmomotion record`` of the graph's standard topics (in its namespace) into ``record_dir``; with
+    ``split_by_episode`` a bag per sim/episode in it."""
     return Process("recorder", (sys.executable, "-m", "molmomotion_ros.cli", "record", str(record_dir),
-                                "--namespace", namespace or "/", "--no-progress"))
+                                "--namespace", namespace or "/", "--no-progress",
+                                *(("--split-by-episode",) if split_by_episode else ())))
 
 
 def run_processes(label: str, processes: list[Process], manager: Process | None, runner: Process | None,

@@ -1,4 +1,4 @@
-"""``molmomotion experiment success-rate``: the policy experiment's command line.
+"""``molmomotion experiment success-rate`` and ``experiment report``: the policy experiment's command line.
 
 ``add_parser(commands)`` adds the ``experiment`` command to the ``molmomotion`` parser's
 subcommands; its handler returns the exit status, as every molmomotion handler does.
@@ -92,6 +92,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="likewise for the gripper yaw (default: %(default)s; 0.1 in the README's run)")
     sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sr.set_defaults(handler=run_success_rate)
+
+    report = kinds.add_parser(
+        "report", help="rebuild the experiment's tables and plots from its evaluation files",
+        description="Read every <variant>-s<seed>-<step>.json under DIR and print the success table (hierarchical "
+        "bootstrap intervals over training seeds and scenes, n per cell, pairs paired per scene, per-seed spread, the "
+        "protocol's bars) as Markdown; write report.md, report.json and PNGs. Nothing else is read.")
+    report.add_argument("directory", metavar="DIR", help="a run folder (its evals/ or any depth below it)")
+    report.add_argument("--out", type=Path, default=None,
+                        help="folder for report.md, report.json and the PNGs (default: DIR)")
+    report.add_argument("--protocol", type=Path, default=None,
+                        help="protocol file: bars, pairs, statistics (default: the shipped policies/protocol.yaml)")
+    report.add_argument("--replicates", type=_positive, default=None, metavar="N",
+                        help="bootstrap replicates (default: the protocol's)")
+    report.add_argument("--no-plots", action="store_true", help="write no PNGs")
+    report.set_defaults(handler=run_report)
     return experiment
 
 
@@ -119,6 +134,25 @@ def run_success_rate(args: argparse.Namespace) -> int:
     print(result.table)
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Print the headline Markdown on stdout (what the README carries); where the files went on stderr."""
+    from .protocol import ProtocolError, load_protocol
+    from .report import ReportError, build_report, write_report
+    from .statistics import StatisticsError
+
+    try:
+        report = build_report(args.directory, load_protocol(args.protocol), replicates=args.replicates)
+        files = write_report(report, args.out if args.out is not None else Path(args.directory),
+                             plots=not args.no_plots)
+    except (ReportError, ProtocolError, StatisticsError) as err:
+        print(f"molmomotion experiment report: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(report.headline)
+    for kind, path in files.items():
+        print(f"{kind}: {path}", file=sys.stderr)
     return 0
 
 

@@ -24,9 +24,15 @@ class EpisodeResult:
     wall_time_s: float
     agent: str
     model_id: str
+    bag: str | None = None  # the episode's bag folder when it was recorded (sim-eval --record)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a results file holds them; ``bag`` only for a recorded episode (unrecorded runs' files
+        stay as they were)."""
+        fields = asdict(self)
+        if fields["bag"] is None:
+            del fields["bag"]
+        return fields
 
 
 def execute(world: World, action) -> None:

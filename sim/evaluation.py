@@ -14,13 +14,14 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from .tasks import TASKS
 from .tasks.base import Task
 from .world import World
 
+if TYPE_CHECKING:  # loaded when recording only (message packages, mcap)
+    from .episode_bags import BagOptions, EpisodeBags
+
 logger = logging.getLogger(__name__)
 
 OVERALL = "all"
@@ -44,28 +48,53 @@ class EvaluationError(ValueError):
 
 # --- running episodes --------------------------------------------------------------------------
 class EpisodeRunner:
-    """One World and one agent, reused across episodes; turns any exception into a failed result."""
+    """One World and one agent, reused across episodes; turns any exception into a failed result (except a bag
+    error when recording: it stops the run)."""
 
-    def __init__(self, agent_name: str, agent_kwargs: dict | None = None, agent: Agent | None = None):
+    def __init__(self, agent_name: str, agent_kwargs: dict | None = None, agent: Agent | None = None,
+                 record: BagOptions | None = None):
         self.agent_name = agent_name
         self.agent_kwargs = dict(agent_kwargs or {})
         self.world: World | None = None
         self.agent: Agent | None = agent  # built on first use when not given
+        self.record = record  # one bag per episode (molmomotion_sim.episode_bags) when given
+        self._bags: EpisodeBags | None = None
 
     def _new_task(self, episode: EpisodeSpec) -> Task:
         if self.world is None:
-            self.world = World()
+            self.world = World() if self.record is None else self._episode_bags().new_world()
         if self.agent is None:
             self.agent = make_agent(self.agent_name, **self.agent_kwargs)
         return TASKS[episode.family](self.world, episode.options)
 
     def run(self, episode: EpisodeSpec) -> EpisodeResult:
+        if self.record is None:
+            return self._run(episode)
+        recording = self._episode_bags().open(episode)
+        try:
+            result = self._run(episode, recording.attach)
+        finally:
+            recording.close()  # also after a failure: what was written stays readable
+        return replace(result, bag=str(recording.folder))
+
+    def _episode_bags(self) -> EpisodeBags:
+        if self._bags is None:
+            from .episode_bags import EpisodeBags
+
+            self._bags = EpisodeBags(self.record)
+        return self._bags
+
+    def _run(self, episode: EpisodeSpec, attach=None) -> EpisodeResult:
         start = time.perf_counter()
         task = None
         try:
             task = self._new_task(episode)
-            return run_episode(task, episode.seed, self.agent)
-        except Exception as err:  # whatever one episode raises is that episode's failure
+            agent = self.agent if attach is None else attach(self.world, self.agent)
+            return run_episode(task, episode.seed, agent)
+        except Exception as err:  # whatever one episode raises is that episode's failure...
+            if _stops_the_run(err):  # ...but a bag that cannot be written: the run was asked for its recordings
+                self._rebuild_world()
+                raise
             logger.warning("%s seed %d raised %s: %s", episode.family, episode.seed, type(err).__name__, err)
             result = EpisodeResult(
                 seed=episode.seed, family=episode.family, instruction=task.instruction if task else "",
@@ -101,12 +130,21 @@ class EpisodeRunner:
         if self.world is not None:
             self.world.close()
             self.world = None
+        if self._bags is not None:
+            self._bags.close()
+            self._bags = None
 
 
-def _new_runner(agent_name: str, agent_kwargs: dict, log_level: int) -> EpisodeRunner:
+def _stops_the_run(err: Exception) -> bool:
+    """A bag error (folder or write) ends the evaluation (its module is loaded only when recording)."""
+    bags = sys.modules.get("molmomotion_ros.bags.errors")
+    return bags is not None and isinstance(err, bags.BagError)
+
+
+def _new_runner(agent_name: str, agent_kwargs: dict, log_level: int, record: BagOptions | None = None) -> EpisodeRunner:
     """A worker's state (:class:`~molmomotion_ros.execution.WorkerTask` ``init``)."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    return EpisodeRunner(agent_name, agent_kwargs)
+    return EpisodeRunner(agent_name, agent_kwargs, record=record)
 
 
 def _run_one(runner: EpisodeRunner, episode: EpisodeSpec) -> EpisodeResult:
@@ -123,16 +161,24 @@ def evaluate(
     agent_kwargs: dict | None = None,
     workers: int | None = None,
     progress: bool = True,
+    record: BagOptions | None = None,
     executor: Executor | None = None,
     batch_size: int | None = None,
 ) -> list[EpisodeResult]:
     """Run every episode with a fresh agent state per episode; results sorted by (family, seed).
 
     ``executor`` defaults to local worker processes, ``workers`` of them (default ``os.cpu_count()``; with one
-    worker the episodes run in this process); a given executor has its own worker count.
+    worker the episodes run in this process); a given executor has its own worker count. ``record`` writes one
+    bag per episode (:mod:`.episode_bags`; each result's ``bag`` names it; with Ray, a folder every node
+    writes to); every bag folder is made before the first episode runs, and BagFolderError names one that is
+    not empty.
     """
     specs = list(episodes.episodes() if isinstance(episodes, Suite) else episodes)
     validate_request(specs, agent_name, workers)
+    if record is not None:
+        from .episode_bags import prepare_bag_folders
+
+        prepare_bag_folders(record, specs)
     # Built here once, so that bad agent arguments are one clear error, not a failure in every episode.
     agent = build_agent(agent_name, agent_kwargs or {})
     if executor is None:
@@ -143,7 +189,7 @@ def evaluate(
     indexed: list[tuple[int, EpisodeResult]] = []
     successes = 0
     with _progress_bar(len(specs), label, progress) as bar:
-        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, executor, agent, batch_size):
+        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, executor, agent, batch_size, record):
             indexed.append((index, result))
             successes += result.success
             bar.update(1)
@@ -173,11 +219,11 @@ def build_agent(agent_name: str, agent_kwargs: dict) -> Agent:
 
 
 def _run_all(specs: list[EpisodeSpec], agent_name: str, agent_kwargs: dict, executor: Executor, agent: Agent,
-             batch_size: int | None = None) -> Iterable[tuple[int, EpisodeResult]]:
+             batch_size: int | None = None, record: BagOptions | None = None) -> Iterable[tuple[int, EpisodeResult]]:
     """``(index, result)`` as the executor's batches finish; an inline run reuses ``agent``."""
     log_level = logging.getLogger().getEffectiveLevel()
-    task = WorkerTask(_new_runner, _run_one, (agent_name, agent_kwargs, log_level), _close_runner,
-                      local_state=EpisodeRunner(agent_name, agent_kwargs, agent))
+    task = WorkerTask(_new_runner, _run_one, (agent_name, agent_kwargs, log_level, record), _close_runner,
+                      local_state=EpisodeRunner(agent_name, agent_kwargs, agent, record))
     try:
         yield from executor.imap_unordered(task, specs, batch_size)
     finally:

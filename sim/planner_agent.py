@@ -72,16 +72,19 @@ class PlannerAgent:
         self.understood_as = ""  # the instruction as forecast (its template phrasing with instruction_parser)
         self.last_failure = ""
         self.last_plan: SkillPlan | None = None
+        self.last_result = None  # the ForecastPipeline result the last action was planned from (None: no forecast)
         self._task = None
 
     def reset(self, task) -> None:
         self._task = task  # read only by the oracle forecast (privileged, for the planning-only baseline)
         self.last_failure = ""
         self.last_plan = None
+        self.last_result = None
 
     def act(self, observation: Observation | None, instruction: str) -> MotionSequence | None:
         if observation is None:
             raise RuntimeError("PlannerAgent needs observations")
+        self.last_result = None
         if self.instruction_parser:
             understood = instruction_for_model(instruction, getattr(self._task, "vocabulary", None))
             if isinstance(understood, Refusal):
@@ -109,7 +112,7 @@ class PlannerAgent:
             points_t0 = camera.cam_to_world(camera.deproject(uv, obs.depth_m[uv[:, 1], uv[:, 0]]))
             hypotheses = self._ground_truth_tracks(points_t0)[None]
         else:
-            result = self.pipeline.run(obs.rgb, obs.depth_m, camera, instruction)
+            result = self.last_result = self.pipeline.run(obs.rgb, obs.depth_m, camera, instruction)
             points_t0 = result.points_world_t0_m.astype(float)
             hypotheses = result.forecast.points_world_m.astype(float)
         planned = self.manipulator.plan(obs.depth_m, camera, obs.joint_positions_rad[:7], points_t0, hypotheses,

@@ -4,21 +4,26 @@ Compressing and writing (tens of MB/s for camera topics) would otherwise run ins
 callback behind it. The queue is bounded by bytes, not messages: when the writer falls that far behind (a slow
 disk), further messages are dropped and counted per topic, never silently; so are messages that arrive after the
 recording stopped or after a write failed. :meth:`QueuedWriter.close` writes what is queued (or, abandoned, counts
-it as dropped) and finishes the bag.
+it as dropped) and finishes the bag. The writer may also be an :class:`~.episode_split.EpisodeSplitWriter` (a bag
+per episode), whose ``poll`` is called while no message comes, so that the messages it holds back to order them
+are written in time.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 from .definitions import MessageDefinition
+from .episode_split import EpisodeSplitSummary, EpisodeSplitWriter
 from .errors import BagError, BagWriteError
 from .writer import BagSummary, BagWriter, TopicMetadata
 
 DEFAULT_MAX_PENDING_BYTES = 512 * 1024 * 1024
+POLL_S = 0.1  # how often a writer with ``poll`` is polled while no message comes
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class Progress:
 class QueuedWriter:
     """Thread-safe front of a :class:`~.writer.BagWriter`: ``add_topic`` and ``write`` from any thread, in order."""
 
-    def __init__(self, writer: BagWriter, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES):
+    def __init__(self, writer: BagWriter | EpisodeSplitWriter, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES):
         self.writer = writer
         self.max_pending_bytes = int(max_pending_bytes)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -78,7 +83,7 @@ class QueuedWriter:
         return Progress(len(self.writer.topics), received, self.writer.message_count, dropped, pending,
                         self.writer.bytes_written)
 
-    def close(self, abandon: bool = False) -> BagSummary:
+    def close(self, abandon: bool = False) -> BagSummary | EpisodeSplitSummary:
         """Stop accepting messages, write the queued ones (``abandon``: drop and count them instead), finish the bag.
         A failed write leaves the bag finished as far as it goes and its error in :attr:`error`."""
         with self._lock:
@@ -103,8 +108,18 @@ class QueuedWriter:
         self.drop_reasons.setdefault(topic, Counter())[reason] += 1
 
     def _run(self) -> None:
+        poll = getattr(self.writer, "poll", None)
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=POLL_S if poll is not None else None)
+            except queue.Empty:
+                if self.error is None:
+                    try:
+                        poll(time.time_ns())
+                    except Exception as err:  # noqa: BLE001 (the thread must go on draining the queue)
+                        with self._lock:
+                            self.error = _as_bag_error(err)
+                continue
             if item is None:
                 return
             if item[0] == "topic":

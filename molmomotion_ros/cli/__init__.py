@@ -32,7 +32,7 @@ import argparse
 import logging
 import sys
 
-from . import cell_eval, forecast, launch, play, record, results, sim, training
+from . import cell_eval, forecast, launch, play, record, reforecast, results, sim, training
 from .common import PROG, USAGE_ERROR, Parser, UsageError
 
 LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected, reported like argparse errors
@@ -51,6 +51,8 @@ LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected,
     ("molmomotion_ros.forecasting.evaluation", "EvaluationError"),
     ("molmomotion_ros.bags.errors", "BagFolderError"),
     ("molmomotion_ros.bags.errors", "BagReadError"),
+    ("molmomotion_ros.bags.errors", "BagWriteError"),
+    ("molmomotion_ros.reforecast", "ReforecastError"),
     ("molmomotion_ros.execution", "ExecutorUnavailableError"),  # no Ray, or a cluster that cannot be reached
 )
 
@@ -70,6 +72,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     cell_eval.add_parser(commands)
     record.add_parser(commands)
     play.add_parsers(commands)  # play, recover
+    reforecast.add_parser(commands)
     results.add_parser(commands)
     if argv is not None and "experiment" in argv:
         # Its options' defaults come from the policy code (PyBullet, torch): loaded only when used.

@@ -50,7 +50,12 @@ def add_parser(commands) -> None:
     launch.add_argument("--record", type=Path, metavar="DIR",
                         help="also record the graph's standard topics into a rosbag2 MCAP bag in DIR (a new or empty "
                         "folder), as `molmomotion record DIR` would; the recorder starts before the nodes and stops "
-                        "after them")
+                        "after them. sim_eval and sim_eval_policy: a bag per episode, DIR/<suite>-<family>-<seed> "
+                        "(`molmomotion record --split-by-episode`), and sim_node publishes each episode's ground "
+                        "truth (sim/ground_truth; --set sim_node.publish_ground_truth=false turns it off)")
+    launch.add_argument("--record-one-bag", action="store_true",
+                        help="with --record in sim_eval or sim_eval_policy: one bag for the whole run instead of a "
+                        "bag per episode")
     launch.add_argument("--no-progress", action="store_true", help="sim_eval: hide the progress bar")
     launch.set_defaults(handler=_launch)
 
@@ -138,12 +143,15 @@ def _launch(args: argparse.Namespace) -> int:
         source, sep, target = remap.partition(":=")
         if not (sep and source and target):
             raise UsageError(f"--remap reads FROM:=TO, got {remap!r}")
+    if args.record_one_bag and args.record is None:
+        raise UsageError("--record-one-bag goes with --record DIR")
     if args.record is not None:
         from molmomotion_ros.bags.writer import prepare_bag_folder
 
         prepare_bag_folder(args.record)  # a bad folder ends here (exit 2), before any node starts
     try:
         return launch(args.graph, overrides, args.log_dir, env, namespace=namespace, remaps=tuple(args.remaps),
-                      arguments=arguments, record_dir=args.record)
+                      arguments=arguments, record_dir=args.record,
+                      split_by_episode=False if args.record_one_bag else None)
     except KeyError as err:
         raise UsageError(err.args[0]) from None

@@ -110,6 +110,13 @@ def _play(args: argparse.Namespace) -> int:
             raise UsageError(f"--start-offset {args.start_offset:g} s is past the end of {str(args.bag)!r} "
                              f"({_seconds(reader.duration_ns)} long)")
         plan = plan_topics(reader, names or None, remaps)
+        if args.clock:  # one clock only: a simulator's recorded /clock would fight the generated one
+            recorded_clock = [t for t in plan.topics if t.published_as == "/clock"]
+            if recorded_clock:
+                plan.topics = [t for t in plan.topics if t.published_as != "/clock"]
+                plan.skipped["/clock"] = "--clock generates /clock from the bag's time"
+                _warn("not playing the recorded /clock: --clock generates it (leave --clock out to play the "
+                      "recording's own clock, e.g. a simulator's)")
         options = PlaybackOptions(rate=args.rate, loop=args.loop, clock_hz=args.clock,
                                   start_offset_s=args.start_offset, delay_s=args.delay)
         _reader_warnings(reader)

@@ -14,11 +14,13 @@ from pathlib import Path
 from .common import (
     PROG,
     RUNTIME_ERROR,
+    USAGE_ERROR,
     UsageError,
     check_writable,
     family_list,
     key_value,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from .execution import add_arguments as add_execution_arguments
@@ -57,6 +59,16 @@ def add_parsers(commands) -> None:
                           help="results JSON (default: results/eval-<suite>-<agent>.json)")
     sim_eval.add_argument("--contact-sheet", type=non_negative_int, default=0, metavar="N",
                           help="also save a PNG (next to --out) with the first and last frames of N episodes")
+    sim_eval.add_argument("--record", type=Path, metavar="DIR",
+                          help="write one rosbag2 bag (MCAP) per episode to DIR/<suite>-<family>-<seed>/ (as "
+                          "`launch sim_eval --record` names them), with the topics the sim_eval graph publishes: "
+                          "camera colour, depth, camera_info and pose (--record-rate, plus every frame an agent "
+                          "acted on), joint_states, /clock, /tf_static, instruction, sim/episode, sim/ground_truth, "
+                          "and a planner agent's forecasts (forecast/trajectory, hypotheses, scores, goal_pose); "
+                          "stamps are simulated time. Each episode's folder must be new or empty; replay one with "
+                          "`molmomotion play`, score a folder with `eval-forecast --bag DIR`")
+    sim_eval.add_argument("--record-rate", type=positive_float, default=15.0, metavar="HZ",
+                          help="camera frames per second of simulated time in --record bags (default: %(default)s)")
     sim_eval.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim_eval.set_defaults(handler=_sim_eval)
 
@@ -110,12 +122,22 @@ def _sim_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {str(out)!r} is a folder; give a file path")
 
     agent_kwargs = dict(args.agent_args)
+    record = None
+    if args.record is not None:
+        from molmomotion_sim.episode_bags import BagOptions
+
+        record = BagOptions(args.record, suite.name, camera_rate_hz=args.record_rate)
     start = time.perf_counter()
     try:
         results = evaluation.evaluate(suite, args.agent, agent_kwargs, progress=not args.no_progress,
-                                      executor=executor)
+                                      record=record, executor=executor)
     except WorkerLostError as err:
         return worker_lost(err)
+    except Exception as err:
+        if record is None or not _is_bag_error(err):
+            raise
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)  # a full disk, a folder not empty
+        return USAGE_ERROR
     wall_time_s = time.perf_counter() - start
     meta = {
         "agent": args.agent,
@@ -130,15 +152,25 @@ def _sim_eval(args: argparse.Namespace) -> int:
         "episodes": len(results),
         "wall_time_s": round(wall_time_s, 3),
     }
+    if record is not None:
+        meta["record"] = {"dir": str(args.record), "camera_rate_hz": record.camera_rate_hz}
     evaluation.write_results(out, results, meta)
     print(evaluation.format_table(evaluation.summarize(results)))
     print(f"{len(results)} episodes in {wall_time_s:.1f} s; results: {out}")
+    if record is not None:
+        print(f"bags: {len(results)} in {args.record}, one per episode ({Path(results[0].bag).name}, ...)")
     if args.contact_sheet:
         sheet = out.with_suffix(".png")
         episodes = evaluation.spread_over_families(suite.episodes(), args.contact_sheet)
         evaluation.contact_sheet(sheet, episodes, args.agent, agent_kwargs)
         print(f"contact sheet: {sheet}")
     return 0
+
+
+def _is_bag_error(err: Exception) -> bool:
+    from molmomotion_ros.bags import BagError
+
+    return isinstance(err, BagError)
 
 
 def _phrasing_sources(suite) -> dict:

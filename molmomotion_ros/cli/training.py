@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import reforecast
 from .common import (
     PROG,
     RUNTIME_ERROR,
@@ -79,6 +80,13 @@ def add_parsers(commands) -> None:
                           "results/forecast-<split>-phrasings-<set> with --phrasings; -parser appended with "
                           "--instruction-parser)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    recording = evaluate.add_argument_group(
+        "on a recording", "--bag BAG scores the backends on a sim recording instead of a dataset: each forecast "
+        "request in the bag (see --frames), forecast as forecaster_node does, against the recording's "
+        "sim/ground_truth; K=1 is each forecast's best hypothesis (what the node publishes)")
+    recording.add_argument("--bag", type=Path, metavar="BAG", help="a recorded bag (folder or .mcap file) with "
+                           "sim/ground_truth (sim_eval's --record, sim-eval --record)")
+    reforecast.add_recording_arguments(recording, sampling=False)
     evaluate.set_defaults(handler=_eval_forecast)
 
 
@@ -112,6 +120,10 @@ def _train(args: argparse.Namespace) -> int:
 
 # --- eval-forecast -----------------------------------------------------------------------------
 def _eval_forecast(args: argparse.Namespace) -> int:
+    if args.bag is not None:
+        if args.data is not None or args.phrasings is not None or args.episodes is not None:
+            raise UsageError("--bag scores a recording: --data, --phrasings and --episodes apply to datasets")
+        return reforecast.eval_forecast_bag(args)
     data_dir = args.data or Path("data") / args.split
     if not data_dir.is_dir():
         raise UsageError(f"no dataset folder {str(data_dir)!r}; make one with `molmomotion generate-data --split "

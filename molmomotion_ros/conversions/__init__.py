@@ -21,10 +21,12 @@ from .forecasts import (
 )
 from .ground_truth import ground_truth_to_msg, msg_to_ground_truth
 from .images import (
+    FrameError,
     camera_info_msg,
     camera_info_to_camera,
     camera_info_to_rectified,
     depth_to_msg,
+    frame_inputs,
     msg_to_depth_m,
     msg_to_rgb,
     rgb_to_msg,
@@ -40,9 +42,9 @@ from .poses import (
 )
 
 __all__ = [
-    "ConversionError", "camera_info_msg", "camera_info_to_camera", "camera_info_to_rectified", "depth_to_msg",
-    "diagnostic_array",
-    "forecast_to_hypotheses", "forecast_to_markers", "forecast_to_trajectory", "ground_truth_to_msg",
+    "ConversionError", "FrameError", "camera_info_msg", "camera_info_to_camera", "camera_info_to_rectified",
+    "depth_to_msg", "diagnostic_array",
+    "forecast_to_hypotheses", "forecast_to_markers", "frame_inputs", "forecast_to_trajectory", "ground_truth_to_msg",
     "hypotheses_to_trajectory", "msg_to_ground_truth",
     "matrix_to_pose", "matrix_to_transform", "matrix_to_xyz_quat", "msg_to_depth_m", "msg_to_forecast_hypotheses",
     "msg_to_forecast_tracks", "msg_to_rgb", "msg_to_scores", "pose_stamped", "pose_to_matrix", "rgb_to_msg",

@@ -165,3 +165,42 @@ def _pinhole(msg: CameraInfo, intrinsics: np.ndarray, T_world_cam: np.ndarray | 
                              frame_id=msg.header.frame_id or PinholeCamera.frame_id, **kwargs)
     except CameraConfigError as err:
         raise ConversionError(f"camera_info is not a valid pinhole camera: {err}") from None
+
+
+class FrameError(ConversionError):
+    """One RGB-D frame cannot be used; ``kind`` says how (color_image, depth_image, camera_info, size_mismatch,
+    no_depth) and ``part`` which message (color, depth, camera_info)."""
+
+    def __init__(self, kind: str, part: str, message: str):
+        super().__init__(message)
+        self.kind, self.part = kind, part
+
+
+def frame_inputs(color: Image, depth: Image, info: CameraInfo,
+                 T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray, PinholeCamera]:
+    """A synchronised colour/depth/camera_info triple → (rgb, depth_m, camera with pose) as the forecaster reads
+    it: rectified through camera_info's distortion when it has one, the depth aligned to the colour image.
+    The forecaster node and offline re-forecasting both read frames here, so a recording replays exactly.
+    Raises :class:`FrameError`."""
+    try:
+        rgb = msg_to_rgb(color)
+    except ConversionError as err:
+        raise FrameError("color_image", "color", str(err)) from None
+    try:
+        depth_m = msg_to_depth_m(depth)
+    except ConversionError as err:
+        raise FrameError("depth_image", "depth", str(err)) from None
+    try:
+        camera, rectifier = camera_info_to_rectified(info)
+    except ConversionError as err:
+        raise FrameError("camera_info", "camera_info", str(err)) from None
+    if rectifier is not None and rgb.shape[:2] == depth_m.shape == (camera.height, camera.width):
+        rgb, depth_m = rectifier.rgb(rgb), rectifier.depth(depth_m)
+    camera = camera.with_pose(T_world_cam)
+    if rgb.shape[:2] != depth_m.shape or depth_m.shape != (camera.height, camera.width):
+        raise FrameError("size_mismatch", "depth",
+                         f"colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth_m.shape[1]}x{depth_m.shape[0]} "
+                         f"and camera_info {camera.width}x{camera.height} differ (depth must be aligned)")
+    if not np.isfinite(depth_m).any():
+        raise FrameError("no_depth", "depth", "the depth image has no valid pixel (all NaN or 0)")
+    return rgb, depth_m, camera

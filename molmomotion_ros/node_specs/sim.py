@@ -3,6 +3,7 @@
 Rates are in *simulated* time, so a slower-than-real-time run still gives downstream nodes the
 frame spacing a real camera would. ``suite``/``family``/``seed`` are read when ``~/reset`` is
 called; family and seed are checked there (not here) so a bad pair is answered with a reason.
+``publish_ground_truth`` is read at each reset too (``molmomotion launch ... --record`` turns it on).
 """
 
 from .spec import NodeSpec, ParamSpec
@@ -28,5 +29,9 @@ SIM_NODE = NodeSpec(
                   "or 16UC1 millimetres (0 = no return)", choices=("32FC1", "16UC1")),
         ParamSpec("world_frame", "world", "frame of camera/pose (REP-103: the robot base on the table plane)"),
         ParamSpec("diagnostics_period_s", 1.0, "wall-clock period of /diagnostics", range=(0.1, 60.0)),
+        ParamSpec("publish_ground_truth", False, "at every reset, run the task's oracle in a world of its own "
+                  "(~0.5 s) and publish the target's 15 fps pose trace on sim/ground_truth (latched, stamped with "
+                  "the reset's sim time) right after sim/episode: what makes a recording scorable offline; a "
+                  "failure is a warning and a diagnostic, the episode runs on"),
     ),
 )

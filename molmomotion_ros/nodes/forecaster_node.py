@@ -83,6 +83,7 @@ from .tf_listener import make_tf_lookup
 COLOR_TOPIC = "camera/color/image_raw"
 DEPTH_TOPIC = "camera/depth/image_raw"
 INFO_TOPIC = "camera/color/camera_info"
+FRAME_TOPICS = {"color": COLOR_TOPIC, "depth": DEPTH_TOPIC, "camera_info": INFO_TOPIC}  # a FrameError's part → topic
 POSE_TOPIC = "camera/pose"
 STATUS_TOPIC = "forecast/status"
 INSTRUCTION_PROBLEMS = ("instruction_too_long", *(f"instruction_{kind}" for kind in REFUSAL_KINDS))
@@ -528,28 +529,11 @@ class ForecasterNode(ManagedNode):
         """Forecast from the request's frame and publish; returns the forecast's stamp (s)."""
         frames = request.frames
         wait_ms = (self.get_clock().now().nanoseconds - frames.stamp_ns) / 1e6  # transport, sync and mailbox
-        try:
-            rgb = conversions.msg_to_rgb(frames.color)
-        except conversions.ConversionError as err:
-            raise FrameProblem("color_image", COLOR_TOPIC, str(err)) from None
-        try:
-            depth_m = conversions.msg_to_depth_m(frames.depth)
-        except conversions.ConversionError as err:
-            raise FrameProblem("depth_image", DEPTH_TOPIC, str(err)) from None
-        try:
-            camera, rectifier = conversions.camera_info_to_rectified(frames.info)
-        except conversions.ConversionError as err:
-            raise FrameProblem("camera_info", INFO_TOPIC, str(err)) from None
-        if rectifier is not None and rgb.shape[:2] == depth_m.shape == (camera.height, camera.width):
-            rgb, depth_m = rectifier.rgb(rgb), rectifier.depth(depth_m)
         T_world_cam = request.T_world_cam if request.T_world_cam is not None else self._tf_extrinsics(frames)
-        camera = camera.with_pose(T_world_cam)
-        if rgb.shape[:2] != depth_m.shape or depth_m.shape != (camera.height, camera.width):
-            raise FrameProblem("size_mismatch", DEPTH_TOPIC,
-                               f"colour {rgb.shape[1]}x{rgb.shape[0]}, depth {depth_m.shape[1]}x{depth_m.shape[0]} "
-                               f"and camera_info {camera.width}x{camera.height} differ (depth must be aligned)")
-        if not np.isfinite(depth_m).any():
-            raise FrameProblem("no_depth", DEPTH_TOPIC, "the depth image has no valid pixel (all NaN or 0)")
+        try:
+            rgb, depth_m, camera = conversions.frame_inputs(frames.color, frames.depth, frames.info, T_world_cam)
+        except conversions.FrameError as err:
+            raise FrameProblem(err.kind, FRAME_TOPICS[err.part], str(err)) from None
         start = time.perf_counter()
         # Noise keyed on the frame's stamp: a replayed recording gives the very forecasts that were recorded.
         result = self._pipeline.run(rgb, depth_m, camera, request.model_instruction, points_2d=request.points_2d,

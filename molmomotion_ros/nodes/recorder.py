@@ -241,7 +241,7 @@ def record(writer: QueuedWriter, selection: TopicSelection, stop: threading.Even
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         next_progress = started + 1.0
-        while not stop.is_set():
+        while not stop.is_set() and writer.error is None:  # a failed write (full disk) ends the recording
             executor.spin_once(timeout_sec=0.1)
             if on_progress is not None and time.monotonic() >= next_progress:
                 on_progress(time.monotonic() - started)

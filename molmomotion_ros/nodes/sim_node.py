@@ -7,6 +7,11 @@ trajectory replaces the active one, timed from its arrival, an empty one holds t
 position). Episodes are reset through ``~/reset`` from the (suite, family, seed) parameters and
 judged through ``~/success``.
 
+A reset publishes, in this order: ``sim/episode`` (the episode's JSON; it opens the episode, and a recorder that
+splits by episode starts the episode's bag with it), ``sim/ground_truth`` with ``publish_ground_truth`` (the target's
+pose trace under the oracle, computed before anything is published), ``camera/pose`` and ``instruction``, all
+latched; the ground truth and the camera pose are stamped with the reset's simulated time.
+
 Threads: the World (one PyBullet client, not thread-safe) is touched only by the simulation
 thread. rclpy callbacks validate and convert in the executor thread and hand the world a closure
 through a queue, which the simulation thread runs between two physics steps; services wait for
@@ -15,6 +20,7 @@ their closure's result. All stamps are simulated time, which never goes backward
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import queue
@@ -34,9 +40,10 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from molmomotion_sim.control import JointTrajectoryFollower, TrajectoryError
+from molmomotion_sim.ground_truth import GroundTruthOracle
 from molmomotion_sim.seeds import SeedRangeError, split_of
 from molmomotion_sim.suites import SuiteError, load_suite
 from molmomotion_sim.tasks import TASKS, SceneError, Task
@@ -44,6 +51,7 @@ from molmomotion_sim.world import ARM_JOINTS, FINGER_JOINTS, PHYSICS_HZ, World
 
 from ..conversions.diagnostics import diagnostic_array
 from ..conversions.errors import ConversionError
+from ..conversions.ground_truth import ground_truth_to_msg
 from ..conversions.images import camera_info_msg, depth_to_msg, rgb_to_msg
 from ..conversions.joints import joint_state_msg, msg_to_trajectory, time_msg
 from ..conversions.poses import pose_stamped
@@ -133,7 +141,11 @@ class SimNode(Node):
         self._diagnostics_due = threading.Event()  # set by a refusal: publish before the next step
         self._camera_meter, self._step_meter = _RateMeter(), _RateMeter()
         self._rendered_frames = 0
+        # Messages sent on the high-rate topics, logged at exit: what a recording of this node must hold.
+        self._published: collections.Counter[str] = collections.Counter()
         self._render_ms_mean = 0.0  # exponential mean of one render's wall time
+        self._oracle: GroundTruthOracle | None = None  # its own PyBullet world, made at the first ground truth
+        self._ground_truth_status = ("OK", "off (publish_ground_truth is false)")  # (level, message)
 
         self._color_pub = self.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
         self._depth_pub = self.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
@@ -143,6 +155,11 @@ class SimNode(Node):
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
         self._instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self._episode_pub = self.create_publisher(String, "sim/episode", LATCHED)
+        # Only while publish_ground_truth is on (or was): without it the topic does not exist in the graph.
+        self._ground_truth_pub = None
+        if self._params["publish_ground_truth"]:
+            self._ground_truth_pub = self.create_publisher(MultiDOFJointTrajectory, "sim/ground_truth", LATCHED)
+            self._ground_truth_status = ("OK", "on: computed at each reset (no reset yet)")
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", self._on_trajectory, 10)
         self.create_subscription(Float64, "gripper/command", self._on_gripper, 10)
@@ -163,6 +180,8 @@ class SimNode(Node):
     # --- parameters -------------------------------------------------------------------------
     def _on_parameter(self, name: str, value) -> None:
         """Runtime changes: rates take effect at their next tick, the rest at the next reset."""
+        if name == "publish_ground_truth" and value and self._ground_truth_pub is None:
+            self._ground_truth_pub = self.create_publisher(MultiDOFJointTrajectory, "sim/ground_truth", LATCHED)
         self._params[name] = value
         rate_of = {"camera_rate_hz": "camera", "joint_state_rate_hz": "joints", "clock_rate_hz": "clock"}
         if name in rate_of:
@@ -261,11 +280,41 @@ class SimNode(Node):
         self._task = task
         self._episode = {"suite": suite, "family": family, "seed": seed, "instruction": task.instruction}
         stamp = time_msg(self._sim_time_s())
-        self._instruction_pub.publish(String(data=task.instruction))
+        ground_truth = self._ground_truth(family, seed, options[family], stamp)
+        # sim/episode first: everything published after it belongs to this episode (a recorder splitting by
+        # episode orders messages by their publish time, so the episode's ground truth and instruction open its
+        # bag, and the previous bag ends before them).
         self._episode_pub.publish(String(data=json.dumps(self._episode)))
+        if ground_truth is not None:
+            self._ground_truth_pub.publish(ground_truth)
         self._pose_pub.publish(pose_stamped(self._world.camera.T_world_cam, stamp, self._params["world_frame"]))
+        self._instruction_pub.publish(String(data=task.instruction))
         self.get_logger().info(f"episode {self._episode} at sim time {self._sim_time_s():.3f} s")
         return self._episode
+
+    def _ground_truth(self, family: str, seed: int, options, stamp) -> MultiDOFJointTrajectory | None:
+        """The episode's sim/ground_truth message (None when off, or with a warning and a WARN diagnostic when it
+        cannot be computed: the episode runs without it). The oracle runs in its own world; ours is untouched."""
+        if not self._params["publish_ground_truth"] or self._ground_truth_pub is None:
+            self._ground_truth_status = ("OK", "off (publish_ground_truth is false)")
+            return None
+        started = time.perf_counter()
+        try:
+            if self._oracle is None:
+                self._oracle = GroundTruthOracle()
+            truth = self._oracle.trace(family, seed, options)
+            msg = ground_truth_to_msg(truth.times_s, truth.target_poses, stamp, self._params["world_frame"])
+        except Exception as err:  # noqa: BLE001 (any failure of the oracle leaves the episode running)
+            reason = f"no ground truth for {family} seed {seed}: {type(err).__name__}: {err}"
+            self.get_logger().warning(reason)
+            self._ground_truth_status = ("WARN", reason)
+            self._diagnostics_due.set()
+            return None
+        self._ground_truth_status = (
+            "OK", f"{family} seed {seed}: {truth.target_name}, {len(truth.times_s)} samples "
+            f"({truth.times_s[-1]:.2f} s), oracle {'succeeded' if truth.oracle_success else 'failed'}, computed in "
+            f"{time.perf_counter() - started:.2f} s")
+        return msg
 
     def _reset_on_start(self) -> None:
         try:
@@ -361,10 +410,12 @@ class SimNode(Node):
         stamp = time_msg(now_s)
         if self._schedules["clock"].due(now_s):
             self._clock_pub.publish(Clock(clock=stamp))
+            self._published["/clock"] += 1
         if self._schedules["joints"].due(now_s):
             states = self._world.client.getJointStates(self._world.robot_id, ARM_JOINTS + FINGER_JOINTS)
             self._joint_pub.publish(joint_state_msg(JOINT_NAMES, [s[0] for s in states], stamp,
                                                     velocities_rad_s=[s[1] for s in states]))
+            self._published["joint_states"] += 1
         if self._schedules["camera"].due(now_s):
             self._publish_camera(stamp, now_s)
 
@@ -373,6 +424,8 @@ class SimNode(Node):
         camera = self._world.camera
         self._info_pub.publish(camera_info_msg(camera, stamp, camera.frame_id))
         self._pose_pub.publish(pose_stamped(camera.T_world_cam, stamp, self._params["world_frame"]))
+        self._published["camera/color/camera_info"] += 1
+        self._published["camera/pose"] += 1
         if self._color_pub.get_subscription_count() == 0 and self._depth_pub.get_subscription_count() == 0:
             return
         render_start = time.perf_counter()
@@ -383,6 +436,8 @@ class SimNode(Node):
         self._depth_pub.publish(depth_to_msg(observation.depth_m, stamp, camera.frame_id,
                                              self._params["depth_encoding"]))
         self._rendered_frames += 1
+        self._published["camera/color/image_raw"] += 1
+        self._published["camera/depth/image_raw"] += 1
         self._camera_meter.tick(time.monotonic(), now_s)
 
     def _publish_diagnostics(self, now_s: float) -> None:
@@ -412,13 +467,19 @@ class SimNode(Node):
         else:
             commands = diagnostic_array(self.get_name(), "commands", "OK", "commands accepted", stamp,
                                         hardware_id="pybullet")
+        level, message = self._ground_truth_status
+        ground_truth = diagnostic_array(self.get_name(), "ground_truth", level, message, stamp, hardware_id="pybullet")
         simulation.status.extend(commands.status)
+        simulation.status.extend(ground_truth.status)
         self._diag_pub.publish(simulation)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
+        self.get_logger().info(f"published messages: {json.dumps(dict(sorted(self._published.items())))}")
         self._world.close()
+        if self._oracle is not None:
+            self._oracle.close()
 
 
 def main(args=None) -> None:

@@ -262,3 +262,47 @@ def test_bad_topic_names_are_refused(name, tmp_path):
     with pytest.raises(UsageError, match="not a valid ROS 2 topic name"):
         topic_names([name], "/")
     assert topic_names(["chatter", "/tf", "chatter"], "/ns") == ["/ns/chatter", "/tf"]
+
+
+def test_a_full_disk_ends_the_recording_with_one_line_and_keeps_what_was_written(ros_env, tmp_path):
+    """The recorder's files may not grow past 2.5 MB (RLIMIT_FSIZE: writes then fail as on a full disk, EFBIG):
+    the recorder stops by itself with one line naming the file and the cause, exit status 2, and the bag holds
+    every message of its complete chunks, intact."""
+    import resource
+
+    from molmomotion_ros.bags import BagReader
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_500_000, 2_500_000))  # Python ignores SIGXFSZ: write() fails
+
+    bag = tmp_path / "bag"
+    err = tmp_path / "recorder.err"
+    recorder = subprocess.Popen([sys.executable, "-m", "molmomotion_ros.cli", "record", str(bag),
+                                 "/camera/color/image_raw", "--compression", "none", "--discovery-interval", "0.2"],
+                                env=ros_env,
+                                stdout=open(tmp_path / "recorder.out", "w"), stderr=open(err, "w"),  # noqa: SIM115
+                                start_new_session=True, cwd=ROOT, preexec_fn=limit_file_size)
+    talker = start([str(TALKER), "--stream", "2000", "--stream-hz", "200", "--width", "64", "--height", "48"],
+                   ros_env, tmp_path / "talker.log")
+    try:
+        status = recorder.wait(120)
+    finally:
+        stop(recorder)
+        stop(talker)
+    lines = [line for line in err.read_text().splitlines() if "error" in line]
+    assert status == 2, err.read_text()
+    assert len(lines) == 1 and str(bag) in lines[0] and "File too large" in lines[0], err.read_text()
+    with BagReader(bag) as reader:
+        messages = list(reader.messages())
+    assert len(messages) >= 200  # two whole 1 MB chunks of 9 kB images fit under the limit
+    for message in messages:
+        assert message.data.endswith(image_bytes_tail(message))
+
+
+def image_bytes_tail(message) -> bytes:
+    """The last bytes of the image the talker sent with this stamp (its payload is image_bytes(stamp))."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    image = deserialize_message(message.data, Image)
+    return bytes(image_bytes(image.header.stamp.sec, 64, 48)[-32:])

@@ -12,8 +12,8 @@ from rosutil import isolated_ros_env
 
 
 def test_an_episode_through_the_graph_succeeds_and_writes_the_harness_results(tmp_path):
-    """... recorded as it runs (`launch --record`): the bag holds the camera, the instruction, the forecast and the
-    arm's commands, readable by the mcap library as a ROS 2 bag."""
+    """... recorded as it runs (`launch --record`): a bag per episode, which holds the camera, the instruction, the
+    episode's ground truth, the forecast and the arm's commands, readable by the mcap library as a ROS 2 bag."""
     out = tmp_path / "graph.json"
     env = isolated_ros_env()
     result = subprocess.run(
@@ -32,15 +32,18 @@ def test_an_episode_through_the_graph_succeeds_and_writes_the_harness_results(tm
     _check_recording(tmp_path / "bag", result.stdout)
 
 
-def _check_recording(bag, stdout: str) -> None:
+def _check_recording(recording, stdout: str) -> None:
     from mcap.reader import make_reader
 
+    (bag,) = [p for p in recording.iterdir() if p.name != "preamble"]  # the one episode's bag
+    assert bag.name.startswith("main-place-in-container-"), bag.name
     metadata = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     counts = {t["topic_metadata"]["name"]: t["message_count"] for t in metadata["topics_with_message_count"]}
     for topic in ("/camera/color/image_raw", "/camera/depth/image_raw", "/camera/color/camera_info", "/instruction",
                   "/forecast/trajectory", "/forecast/status", "/arm_controller/joint_trajectory", "/gripper/command",
-                  "/manipulation/status", "/sim/episode"):
+                  "/manipulation/status"):
         assert counts.get(topic, 0) > 0, (topic, counts)
+    assert counts["/sim/episode"] == counts["/sim/ground_truth"] == 1, counts
     assert counts["/camera/color/image_raw"] > 20  # the whole episode, not a moment of it
     seen: dict[str, int] = {}
     for path in metadata["relative_file_paths"]:
@@ -51,6 +54,7 @@ def _check_recording(bag, stdout: str) -> None:
                 seen[channel.topic] = seen.get(channel.topic, 0) + 1
     assert seen == {t: n for t, n in counts.items() if n}, (seen, counts)
     assert "/camera/color/image_raw" in stdout and "MB/min" in stdout  # the recorder's summary after the run
+    assert bag.name in stdout
 
 
 def test_the_shipped_policy_through_the_graph_acts_as_in_the_harness(tmp_path):
