@@ -24,6 +24,8 @@ setup(
         (f"share/{PACKAGE}/config/phrasings", glob("config/phrasings/*.yaml")),
     ],
     install_requires=["setuptools"],
+    # Optional: `--executor ray` (molmomotion_ros.execution). requirements/ray.txt pins the tested version.
+    extras_require={"ray": ["ray[client]>=2.40"]},
     zip_safe=True,
     maintainer="molmomotion_ros developers",
     maintainer_email="molmomotion-ros@users.noreply.github.com",

@@ -12,13 +12,17 @@
 #      requirements/lock.txt (with itself as constraint), then `pip install --no-deps -e .`.
 #      Skipped when .venv/.bootstrap-stamp matches the hash of lock.txt, setup.py, setup.cfg and
 #      package.xml.
+#   3b. The optional group requirements/ray.txt (Ray, for --executor ray and its tests), pinned apart
+#      from lock.txt and installed with lock.txt as constraint; skipped when .venv/.bootstrap-ray-stamp
+#      matches the hash of both files, left out with BOOTSTRAP_SKIP_RAY=1.
 #   4. ROS interfaces that no wheel ships (control_msgs, tf2_msgs): scripts/build_interfaces.sh
 #      generates them into .venv from interfaces/ (~1 min, once); skipped in milliseconds by its own
 #      stamp, and left alone when a ROS install already provides them.
 # Environment: PYTHON=python3.11 to choose the interpreter; BOOTSTRAP_SKIP_APT=1 to skip step 1
-# (no root); BOOTSTRAP_SKIP_INTERFACES=1 to skip step 4; BOOTSTRAP_VERBOSE=1 to show pip/apt/build
-# output. Output is quiet unless something is installed; on failure, the tail of the log and a
-# one-line error, exit status 1. --force also rebuilds the interfaces.
+# (no root); BOOTSTRAP_SKIP_RAY=1 to skip step 3b; BOOTSTRAP_SKIP_INTERFACES=1 to skip step 4;
+# BOOTSTRAP_VERBOSE=1 to show pip/apt/build output. Output is quiet unless something is installed;
+# on failure, the tail of the log and a one-line error, exit status 1. --force also reinstalls the
+# optional group and rebuilds the interfaces.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +31,8 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 LOCK="requirements/lock.txt"
 STAMP="$VENV/.bootstrap-stamp"
+RAY_GROUP="requirements/ray.txt"
+RAY_STAMP="$VENV/.bootstrap-ray-stamp"
 PYTHON="${PYTHON:-python3}"
 # cmake, g++, make: scripts/build_interfaces.sh compiles control_msgs/tf2_msgs (step 4).
 APT_PACKAGES=(libusb-1.0-0 espeak-ng sox cmake g++ make)
@@ -34,7 +40,7 @@ FORCE=0
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bootstrap: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -162,6 +168,23 @@ if [[ $FORCE == 1 || "$want" != "$have" ]]; then
     STEP="writing $STAMP"
     echo "$want" >"$STAMP"
     say "done in $((SECONDS - t0)) s ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null || echo 'torch ?'))"
+fi
+
+# ---------------------------------------------------------------- 3b. optional group: Ray
+if [[ "${BOOTSTRAP_SKIP_RAY:-0}" != 1 && -f "$RAY_GROUP" ]]; then
+    STEP="hashing $RAY_GROUP"
+    ray_want="$(cat "$LOCK" "$RAY_GROUP" | sha256sum | cut -d' ' -f1)"
+    ray_have="$(cat "$RAY_STAMP" 2>/dev/null || true)"
+    if [[ $FORCE == 1 || "$ray_want" != "$ray_have" ]]; then
+        PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input)
+        say "installing the optional group $RAY_GROUP ..."
+        rm -f "$RAY_STAMP"
+        STEP="installing $RAY_GROUP (with $LOCK as constraint)"
+        run "${PIP[@]}" install -q -r "$RAY_GROUP" -c "$LOCK"
+        STEP="checking the installed set (pip check)"
+        run "${PIP[@]}" check
+        echo "$ray_want" >"$RAY_STAMP"
+    fi
 fi
 
 # ---------------------------------------------------------------- 4. ROS interfaces no wheel ships

@@ -2,8 +2,9 @@
 processes (:mod:`molmomotion_sim.recording`) and written as compressed shards with a manifest in the
 core's format (:mod:`molmomotion_ros.motion_data`, which also reads them back).
 
-Generation runs one :class:`~molmomotion_sim.world.World` per worker process (spawn) and never imports
-torch there. Shards are byte-identical for any worker count.
+Generation runs one :class:`~molmomotion_sim.world.World` per worker (a spawned process, or a Ray actor:
+:mod:`molmomotion_ros.execution`) and never imports torch there. Shards are byte-identical for any
+executor, worker count and batch size.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
-import os
 import time
 from dataclasses import asdict, fields
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from molmomotion_ros.camera import PinholeCamera
+from molmomotion_ros.execution import Executor, LocalExecutor, WorkerTask, available_cores
 from molmomotion_ros.motion_data import MANIFEST, SCHEMA_VERSION, DatasetError, write_shard
 from molmomotion_ros.paths import config_path
 from molmomotion_ros.phrasings import PhrasingError, check_split_allowed, load_phrasing_set
@@ -51,33 +51,19 @@ def _task_options(options: TaskOptions | dict | None) -> TaskOptions:
     raise DatasetError(f"options must be a TaskOptions or a dict, got {type(options).__name__}")
 
 
-# --- worker processes ---------------------------------------------------------------------------
-_WORKER: EpisodeRecorder | None = None
+# --- workers ------------------------------------------------------------------------------------
+def _record(recorder: EpisodeRecorder, job: tuple[str, int, str]) -> dict:
+    return recorder.record(*job)
 
 
-def _init_worker(config: GenerationConfig) -> None:
-    global _WORKER
-    _WORKER = EpisodeRecorder(config)
+def _close_recorder(recorder: EpisodeRecorder) -> None:
+    recorder.close()
 
 
-def _run_job(job: tuple[str, int, str]) -> dict:
-    assert _WORKER is not None, "worker not initialised"
-    return _WORKER.record(*job)
-
-
-def _records(jobs: list[tuple[str, int, str]], config: GenerationConfig, workers: int) -> Iterator[dict]:
-    """Records in the order of ``jobs`` (whatever the worker count)."""
-    if workers == 1:
-        recorder = EpisodeRecorder(config)
-        try:
-            for job in jobs:
-                yield recorder.record(*job)
-        finally:
-            recorder.close()
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-        yield from pool.imap(_run_job, jobs, chunksize=1)
+def _records(jobs: list[tuple[str, int, str]], config: GenerationConfig, executor: Executor,
+             batch_size: int | None = None) -> Iterator[dict]:
+    """Records in the order of ``jobs`` (whatever the executor, worker count and batch size)."""
+    yield from executor.imap(WorkerTask(EpisodeRecorder, _record, (config,), _close_recorder), jobs, batch_size)
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -96,11 +82,14 @@ def generate_dataset(
     frames_every: int = 0,
     seed_start: int = 0,
     episodes_per_shard: int = EPISODES_PER_SHARD,
+    executor: Executor | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     """Record ``episodes_per_family`` oracle episodes per family into ``out_dir``; return the manifest.
 
     Seeds are the first ``episodes_per_family`` of ``split`` after ``seed_start`` (the same seeds
-    for every family). Output is identical whatever ``workers`` is (default: every core).
+    for every family). ``executor`` defaults to ``workers`` local processes (default: every core; a given
+    executor has its own count). Output is identical whatever the executor, ``workers`` and ``batch_size``.
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
@@ -140,12 +129,13 @@ def generate_dataset(
     out = _prepare_out_dir(Path(out_dir), config_hash, overwrite)
 
     jobs = [(family, seed, split) for family in families for seed in seeds]  # sorted by (family, seed)
-    workers = min(workers or _available_cores(), len(jobs))
+    if executor is None:
+        executor = LocalExecutor(min(workers or available_cores(), len(jobs)))
     start = time.perf_counter()
     shards, buffer, skipped = [], [], []
     counts = {f: {"episodes": 0, "successes": 0} for f in families}
     with tqdm(total=len(jobs), desc=f"generate {split}", unit="ep", disable=not progress) as bar:
-        for record in _records(jobs, config, workers):
+        for record in _records(jobs, config, executor, batch_size):
             bar.update()
             if "skipped" in record:
                 skipped.append({"family": record["family"], "seed": record["seed"], "reason": record["skipped"]})
@@ -174,7 +164,8 @@ def generate_dataset(
         "shards": shards,
         "bytes": sum(s["bytes"] for s in shards),
         "code_version": code_version(),
-        "workers": workers,
+        "workers": executor.last_run.workers,
+        "executor": executor.describe(),
         "wall_time_s": round(elapsed, 3),
         "episodes_per_s": round(len(jobs) / elapsed, 3),  # attempted episodes, skipped ones included
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -201,13 +192,6 @@ def _jsonable(value):
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _prepare_out_dir(out: Path, config_hash: str, overwrite: bool) -> Path:

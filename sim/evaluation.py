@@ -1,9 +1,10 @@
-"""Run a suite's episodes with an agent in parallel worker processes, and summarise the results.
+"""Run a suite's episodes with an agent on parallel workers, and summarise the results.
 
-Each worker process builds one :class:`World` and one agent and reuses them for every episode it
-is handed. Episodes are independent — ``(family, seed, options)`` determines the scene — so the
-results, sorted by ``(family, seed)``, do not depend on the number of workers. An episode that
-raises is recorded as a failure carrying the exception's message; it never stops the run.
+Each worker (a local process or a Ray actor: :mod:`molmomotion_ros.execution`) builds one
+:class:`World` and one agent and reuses them for every episode it is handed. Episodes are independent
+— ``(family, seed, options)`` determines the scene — so the results, sorted by ``(family, seed)``, do
+not depend on the executor, the number of workers or the batch size. An episode that raises is
+recorded as a failure carrying the exception's message; it never stops the run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from molmomotion_ros.execution import Executor, LocalExecutor, WorkerTask
+
 from .agents import AGENTS, Agent, make_agent
 from .episode import EpisodeResult, run_episode
 from .suites import EpisodeSpec, Suite
@@ -37,8 +39,6 @@ if TYPE_CHECKING:  # loaded when recording only (message packages, mcap)
 
 logger = logging.getLogger(__name__)
 
-START_METHOD = "spawn"  # fresh interpreters: no PyBullet client or generator state is inherited
-MAX_CHUNK_EPISODES = 4
 OVERALL = "all"
 
 
@@ -141,18 +141,18 @@ def _stops_the_run(err: Exception) -> bool:
     return bags is not None and isinstance(err, bags.BagError)
 
 
-_worker_runner: EpisodeRunner | None = None  # one per worker process, set by _init_worker
-
-
-def _init_worker(agent_name: str, agent_kwargs: dict, log_level: int, record: BagOptions | None = None) -> None:
-    global _worker_runner
+def _new_runner(agent_name: str, agent_kwargs: dict, log_level: int, record: BagOptions | None = None) -> EpisodeRunner:
+    """A worker's state (:class:`~molmomotion_ros.execution.WorkerTask` ``init``)."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    _worker_runner = EpisodeRunner(agent_name, agent_kwargs, record=record)
+    return EpisodeRunner(agent_name, agent_kwargs, record=record)
 
 
-def _run_in_worker(item: tuple[int, EpisodeSpec]) -> tuple[int, EpisodeResult]:
-    index, episode = item
-    return index, _worker_runner.run(episode)
+def _run_one(runner: EpisodeRunner, episode: EpisodeSpec) -> EpisodeResult:
+    return runner.run(episode)
+
+
+def _close_runner(runner: EpisodeRunner) -> None:
+    runner.close()
 
 
 def evaluate(
@@ -162,12 +162,16 @@ def evaluate(
     workers: int | None = None,
     progress: bool = True,
     record: BagOptions | None = None,
+    executor: Executor | None = None,
+    batch_size: int | None = None,
 ) -> list[EpisodeResult]:
     """Run every episode with a fresh agent state per episode; results sorted by (family, seed).
 
-    ``workers`` defaults to ``os.cpu_count()``; with one worker the episodes run in this process. ``record``
-    writes one bag per episode (:mod:`.episode_bags`; each result's ``bag`` names it); every bag folder is made
-    before the first episode runs, and BagFolderError names one that is not empty.
+    ``executor`` defaults to local worker processes, ``workers`` of them (default ``os.cpu_count()``; with one
+    worker the episodes run in this process); a given executor has its own worker count. ``record`` writes one
+    bag per episode (:mod:`.episode_bags`; each result's ``bag`` names it; with Ray, a folder every node
+    writes to); every bag folder is made before the first episode runs, and BagFolderError names one that is
+    not empty.
     """
     specs = list(episodes.episodes() if isinstance(episodes, Suite) else episodes)
     validate_request(specs, agent_name, workers)
@@ -177,13 +181,15 @@ def evaluate(
         prepare_bag_folders(record, specs)
     # Built here once, so that bad agent arguments are one clear error, not a failure in every episode.
     agent = build_agent(agent_name, agent_kwargs or {})
-    workers = min(workers or os.cpu_count() or 1, max(1, len(specs)))
+    if executor is None:
+        executor = LocalExecutor(min(workers or os.cpu_count() or 1, len(specs)))
     label = episodes.name if isinstance(episodes, Suite) else "episodes"
-    logger.info("evaluating %d episodes of %s with agent %r on %d worker(s)", len(specs), label, agent_name, workers)
+    logger.info("evaluating %d episodes of %s with agent %r on the %s executor", len(specs), label, agent_name,
+                executor.name)
     indexed: list[tuple[int, EpisodeResult]] = []
     successes = 0
     with _progress_bar(len(specs), label, progress) as bar:
-        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, workers, agent, record):
+        for index, result in _run_all(specs, agent_name, agent_kwargs or {}, executor, agent, batch_size, record):
             indexed.append((index, result))
             successes += result.success
             bar.update(1)
@@ -212,22 +218,16 @@ def build_agent(agent_name: str, agent_kwargs: dict) -> Agent:
         raise EvaluationError(f"agent {agent_name!r} cannot be built from {agent_kwargs}: {_one_line(err)}") from None
 
 
-def _run_all(specs: list[EpisodeSpec], agent_name: str, agent_kwargs: dict, workers: int,
-             agent: Agent, record: BagOptions | None = None) -> Iterable[tuple[int, EpisodeResult]]:
-    items = list(enumerate(specs))
-    if workers == 1:
-        runner = EpisodeRunner(agent_name, agent_kwargs, agent, record)
-        try:
-            for index, spec in items:
-                yield index, runner.run(spec)
-        finally:
-            runner.close()
-        return
-    chunk = max(1, min(MAX_CHUNK_EPISODES, len(items) // (workers * 4)))
-    context = multiprocessing.get_context(START_METHOD)
-    init_args = (agent_name, agent_kwargs, logging.getLogger().getEffectiveLevel(), record)
-    with context.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        yield from pool.imap_unordered(_run_in_worker, items, chunksize=chunk)
+def _run_all(specs: list[EpisodeSpec], agent_name: str, agent_kwargs: dict, executor: Executor, agent: Agent,
+             batch_size: int | None = None, record: BagOptions | None = None) -> Iterable[tuple[int, EpisodeResult]]:
+    """``(index, result)`` as the executor's batches finish; an inline run reuses ``agent``."""
+    log_level = logging.getLogger().getEffectiveLevel()
+    task = WorkerTask(_new_runner, _run_one, (agent_name, agent_kwargs, log_level, record), _close_runner,
+                      local_state=EpisodeRunner(agent_name, agent_kwargs, agent, record))
+    try:
+        yield from executor.imap_unordered(task, specs, batch_size)
+    finally:
+        task.local_state.close()
 
 
 class _NullBar:

@@ -53,6 +53,7 @@ LIBRARY_INPUT_ERRORS = (  # (module, exception): bad input the library detected,
     ("molmomotion_ros.bags.errors", "BagReadError"),
     ("molmomotion_ros.bags.errors", "BagWriteError"),
     ("molmomotion_ros.reforecast", "ReforecastError"),
+    ("molmomotion_ros.execution", "ExecutorUnavailableError"),  # no Ray, or a cluster that cannot be reached
 )
 
 

@@ -23,6 +23,8 @@ from .common import (
     positive_float,
     positive_int,
 )
+from .execution import add_arguments as add_execution_arguments
+from .execution import executor_from_args, worker_lost
 
 HISTORY_RANGE = (1, 3)  # past frames a dataset sample may carry
 
@@ -49,9 +51,10 @@ def add_parsers(commands) -> None:
                           "file; the scenes stay the same and the suite is renamed <suite>-phrasings-<set>")
     sim_eval.add_argument("--families", type=family_list, metavar="A,B",
                           help="comma-separated families of the suite to run (default: all of them)")
-    sim_eval.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
-                          help="parallel worker processes, one PyBullet world each "
-                          "(default: %(default)s, the CPU count)")
+    sim_eval.add_argument("--workers", type=positive_int, metavar="N",
+                          help="parallel workers, one PyBullet world and agent each (default: the CPU count, "
+                          f"{os.cpu_count() or 1}; with --executor ray, as many as the cluster holds)")
+    add_execution_arguments(sim_eval)
     sim_eval.add_argument("--out", type=Path, metavar="PATH",
                           help="results JSON (default: results/eval-<suite>-<agent>.json)")
     sim_eval.add_argument("--contact-sheet", type=non_negative_int, default=0, metavar="N",
@@ -84,8 +87,10 @@ def add_parsers(commands) -> None:
                           help=f"past frames per sample, {HISTORY_RANGE[0]}..{HISTORY_RANGE[1]} (default: %(default)s)")
     generate.add_argument("--horizon", type=positive_int, default=32, metavar="F",
                           help="future frames forecast per sample, at 15 fps (default: %(default)s)")
-    generate.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="N",
-                          help="parallel worker processes (default: %(default)s, the CPU count)")
+    generate.add_argument("--workers", type=positive_int, metavar="N",
+                          help=f"parallel workers (default: the CPU count, {os.cpu_count() or 1}; with --executor "
+                          "ray, as many as the cluster holds)")
+    add_execution_arguments(generate)
     generate.add_argument("--options-suite", metavar="SUITE",
                           help="draw scenes with this suite's task options (default: ood for the ood split, main "
                           "otherwise, so training targets never use the ood suite's held-out combinations); "
@@ -98,6 +103,7 @@ def add_parsers(commands) -> None:
 
 # --- sim-eval ----------------------------------------------------------------------------------
 def _sim_eval(args: argparse.Namespace) -> int:
+    from molmomotion_ros.execution import WorkerLostError
     from molmomotion_sim import evaluation
     from molmomotion_sim.agents import AGENTS
     from molmomotion_sim.suites import load_suite
@@ -109,6 +115,7 @@ def _sim_eval(args: argparse.Namespace) -> int:
         suite = suite.select(families=args.families, episodes_per_family=args.episodes)
     if args.phrasings is not None:
         suite = suite.with_phrasing_set(args.phrasings)
+    executor = executor_from_args(args, default_workers=os.cpu_count() or 1)
     out = args.out or Path("results") / f"eval-{suite.name}-{args.agent}.json"
     check_writable(out.parent, what="output folder")
     if out.is_dir():
@@ -122,8 +129,10 @@ def _sim_eval(args: argparse.Namespace) -> int:
         record = BagOptions(args.record, suite.name, camera_rate_hz=args.record_rate)
     start = time.perf_counter()
     try:
-        results = evaluation.evaluate(suite, args.agent, agent_kwargs, workers=args.workers,
-                                      progress=not args.no_progress, record=record)
+        results = evaluation.evaluate(suite, args.agent, agent_kwargs, progress=not args.no_progress,
+                                      record=record, executor=executor)
+    except WorkerLostError as err:
+        return worker_lost(err)
     except Exception as err:
         if record is None or not _is_bag_error(err):
             raise
@@ -138,7 +147,8 @@ def _sim_eval(args: argparse.Namespace) -> int:
         "suite_file": suite.source,
         "split": suite.split,
         "phrasings": _phrasing_sources(suite),
-        "workers": args.workers,
+        "workers": executor.last_run.workers,
+        "executor": executor.describe(),
         "episodes": len(results),
         "wall_time_s": round(wall_time_s, 3),
     }
@@ -187,6 +197,7 @@ def _generate_data(args: argparse.Namespace) -> int:
     lo, hi = HISTORY_RANGE
     if not lo <= args.history <= hi:
         raise UsageError(f"--history must be in {lo}..{hi}, got {args.history}")
+    executor = executor_from_args(args, default_workers=os.cpu_count() or 1)
     options = _suite_task_options(args.options_suite or ("ood" if args.split == "ood" else "main"), families)
     if options is not None and options.phrasing_set is not None:
         from molmomotion_ros.phrasings import check_split_allowed, load_phrasing_set
@@ -199,11 +210,16 @@ def _generate_data(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: dataset generation is unavailable: {err}", file=sys.stderr)
         return RUNTIME_ERROR
 
-    manifest = generate_dataset(
-        split=args.split, episodes_per_family=args.episodes, out_dir=args.out, families=families,
-        history=args.history, horizon=args.horizon, workers=args.workers, progress=not args.no_progress,
-        options=options, overwrite=args.overwrite,
-    )
+    from molmomotion_ros.execution import WorkerLostError
+
+    try:
+        manifest = generate_dataset(
+            split=args.split, episodes_per_family=args.episodes, out_dir=args.out, families=families,
+            history=args.history, horizon=args.horizon, progress=not args.no_progress,
+            options=options, overwrite=args.overwrite, executor=executor,
+        )
+    except WorkerLostError as err:
+        return worker_lost(err)
     for key, value in manifest.items():
         if isinstance(value, (str, int, float, bool)) or value is None:
             print(f"{key}: {value}")
