@@ -5,8 +5,8 @@ frame with a fresh wall-clock stamp, 10 Hz) and sends two instructions (volatile
 forecaster_node (fm, K=8, on_instruction) forecasts once per instruction; `molmomotion record` records it all.
 Replayed: `molmomotion play BAG --clock --delay 3` publishes the camera and instruction topics (not the recorded
 forecasts) with the bag's time on /clock, into a fresh forecaster_node with the same checkpoint and seed and
-use_sim_time: every recorded forecast comes again, from the same frame (stamp), equal within 1e-5 m (the FM noise is a function
-of the frame's stamp). `molmomotion reforecast` makes the same forecasts offline.
+use_sim_time: every recorded forecast comes again, from the same frame (stamp), equal within 1e-5 m (the FM noise
+is a function of the frame's stamp). `molmomotion reforecast` makes the same forecasts offline.
 """
 
 from __future__ import annotations
