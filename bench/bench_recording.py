@@ -128,7 +128,8 @@ def run_condition(record: bool, args, obs, instruction: str, workdir: Path) -> d
     recorder = None
     bag = workdir / f"bag-{tag}"
     if record:
-        recorder = subprocess.Popen([sys.executable, "-m", "molmomotion_ros.cli", "record", str(bag)], env=env,
+        recorder = subprocess.Popen([sys.executable, "-m", "molmomotion_ros.cli", "record", str(bag),
+                                     *args.record_args.split()], env=env,
                                     stdout=logs["recorder"], stderr=subprocess.STDOUT, start_new_session=True)
         time.sleep(3.0)  # its subscriptions exist before anything is published
     node = subprocess.Popen([sys.executable, "-m", latency.NODE_MODULE, "--ros-args", "--params-file",
@@ -224,6 +225,8 @@ def main() -> None:
     parser.add_argument("--sim-episodes", type=int, default=4,
                         help="also record a sim_eval graph run of this many episodes per family (camera 30 Hz) and "
                         "check its bag against sim_node's own counts (0: skip; default %(default)s)")
+    parser.add_argument("--record-args", default="", metavar="ARGS",
+                        help="extra arguments for `molmomotion record` in the recorded runs, e.g. '--compression none'")
     parser.add_argument("--probe", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -244,7 +247,8 @@ def main() -> None:
     recorded = [r for r in rows if r["recording"]]
     lost = sum(max(0, v) for r in recorded for v in r["lost"].values())
     sim_eval = sim_eval_run(args, workdir) if args.sim_episodes else None
-    document = {"benchmark": "recording", "sim_eval": sim_eval, "seconds": args.seconds,
+    document = {"benchmark": "recording", "record_args": args.record_args, "sim_eval": sim_eval,
+                "seconds": args.seconds,
                 "rate_hz": args.rate_hz, "order": list(order),
                 "without_recording": pooled[False], "with_recording": pooled[True],
                 "p95_ratio": pooled[True]["p95_ms"] / pooled[False]["p95_ms"], "bar_p95_ratio": 1.10,
