@@ -128,7 +128,8 @@ def run_condition(record: bool, args, obs, instruction: str, workdir: Path) -> d
     recorder = None
     bag = workdir / f"bag-{tag}"
     if record:
-        recorder = subprocess.Popen([sys.executable, "-m", "molmomotion_ros.cli", "record", str(bag),
+        nice = ["nice", "-n", str(args.record_nice)] if args.record_nice else []
+        recorder = subprocess.Popen([*nice, sys.executable, "-m", "molmomotion_ros.cli", "record", str(bag),
                                      *args.record_args.split()], env=env,
                                     stdout=logs["recorder"], stderr=subprocess.STDOUT, start_new_session=True)
         time.sleep(3.0)  # its subscriptions exist before anything is published
@@ -227,6 +228,8 @@ def main() -> None:
                         "check its bag against sim_node's own counts (0: skip; default %(default)s)")
     parser.add_argument("--record-args", default="", metavar="ARGS",
                         help="extra arguments for `molmomotion record` in the recorded runs, e.g. '--compression none'")
+    parser.add_argument("--record-nice", type=int, default=0, metavar="N",
+                        help="run the recorder at this niceness (`nice -n N`): lower CPU priority than the forecaster")
     parser.add_argument("--probe", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -247,7 +250,8 @@ def main() -> None:
     recorded = [r for r in rows if r["recording"]]
     lost = sum(max(0, v) for r in recorded for v in r["lost"].values())
     sim_eval = sim_eval_run(args, workdir) if args.sim_episodes else None
-    document = {"benchmark": "recording", "record_args": args.record_args, "sim_eval": sim_eval,
+    document = {"benchmark": "recording", "record_args": args.record_args, "record_nice": args.record_nice,
+                "sim_eval": sim_eval,
                 "seconds": args.seconds,
                 "rate_hz": args.rate_hz, "order": list(order),
                 "without_recording": pooled[False], "with_recording": pooled[True],

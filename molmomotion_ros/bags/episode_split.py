@@ -44,7 +44,16 @@ from pathlib import Path
 
 from .definitions import MessageDefinition
 from .errors import BagError
-from .writer import COMPRESSIONS, BagSummary, BagWriter, FileInfo, TopicCount, TopicMetadata, prepare_bag_folder
+from .writer import (
+    COMPRESSIONS,
+    BagSummary,
+    BagWriter,
+    FileInfo,
+    TopicCount,
+    TopicMetadata,
+    check_definition,
+    prepare_bag_folder,
+)
 
 EPISODE_TOPIC = "/sim/episode"
 PREAMBLE = "preamble"
@@ -195,8 +204,7 @@ class EpisodeSplitWriter:
         self._check_open()
         if topic.name in self._topics:
             return False
-        if definition.type_name != topic.type:
-            raise BagError(f"the definition of {definition.type_name} was given for {topic.name} of type {topic.type}")
+        check_definition(topic, definition)
         self._topics[topic.name] = (topic, definition)
         depth = latched_depth(topic)
         if depth:

@@ -127,6 +127,12 @@ def prepare_bag_folder(folder: Path, action: str = "record to") -> Path:
     return folder
 
 
+def check_definition(topic: TopicMetadata, definition: MessageDefinition) -> None:
+    """BagError unless ``definition`` is of the topic's type."""
+    if definition.type_name != topic.type:
+        raise BagError(f"the definition of {definition.type_name} was given for {topic.name} of type {topic.type}")
+
+
 class BagWriter:
     """Writes one bag (single-threaded: :class:`~.recording.QueuedWriter` feeds it from callbacks).
 
@@ -179,8 +185,7 @@ class BagWriter:
         self._check_open()
         if topic.name in self._topics:
             return False
-        if definition.type_name != topic.type:
-            raise BagError(f"the definition of {definition.type_name} was given for {topic.name} of type {topic.type}")
+        check_definition(topic, definition)
         self._definitions.setdefault(topic.type, definition)
         self._topics[topic.name] = TopicCount(topic)
         self._guard(lambda: self._register(topic))
