@@ -20,13 +20,19 @@ worker, up to ``max_retries`` times, and the results are the same as without the
 
 Fault injection for tests: ``MOLMOMOTION_EXECUTOR_KILL_ONCE=PATH`` (or ``kill_once=PATH``) makes the
 first worker process that starts a batch create ``PATH`` and kill itself with SIGKILL, as a lost node
-would; with ``PATH`` already there nothing happens. Inline runs (one local worker) ignore it.
+would; with ``PATH`` already there nothing happens. ``MOLMOMOTION_EXECUTOR_KILL_TASK=NAME`` (``kill_task``)
+limits that to the batches of the :class:`WorkerTask` named ``NAME`` (a run of several stages picks one);
+``MOLMOMOTION_EXECUTOR_KILL_AFTER_S=SECONDS`` (``kill_after_s``) kills the worker that long into its batch,
+while the batch runs (a batch that ends sooner is spared, and the next one is tried). Inline runs (one local
+worker) ignore all of it.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -35,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -52,6 +59,8 @@ START_METHOD = "spawn"  # fresh interpreters: no PyBullet client or generator st
 MAX_BATCH = 4  # default batch size cap: small batches keep the workers evenly loaded to the end
 MAX_RETRIES = 3  # times a batch is sent again after the worker holding it was lost
 KILL_ONCE_ENV = "MOLMOMOTION_EXECUTOR_KILL_ONCE"
+KILL_TASK_ENV = "MOLMOMOTION_EXECUTOR_KILL_TASK"
+KILL_AFTER_ENV = "MOLMOMOTION_EXECUTOR_KILL_AFTER_S"
 PROBE_TIMEOUT_S = 5.0
 RAY_CLIENT_PORT = 10001
 INSTALL_HINT = "pip install 'molmomotion_ros[ray]' or pip install -r requirements/ray.txt"
@@ -69,13 +78,18 @@ class WorkerLostError(ExecutorError):
     """A batch's worker was lost more than ``max_retries`` times."""
 
 
+class ExecutorOptionsError(ValueError):
+    """Command-line execution options that do not go together (e.g. ``--ray-address`` without ``--executor ray``)."""
+
+
 @dataclass(frozen=True)
 class WorkerTask:
     """What every worker runs: ``state = init(*args)`` once, ``run(state, item)`` per item, ``close(state)`` at
     the end. The callables must be importable module-level functions (they travel by name).
 
     ``local_state``, when given, is a state already built in this process; an executor that runs the items
-    inline uses it instead of calling ``init`` (it never travels to a worker, and is not closed).
+    inline uses it instead of calling ``init`` (it never travels to a worker, and is not closed). ``name`` labels
+    the task (logs, fault injection).
     """
 
     init: Callable[..., Any]
@@ -83,9 +97,11 @@ class WorkerTask:
     args: tuple = ()
     close: Callable[[Any], None] | None = None
     local_state: Any = field(default=None, compare=False, repr=False)
+    name: str = ""
 
     def __getstate__(self) -> dict:
-        return {"init": self.init, "run": self.run, "args": self.args, "close": self.close, "local_state": None}
+        return {"init": self.init, "run": self.run, "args": self.args, "close": self.close, "local_state": None,
+                "name": self.name}
 
     def __setstate__(self, state: dict) -> None:
         for key, value in state.items():
@@ -108,6 +124,15 @@ def batched(items: Sequence[Any], size: int) -> list[list[tuple[int, Any]]]:
     return [indexed[i:i + size] for i in range(0, len(indexed), size)]
 
 
+@dataclass(frozen=True)
+class KillSpec:
+    """Fault injection (see the module docstring): who dies, in which task's batches, how far into one."""
+
+    marker: str
+    task: str = ""  # only batches of the WorkerTask of this name ("" = any)
+    after_s: float = 0.0  # 0: at the batch's start
+
+
 @dataclass
 class RunInfo:
     """What the last run used, for results files (``Executor.describe``)."""
@@ -124,7 +149,7 @@ class Executor(ABC):
     name: str = ""
 
     def __init__(self, workers: int | None = None, batch_size: int | None = None, max_retries: int = MAX_RETRIES,
-                 kill_once: str | Path | None = None):
+                 kill_once: str | Path | None = None, kill_task: str | None = None, kill_after_s: float | None = None):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if batch_size is not None and batch_size < 1:
@@ -134,7 +159,12 @@ class Executor(ABC):
         self.workers = workers
         self.batch_size = batch_size
         self.max_retries = max_retries
-        self.kill_once = str(kill_once) if kill_once else os.environ.get(KILL_ONCE_ENV) or None
+        marker = str(kill_once) if kill_once else os.environ.get(KILL_ONCE_ENV) or None
+        self.kill = None
+        if marker:
+            task = kill_task if kill_task is not None else os.environ.get(KILL_TASK_ENV, "")
+            after = kill_after_s if kill_after_s is not None else float(os.environ.get(KILL_AFTER_ENV) or 0)
+            self.kill = KillSpec(marker, task, after)
         self.last_run = RunInfo()
 
     # --- the interface -------------------------------------------------------------------------
@@ -205,6 +235,85 @@ def make_executor(name: str, workers: int | None = None, batch_size: int | None 
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
 
 
+# --- command-line options --------------------------------------------------------------------------
+# Here, in the core layer, so that every command that runs many independent tasks (``molmomotion sim-eval``,
+# ``generate-data``, ``eval-forecast``, ``experiment success-rate``) takes the same flags; the CLI's
+# ``cli/execution.py`` turns an ExecutorOptionsError into its one-line usage error.
+def add_arguments(parser: argparse.ArgumentParser, batch_flag: str = "--batch-size", items: str = "episodes") -> None:
+    """``--executor``, ``--ray-address``, ``batch_flag`` (what a worker is sent at a time: ``items``),
+    ``--cpus-per-worker``, ``--gpus-per-worker``. ``--workers`` stays with each command (what a worker is
+    differs); :func:`executor_from_options` reads it when the command has it."""
+    group = parser.add_argument_group(
+        "execution", f"where the {items} run: local worker processes (the default) or a Ray cluster "
+        "(pip install 'molmomotion_ros[ray]')")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: worker processes on this machine; ray: Ray actors on a cluster "
+                       "(default: %(default)s)")
+    group.add_argument("--ray-address", metavar="ADDR",
+                       help="the Ray cluster to join: auto (the one running on this machine), HOST:PORT (a head's "
+                       "GCS port, `ray start --head --port`) or ray://HOST:PORT (Ray Client); without it, "
+                       "--executor ray starts a Ray instance on this machine for the run")
+    batch = group.add_argument(batch_flag, type=_positive_int, metavar="N",
+                               help=f"{items} sent to a worker at a time (default: about a quarter of each "
+                               "worker's share, 1 to 4); a worker keeps its state (world, agent) across batches")
+    parser.set_defaults(executor_batch_dest=batch.dest)
+    group.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, metavar="X",
+                       help="CPUs a Ray worker reserves (default: %(default)s)")
+    group.add_argument("--gpus-per-worker", type=_non_negative_float, default=0.0, metavar="X",
+                       help="GPUs a Ray worker reserves, when the cluster has them (default: %(default)s)")
+
+
+def executor_from_options(args: argparse.Namespace, default_workers: int | None = None) -> Executor:
+    """The executor the options of :func:`add_arguments` (and ``--workers``, when the command has it) ask for,
+    checked (Ray installed, its cluster reachable: an ExecutorUnavailableError otherwise) but not started; an
+    ExecutorOptionsError for options that only Ray reads given with the local executor."""
+    if args.executor != "ray":
+        given = [flag for flag, value, default in (("--ray-address", args.ray_address, None),
+                                                   ("--cpus-per-worker", args.cpus_per_worker, 1.0),
+                                                   ("--gpus-per-worker", args.gpus_per_worker, 0.0))
+                 if value != default]
+        if given:
+            raise ExecutorOptionsError(f"{', '.join(given)} need(s) --executor ray")
+    workers = getattr(args, "workers", None)
+    if workers is None and args.executor == "local":
+        workers = default_workers
+    batch_size = getattr(args, getattr(args, "executor_batch_dest", "batch_size"), None)
+    executor = make_executor(args.executor, workers=workers, batch_size=batch_size, address=args.ray_address,
+                             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+    executor.check()
+    return executor
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
 # --- local processes ---------------------------------------------------------------------------
 class LocalExecutor(Executor):
     """Spawned worker processes on this machine (``workers`` defaults to the usable cores); one worker runs
@@ -243,7 +352,7 @@ class LocalExecutor(Executor):
                     # One batch in flight per worker and one queued behind it, so no worker waits on the driver.
                     while todo and len(running) < 2 * self.last_run.workers:
                         number = todo.popleft()
-                        running[pool.submit(_local_batch, batches[number], self.kill_once)] = number
+                        running[pool.submit(_local_batch, batches[number], self.kill)] = number
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         number = running.pop(future)
@@ -282,10 +391,35 @@ def _local_init(task: WorkerTask) -> None:
         multiprocessing.util.Finalize(None, task.close, args=(_LOCAL_STATE,), exitpriority=10)
 
 
-def _local_batch(batch: list[tuple[int, Any]], kill_once: str | None) -> list[tuple[int, Any]]:
+def _local_batch(batch: list[tuple[int, Any]], kill: KillSpec | None) -> list[tuple[int, Any]]:
     assert _LOCAL_TASK is not None, "worker not initialised"
-    _maybe_die(kill_once)
-    return _LOCAL_TASK.run_batch(_LOCAL_STATE, batch)
+    with _fault(kill, _LOCAL_TASK.name):
+        return _LOCAL_TASK.run_batch(_LOCAL_STATE, batch)
+
+
+@contextmanager
+def _fault(kill: KillSpec | str | None, task_name: str) -> Iterator[None]:
+    """Fault injection around one batch (see :class:`KillSpec`); nothing without ``kill``."""
+    if isinstance(kill, str):
+        kill = KillSpec(kill)
+    if kill is None or (kill.task and kill.task != task_name):
+        yield
+        return
+    if kill.after_s <= 0:
+        _maybe_die(kill.marker)
+        yield
+        return
+    finished = threading.Event()
+
+    def later() -> None:
+        if not finished.wait(kill.after_s):
+            _maybe_die(kill.marker)
+
+    threading.Thread(target=later, name="kill-once", daemon=True).start()
+    try:
+        yield
+    finally:
+        finished.set()
 
 
 def _maybe_die(marker: str | None) -> None:
@@ -317,9 +451,9 @@ class RayWorker:
         self.task = task
         self.state = task.init(*task.args)
 
-    def run_batch(self, batch: list[tuple[int, Any]], kill_once: str | None = None) -> list[tuple[int, Any]]:
-        _maybe_die(kill_once)
-        return self.task.run_batch(self.state, batch)
+    def run_batch(self, batch: list[tuple[int, Any]], kill: KillSpec | None = None) -> list[tuple[int, Any]]:
+        with _fault(kill, self.task.name):
+            return self.task.run_batch(self.state, batch)
 
     def close(self) -> None:
         if self.task.close is not None:
@@ -341,8 +475,8 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, workers: int | None = None, batch_size: int | None = None,
                  cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, max_retries: int = MAX_RETRIES,
-                 kill_once: str | Path | None = None):
-        super().__init__(workers, batch_size, max_retries, kill_once)
+                 kill_once: str | Path | None = None, kill_task: str | None = None, kill_after_s: float | None = None):
+        super().__init__(workers, batch_size, max_retries, kill_once, kill_task, kill_after_s)
         if not cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker must be positive, got {cpus_per_worker}")
         if gpus_per_worker < 0:
@@ -377,7 +511,7 @@ class RayExecutor(Executor):
                 num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
                 max_restarts=self.max_retries, max_task_retries=self.max_retries,
             )
-            remote_task = WorkerTask(task.init, task.run, task.args, task.close)  # no local state
+            remote_task = WorkerTask(task.init, task.run, task.args, task.close, name=task.name)  # no local state
             log_level = logging.getLogger().getEffectiveLevel()
             actors = [actor_class.remote(remote_task, log_level) for _ in range(self.last_run.workers)]
             yield from self._dispatch(ray, actors, batches)
@@ -393,7 +527,7 @@ class RayExecutor(Executor):
         def submit(actor) -> None:
             if todo:
                 number = todo.popleft()
-                running[actor.run_batch.remote(batches[number], self.kill_once)] = (actor, number)
+                running[actor.run_batch.remote(batches[number], self.kill)] = (actor, number)
 
         for actor in actors:  # one batch in flight and one queued behind it per actor
             submit(actor)
