@@ -18,6 +18,10 @@ worker count or the batch size.
 Both survive a lost worker (a killed process, a lost node): the batches it held run again on a fresh
 worker, up to ``max_retries`` times, and the results are the same as without the loss.
 
+Inside ``with executor.session():`` the workers outlive a run: a later run of a task with the same ``init``,
+``args`` and ``close`` (its ``run`` may differ: the stages of a graph of tasks) is sent to the same workers,
+whose state is still loaded; more workers are added when a run needs more. They end with the session.
+
 Fault injection for tests: ``MOLMOMOTION_EXECUTOR_KILL_ONCE=PATH`` (or ``kill_once=PATH``) makes the
 first worker process that starts a batch create ``PATH`` and kill itself with SIGKILL, as a lost node
 would; with ``PATH`` already there nothing happens. ``MOLMOMOTION_EXECUTOR_KILL_TASK=NAME`` (``kill_task``)
@@ -110,6 +114,15 @@ class WorkerTask:
     def run_batch(self, state: Any, batch: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
         return [(index, self.run(state, item)) for index, item in batch]
 
+    @property
+    def worker_key(self) -> tuple:
+        """What a worker's state depends on: tasks with the same key can share workers (in a session)."""
+        return (self.init, self.args, self.close)
+
+
+def _run_batch(run: Callable[[Any, Any], Any], state: Any, batch: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    return [(index, run(state, item)) for index, item in batch]
+
 
 def default_batch_size(items: int, workers: int, max_batch: int = MAX_BATCH) -> int:
     """About four batches per worker, at most ``max_batch`` items each, at least one."""
@@ -166,6 +179,24 @@ class Executor(ABC):
             after = kill_after_s if kill_after_s is not None else float(os.environ.get(KILL_AFTER_ENV) or 0)
             self.kill = KillSpec(marker, task, after)
         self.last_run = RunInfo()
+        self._in_session = False
+
+    @contextmanager
+    def session(self) -> Iterator["Executor"]:
+        """Keep the workers from one run to the next until the end of the ``with`` (see the module docstring)."""
+        if self._in_session:
+            yield self
+            return
+        self._in_session = True
+        try:
+            yield self
+        finally:
+            self._in_session = False
+            self._end_session()
+
+    def _end_session(self) -> None:
+        """Stop the workers a session kept."""
+        return None
 
     # --- the interface -------------------------------------------------------------------------
     def imap_unordered(self, task: WorkerTask, items: Iterable[Any],
@@ -321,6 +352,13 @@ class LocalExecutor(Executor):
 
     name = "local"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pool: ProcessPoolExecutor | None = None  # a session's
+        self._pool_key: tuple | None = None
+        self._pool_size = 0
+        self._inline: tuple[tuple, Any] | None = None  # a session's inline (key, state)
+
     def _run(self, task: WorkerTask, items: list[Any], batch_size: int | None) -> Iterator[tuple[int, Any]]:
         batches = self._plan(items, self.workers or available_cores(), batch_size)
         if self.last_run.workers == 1:
@@ -329,8 +367,15 @@ class LocalExecutor(Executor):
             yield from self._run_pool(task, batches)
 
     def _run_inline(self, task: WorkerTask, batches: list[list[tuple[int, Any]]]) -> Iterator[tuple[int, Any]]:
-        own = task.local_state is None
-        state = task.init(*task.args) if own else task.local_state
+        if task.local_state is not None:
+            state, own = task.local_state, False
+        elif self._in_session:
+            if self._inline is None or self._inline[0] != task.worker_key:
+                self._close_inline()
+                self._inline = (task.worker_key, (task, task.init(*task.args)))
+            state, own = self._inline[1][1], False
+        else:
+            state, own = task.init(*task.args), True
         try:
             for batch in batches:
                 yield from task.run_batch(state, batch)
@@ -338,21 +383,50 @@ class LocalExecutor(Executor):
             if own and task.close is not None:
                 task.close(state)
 
+    def _close_inline(self) -> None:
+        if self._inline is not None:
+            task, state = self._inline[1]
+            self._inline = None
+            if task.close is not None:
+                task.close(state)
+
+    def _new_pool(self, task: WorkerTask, workers: int) -> ProcessPoolExecutor:
+        """A pool for ``task``: the session's when it has the task's workers and enough of them."""
+        if self._in_session and self._pool is not None and self._pool_key == task.worker_key \
+                and self._pool_size >= workers:
+            return self._pool
+        self._shutdown_pool()
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
+                                   initializer=_local_init, initargs=(task,))
+        if self._in_session:
+            self._pool, self._pool_key, self._pool_size = pool, task.worker_key, workers
+        return pool
+
+    def _shutdown_pool(self, pool: ProcessPoolExecutor | None = None) -> None:
+        """Shut ``pool`` down (default: the session's); a session's pool stops being the session's."""
+        if pool is None or pool is self._pool:
+            pool, self._pool, self._pool_key, self._pool_size = self._pool, None, None, 0
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _end_session(self) -> None:
+        self._shutdown_pool()
+        self._close_inline()
+
     def _run_pool(self, task: WorkerTask, batches: list[list[tuple[int, Any]]]) -> Iterator[tuple[int, Any]]:
         todo = deque(range(len(batches)))
         tries = [0] * len(batches)
-        context = multiprocessing.get_context(START_METHOD)
         while todo:
-            pool = ProcessPoolExecutor(self.last_run.workers, mp_context=context, initializer=_local_init,
-                                       initargs=(task,))
+            pool = self._new_pool(task, self.last_run.workers)
             running: dict[Any, int] = {}
+            keep = False
             try:
                 lost: list[int] = []
                 while todo or running:
                     # One batch in flight per worker and one queued behind it, so no worker waits on the driver.
                     while todo and len(running) < 2 * self.last_run.workers:
                         number = todo.popleft()
-                        running[pool.submit(_local_batch, batches[number], self.kill)] = number
+                        running[pool.submit(_local_batch, batches[number], self.kill, task.run, task.name)] = number
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         number = running.pop(future)
@@ -366,8 +440,10 @@ class LocalExecutor(Executor):
                         lost.extend(running.values())
                         running.clear()
                         break
+                keep = self._in_session and not lost and pool is self._pool  # ran to its end, healthy
             finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                if not keep:  # also when the caller stopped early: nothing of this run stays queued
+                    self._shutdown_pool(pool)
             if lost:
                 for number in lost:
                     tries[number] += 1
@@ -391,10 +467,11 @@ def _local_init(task: WorkerTask) -> None:
         multiprocessing.util.Finalize(None, task.close, args=(_LOCAL_STATE,), exitpriority=10)
 
 
-def _local_batch(batch: list[tuple[int, Any]], kill: KillSpec | None) -> list[tuple[int, Any]]:
+def _local_batch(batch: list[tuple[int, Any]], kill: KillSpec | None, run: Callable[[Any, Any], Any],
+                 name: str) -> list[tuple[int, Any]]:
     assert _LOCAL_TASK is not None, "worker not initialised"
-    with _fault(kill, _LOCAL_TASK.name):
-        return _LOCAL_TASK.run_batch(_LOCAL_STATE, batch)
+    with _fault(kill, name):
+        return _run_batch(run, _LOCAL_STATE, batch)
 
 
 @contextmanager
@@ -451,9 +528,11 @@ class RayWorker:
         self.task = task
         self.state = task.init(*task.args)
 
-    def run_batch(self, batch: list[tuple[int, Any]], kill: KillSpec | None = None) -> list[tuple[int, Any]]:
-        with _fault(kill, self.task.name):
-            return self.task.run_batch(self.state, batch)
+    def run_batch(self, batch: list[tuple[int, Any]], kill: KillSpec | None = None,
+                  run: Callable[[Any, Any], Any] | None = None, name: str | None = None) -> list[tuple[int, Any]]:
+        """``run`` (default: the task's) on every item; a session's later tasks send their own."""
+        with _fault(kill, self.task.name if name is None else name):
+            return _run_batch(run or self.task.run, self.state, batch)
 
     def close(self) -> None:
         if self.task.close is not None:
@@ -484,6 +563,9 @@ class RayExecutor(Executor):
         self.address = address or None
         self.cpus_per_worker = float(cpus_per_worker)
         self.gpus_per_worker = float(gpus_per_worker)
+        self._actors: list[Any] = []  # a session's
+        self._actors_key: tuple | None = None
+        self._session_connected = False  # a session started the connection (and so shuts it down)
 
     def check(self) -> None:
         """Ray importable and the cluster's address reachable (the cluster's size is checked when a run starts)."""
@@ -498,7 +580,10 @@ class RayExecutor(Executor):
     def _run(self, task: WorkerTask, items: list[Any], batch_size: int | None) -> Iterator[tuple[int, Any]]:
         ray = import_ray()
         started = self._connect(ray)
+        if self._in_session and started:
+            self._session_connected, started = True, False
         actors: list[Any] = []
+        completed = False
         try:
             capacity = self._capacity(ray)
             workers = min(self.workers or capacity, capacity)
@@ -507,18 +592,42 @@ class RayExecutor(Executor):
                                self.cpus_per_worker, self.gpus_per_worker, capacity, self.workers)
             batches = self._plan(items, workers, batch_size)
             self.last_run.retried_batches = None  # Ray resends a lost actor's batches itself, and does not say
-            actor_class = ray.remote(RayWorker).options(
-                num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
-                max_restarts=self.max_retries, max_task_retries=self.max_retries,
-            )
-            remote_task = WorkerTask(task.init, task.run, task.args, task.close, name=task.name)  # no local state
-            log_level = logging.getLogger().getEffectiveLevel()
-            actors = [actor_class.remote(remote_task, log_level) for _ in range(self.last_run.workers)]
-            yield from self._dispatch(ray, actors, batches)
+            actors = self._actors_for(ray, task, self.last_run.workers)
+            yield from self._dispatch(ray, actors, batches, task)
+            completed = True
         finally:
-            self._release(ray, actors, started)
+            if not self._in_session:
+                self._release(ray, actors, started)
+            elif not completed:  # stopped early or failed: nothing of this run stays queued on the session's actors
+                self._release(ray, self._actors, False)
+                self._actors, self._actors_key = [], None
 
-    def _dispatch(self, ray, actors: list[Any], batches: list[list[tuple[int, Any]]]) -> Iterator[tuple[int, Any]]:
+    def _actors_for(self, ray, task: WorkerTask, workers: int) -> list[Any]:
+        """``workers`` actors for ``task``: new ones, or in a session the session's (more added when needed)."""
+        actor_class = ray.remote(RayWorker).options(
+            num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
+            max_restarts=self.max_retries, max_task_retries=self.max_retries,
+        )
+        remote_task = WorkerTask(task.init, task.run, task.args, task.close, name=task.name)  # no local state
+        log_level = logging.getLogger().getEffectiveLevel()
+        if not self._in_session:
+            return [actor_class.remote(remote_task, log_level) for _ in range(workers)]
+        if self._actors_key != task.worker_key:
+            self._release(ray, self._actors, False)
+            self._actors, self._actors_key = [], task.worker_key
+        while len(self._actors) < workers:
+            self._actors.append(actor_class.remote(remote_task, log_level))
+        return list(self._actors)
+
+    def _end_session(self) -> None:
+        if not (self._actors or self._session_connected):
+            return
+        ray = import_ray()
+        self._release(ray, self._actors, self._session_connected)
+        self._actors, self._actors_key, self._session_connected = [], None, False
+
+    def _dispatch(self, ray, actors: list[Any], batches: list[list[tuple[int, Any]]],
+                  task: WorkerTask) -> Iterator[tuple[int, Any]]:
         from ray.exceptions import RayActorError, RayTaskError
 
         todo = deque(range(len(batches)))
@@ -527,7 +636,7 @@ class RayExecutor(Executor):
         def submit(actor) -> None:
             if todo:
                 number = todo.popleft()
-                running[actor.run_batch.remote(batches[number], self.kill)] = (actor, number)
+                running[actor.run_batch.remote(batches[number], self.kill, task.run, task.name)] = (actor, number)
 
         for actor in actors:  # one batch in flight and one queued behind it per actor
             submit(actor)

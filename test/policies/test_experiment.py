@@ -28,19 +28,23 @@ def test_runs_writes_and_resumes(tmp_path):
     evals = sorted((tmp_path / "exp" / "evals").glob("*.json"))
     assert len(evals) == 4
     stamps = [p.stat().st_mtime_ns for p in evals]
-    again = run_experiment(cfg, tmp_path / "exp", progress=False)  # everything on disk: nothing re-run
+    with pytest.raises(PolicyError, match="--resume"):
+        run_experiment(cfg, tmp_path / "exp", progress=False)  # a folder holding an experiment needs resume
+    again = run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)  # everything on disk: nothing re-run
+    assert again.execution["cells"] == {"total": 4, "skipped": 4, "run": 0}
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     assert again.summary["rows"] == summary["rows"]
     # A step the finished runs passed is added by replaying them; nothing already there is redone.
     earlier = run_experiment(ExperimentConfig(**{**TINY, "steps": (3, 5, 10)}, demo_cache=str(tmp_path / "demos")),
-                             tmp_path / "exp", progress=False)
+                             tmp_path / "exp", progress=False, resume=True)
+    assert earlier.execution["cells"] == {"total": 6, "skipped": 4, "run": 2}
     assert [(r["variant"], r["step"]) for r in earlier.summary["rows"]] == [
         ("A", 3), ("A", 5), ("A", 10), ("B", 3), ("B", 5), ("B", 10)]
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     assert earlier.summary["rows"][1:3] == summary["rows"][:2]
     with pytest.raises(PolicyError, match="another config"):
         run_experiment(ExperimentConfig(**{**TINY, "max_samples": 9}, demo_cache=str(tmp_path / "demos")),
-                       tmp_path / "exp", progress=False)
+                       tmp_path / "exp", progress=False, resume=True)
 
 
 def test_cli_parses_the_issue_command():
