@@ -66,6 +66,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="oracle demonstrations per family from train seeds (default: %(default)s)")
     sr.add_argument("--val-episodes", type=_positive, default=defaults.val_episodes_per_family, metavar="N",
                     help="oracle demonstrations per family from validation seeds (default: %(default)s)")
+    sr.add_argument("--frames-every", type=_positive, default=defaults.frames_every, metavar="N",
+                    help="15 fps trace samples between the demonstrations' frames (default: %(default)s)")
     sr.add_argument("--batch-size", type=_positive, default=defaults.batch_size, help="(default: %(default)s)")
     sr.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)")
     sr.add_argument("--finetune", choices=("none", "post_trunk"), default=defaults.finetune,
@@ -142,6 +144,7 @@ def run_success_rate(args: argparse.Namespace) -> int:
             variants=tuple(v.upper() for v in args.variants), steps=tuple(sorted(set(args.steps))),
             episodes_per_family=args.episodes, seeds=args.seeds, families=tuple(args.families),
             train_episodes_per_family=args.train_episodes, val_episodes_per_family=args.val_episodes,
+            frames_every=args.frames_every,
             batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, finetune=args.finetune,
             encoder_lr=args.encoder_lr, max_samples=args.max_samples, footprint=args.footprint,
             geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule, state_noise_m=args.state_noise_m,
