@@ -12,7 +12,8 @@ worker can reach when the run is spread over a cluster):
   runs.jsonl                    one line per invocation: what it skipped, what it ran, on which executor
 
 The experiment is a graph of independent tasks run stage by stage through an executor
-(:mod:`molmomotion_ros.execution`: local processes or a Ray cluster): demonstrations (train, validation) →
+(:mod:`molmomotion_ros.execution`: local processes or a Ray cluster): demonstrations (recorded in shards of
+``DEMO_SHARD_EPISODES`` episodes, merged into the file one recording would write) →
 encodings (one task per encoder) → training (one task per (variant, seed), writing a checkpoint at every
 step of the grid) → evaluation (the test episodes of every checkpoint, in batches over the workers) → the
 table and plots. A cell is one (variant, seed, step): its checkpoint and its results JSON, each written as
@@ -225,20 +226,108 @@ def _close_worker(worker: GraphWorker) -> None:
     worker.close()
 
 
+DEMO_SHARD_EPISODES = 25  # demonstrations recorded per task (one family's consecutive seeds)
+_FRAME_ARRAYS = ("rgb", "xyz_cam_m", "episode", "trace_index", "ee_pos_world_m", "ee_yaw_rad", "gripper_width_m",
+                 "gripper_closed", "ee_uv_model", "action_pos_m", "action_yaw_rad", "action_gripper_closed")
+_EPISODE_ARRAYS = ("seed", "family", "instruction", "T_world_cam", "success", "forecast_world_m",
+                   "forecast_points_t0_world_m", "forecast_valid")
+
+
 @dataclass(frozen=True)
-class DemoJob:
-    """Record (or find cached) the demonstrations of ``config`` in ``folder``."""
+class DemoShardJob:
+    """Record one shard of a recording (``config``: one family, ``episodes_per_family`` seeds from ``seed_start``)
+    into ``path``; a shard already there is kept (a resumed run records only the missing ones)."""
 
     config: DemoConfig
-    folder: str
+    path: str
 
     def run(self, worker: GraphWorker) -> str:
-        from .demos import load_or_record
+        from .demos import record_demos
 
-        load_or_record(self.config, self.folder, progress=False)
-        found = demo_file(self.config, Path(self.folder))
-        assert found is not None
-        return str(found[0])
+        path = Path(self.path)
+        if path.is_file() or _empty_marker(path).is_file():
+            return self.path
+        try:
+            demos = record_demos(self.config, progress=False)
+        except PolicyError as err:
+            if "no demonstration could be recorded" not in str(err):
+                raise
+            _empty_marker(path).parent.mkdir(parents=True, exist_ok=True)
+            _empty_marker(path).write_text("every scene of this shard was skipped\n")  # as a one-task recording does
+            return self.path
+        demos.save(path)
+        return self.path
+
+
+@dataclass(frozen=True)
+class DemoMergeJob:
+    """The shards of ``config``'s recording, in its episode order, as the one file ``record_demos(config)`` would
+    have written (the same arrays, bit for bit: each episode is recorded alone either way); the shards go."""
+
+    config: DemoConfig
+    shards: tuple[str, ...]
+    path: str
+
+    def run(self, worker: GraphWorker) -> str:
+        from .demos import Demos
+
+        lost = [p for p in self.shards if not (Path(p).is_file() or _empty_marker(Path(p)).is_file())]
+        if lost:
+            raise PolicyError(f"demonstration shards missing (recorded where this worker cannot read?): {lost}")
+        parts = [Demos.load(p) for p in self.shards if Path(p).is_file()]
+        merge_demos(self.config, parts).save(self.path)
+        for p in self.shards:
+            for leftover in (Path(p), _empty_marker(Path(p))):
+                leftover.unlink(missing_ok=True)
+        return self.path
+
+
+def _empty_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".empty")
+
+
+def demo_shards(config: DemoConfig, folder: Path, size: int = DEMO_SHARD_EPISODES) -> list[DemoShardJob]:
+    """The shards of ``config``'s recording in its order (family by family, seeds in order), ``size`` episodes
+    each at most."""
+    jobs = []
+    for family in config.families:
+        for start in range(0, config.episodes_per_family, size):
+            count = min(size, config.episodes_per_family - start)
+            shard = replace(config, families=(family,), episodes_per_family=count,
+                            seed_start=config.seed_start + start)
+            name = f"{config.split}-{config.key()}-{family}-{start:05d}+{count}.npz"
+            jobs.append(DemoShardJob(shard, str(folder / "shards" / name)))
+    return jobs
+
+
+def merge_demos(config: DemoConfig, parts: list):
+    """One :class:`~molmomotion_policies.demos.Demos` of ``config`` from its shards' (in order): episode, family and
+    instruction indices renumbered as one recording numbers them (instructions in order of first appearance)."""
+    from .demos import Demos
+
+    if not parts:
+        raise PolicyError("no demonstration could be recorded")
+    arrays: dict[str, list] = {k: [] for k in (*_FRAME_ARRAYS, *_EPISODE_ARRAYS)}
+    instructions: list[str] = []
+    offset = 0
+    for part in parts:
+        renumber = []
+        for text in part.instructions:
+            if text not in instructions:
+                instructions.append(text)
+            renumber.append(instructions.index(text))
+        for key in (*_FRAME_ARRAYS, *_EPISODE_ARRAYS):
+            value = getattr(part, key)
+            if key == "episode":
+                value = (value + offset).astype(value.dtype)
+            elif key == "family":
+                value = np.array([config.families.index(part.families[i]) for i in value], value.dtype)
+            elif key == "instruction":
+                value = np.array([renumber[i] for i in value], value.dtype)
+            arrays[key].append(value)
+        offset += part.num_episodes
+    return Demos(**{k: np.concatenate(v) for k, v in arrays.items()}, families=list(config.families),
+                 instructions=instructions, config=json.loads(json.dumps({**asdict(config), "key": config.key()})))
 
 
 @dataclass(frozen=True)
@@ -337,17 +426,19 @@ def _write_json(path: Path, document: Any) -> None:
     tmp.replace(path)
 
 
+def _demo_path(config: DemoConfig, folder: Path) -> Path:
+    """Where :func:`~molmomotion_policies.demos.load_or_record` caches ``config``'s recording."""
+    return folder / f"{config.split}-{config.episodes_per_family}pf-{config.key()}.npz"
+
+
 def demo_file(config: DemoConfig, folder: Path) -> tuple[Path, str] | None:
     """The cached demonstrations :func:`~molmomotion_policies.demos.load_or_record` reads for ``config`` and
     their key, or None when they still have to be recorded."""
-    def cached(cfg: DemoConfig) -> Path:
-        return folder / f"{cfg.split}-{cfg.episodes_per_family}pf-{cfg.key()}.npz"
-
-    if cached(config).is_file():
-        return cached(config), config.key()
+    if _demo_path(config, folder).is_file():
+        return _demo_path(config, folder), config.key()
     with_forecast = replace(config, forecast=True)
-    if not config.forecast and cached(with_forecast).is_file():
-        return cached(with_forecast), with_forecast.key()
+    if not config.forecast and _demo_path(with_forecast, folder).is_file():
+        return _demo_path(with_forecast, folder), with_forecast.key()
     return None
 
 
@@ -472,8 +563,11 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
     demo_cfgs = (DemoConfig("train", cfg.train_episodes_per_family, **demo_kw),
                  DemoConfig("validation", cfg.val_episodes_per_family, **demo_kw))
     missing = [c for c in demo_cfgs if demo_file(c, demo_dir) is None]
-    if missing:
-        stage("demos", [DemoJob(c, str(demo_dir)) for c in missing])
+    if missing:  # recorded in shards over the workers, then merged into the file one recording would write
+        shards = {c: demo_shards(c, demo_dir) for c in missing}
+        stage("demos", [job for c in missing for job in shards[c]])
+        stage("demos-merge", [DemoMergeJob(c, tuple(job.path for job in shards[c]), str(_demo_path(c, demo_dir)))
+                              for c in missing])
     (train_path, train_key), (val_path, val_key) = (demo_file(c, demo_dir) for c in demo_cfgs)
     demos = (str(train_path), str(val_path))
 

@@ -159,6 +159,34 @@ def test_ray_session_keeps_its_actors_across_runs(ray_head):
     assert executor._actors == []
 
 
+@pytest.mark.slow
+def test_demonstrations_recorded_in_shards_are_the_one_recording_bit_for_bit(tmp_path):
+    import numpy as np
+
+    from molmomotion_policies.demos import DemoConfig, Demos, record_demos
+    from molmomotion_policies.experiment import DemoMergeJob, GraphWorker, demo_shards
+
+    config = DemoConfig("train", 3, families=("push", "stack"), frames_every=8, forecast=False)
+    shards = demo_shards(config, tmp_path, size=2)
+    assert [(job.config.families, job.config.seed_start, job.config.episodes_per_family) for job in shards] == [
+        (("push",), 0, 2), (("push",), 2, 1), (("stack",), 0, 2), (("stack",), 2, 1)]
+    worker = GraphWorker()
+    try:
+        for job in shards:
+            job.run(worker)
+        merged = DemoMergeJob(config, tuple(job.path for job in shards), str(tmp_path / "merged.npz")).run(worker)
+    finally:
+        worker.close()
+    assert not list((tmp_path / "shards").iterdir())  # merged, the shards are gone
+    one, sharded = record_demos(config, progress=False), Demos.load(merged)
+    for key, value in vars(one).items():
+        if isinstance(value, np.ndarray):
+            other = getattr(sharded, key)
+            assert value.dtype == other.dtype and np.array_equal(value, other, equal_nan=True), key
+        else:
+            assert getattr(sharded, key) == value, key
+
+
 # --- the experiment grid -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_grid_on_ray_gives_the_local_table_episode_for_episode(ray_head, local_grid, demos, tmp_path):
