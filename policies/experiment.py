@@ -12,12 +12,13 @@ worker can reach when the run is spread over a cluster):
   runs.jsonl                    one line per invocation: what it skipped, what it ran, on which executor
 
 The experiment is a graph of independent tasks run stage by stage through an executor
-(:mod:`molmomotion_ros.execution`: local processes or a Ray cluster): demonstrations (recorded in shards of
-``DEMO_SHARD_EPISODES`` episodes, merged into the file one recording would write) →
-encodings (one task per encoder) → training (one task per (variant, seed), writing a checkpoint at every
-step of the grid) → evaluation (the test episodes of every checkpoint, in batches over the workers) → the
-table and plots. A cell is one (variant, seed, step): its checkpoint and its results JSON, each written as
-soon as it is done and carrying a hash of everything that determines it (:func:`train_hash`,
+(:mod:`molmomotion_ros.execution`: local processes or a Ray cluster, the same workers for every stage):
+demonstrations (recorded in shards of ``DEMO_SHARD_EPISODES`` episodes, merged into the file one recording would
+write) → encodings (each frozen encoder's features of the frames in shards of ``ENCODE_SHARD_FRAMES``, merged
+likewise; a fine-tuned encoder's trunk outputs per recording) → training (one task per (variant, seed), writing a
+checkpoint at every step of the grid) → evaluation (the test episodes of every checkpoint, in batches over the
+workers) → the table and plots. A cell is one (variant, seed, step): its checkpoint and its results JSON, each
+written as soon as it is done and carrying a hash of everything that determines it (:func:`train_hash`,
 :func:`cell_hash`). ``resume=True`` keeps the cells whose files carry the expected hash and runs only the
 rest (a training run killed part-way continues from its ``state.pt``); every task is deterministic in its
 seed, so the table is the same as an uninterrupted run's, whatever the executor, the worker count, the
@@ -179,6 +180,9 @@ class GraphWorker:
             self._demos[path] = Demos.load(path)
         return self._demos[path]
 
+    def drop_demos(self) -> None:
+        self._demos.clear()
+
     def world(self):
         from molmomotion_sim.world import World
 
@@ -330,24 +334,91 @@ def merge_demos(config: DemoConfig, parts: list):
                  instructions=instructions, config=json.loads(json.dumps({**asdict(config), "key": config.key()})))
 
 
+ENCODE_SHARD_FRAMES = 32 * 64  # frames encoded per task (a multiple of the encoder's batch: the same passes)
+
+
 @dataclass(frozen=True)
 class EncodeJob:
-    """One encoder's features of the train and validation frames (the trunk's outputs when fine-tuning), cached
-    in ``cache`` for the training tasks."""
+    """One encoder's features of one recording's frames (the trunk's outputs when fine-tuning), cached in ``cache``
+    for the training tasks, in one task."""
 
     policy: PolicyConfig
-    demos: tuple[str, str]
+    demos: str
     cache: str
 
     def run(self, worker: GraphWorker) -> str:
         from .model import GoalConditionedPolicy
         from .train import cached_encoding, cached_trunk
 
-        model = GoalConditionedPolicy(self.policy)
         encode = cached_trunk if self.policy.finetune != "none" else cached_encoding
-        for path in self.demos:
-            encode(model, worker.demos(path), Path(self.cache), progress=False)
-        return self.policy.encoder_init
+        encode(GoalConditionedPolicy(self.policy), worker.demos(self.demos), Path(self.cache), progress=False)
+        return self.demos
+
+
+@dataclass(frozen=True)
+class EncodeShardJob:
+    """The frozen encoder's features of frames ``rows`` of a recording, into ``path`` (kept when already there)."""
+
+    policy: PolicyConfig
+    demos: str
+    rows: tuple[int, int]
+    path: str
+
+    def run(self, worker: GraphWorker) -> str:
+        from .model import GoalConditionedPolicy
+        from .train import encode_demos, save_npy
+
+        if not Path(self.path).is_file():
+            encoding = encode_demos(GoalConditionedPolicy(self.policy), worker.demos(self.demos), progress=False,
+                                    rows=self.rows)
+            save_npy(Path(self.path), encoding)
+        return self.path
+
+
+@dataclass(frozen=True)
+class EncodeMergeJob:
+    """The shards of a recording's encodings, in order, as the one cache file the training tasks read; the shards
+    go."""
+
+    parts: tuple[str, ...]
+    path: str
+    frames: int
+
+    def run(self, worker: GraphWorker) -> str:
+        from .model import ENCODING_DIM
+        from .train import save_npy
+
+        encoding = np.concatenate([np.load(p) for p in self.parts])
+        if encoding.shape != (self.frames, ENCODING_DIM):
+            raise PolicyError(f"encoding shards of {self.path} hold {encoding.shape}, not ({self.frames}, "
+                              f"{ENCODING_DIM})")
+        save_npy(Path(self.path), encoding)
+        for p in self.parts:
+            Path(p).unlink(missing_ok=True)
+        return self.path
+
+
+def encode_jobs(policy: PolicyConfig, demos: str, demos_key: str, cache: Path,
+                shard_frames: int = ENCODE_SHARD_FRAMES) -> tuple[list, list]:
+    """The tasks that cache ``policy``'s encoder's features of a recording: (encoding tasks, merge tasks); none when
+    the cache is there. A frozen encoder's frames are encoded in shards of ``shard_frames`` (then merged); the
+    trunk (fine-tuning), a cache to upgrade or a recording of one shard's frames is one task."""
+    from .train import ENCODE_BATCH, encoding_paths
+
+    if policy.finetune != "none":
+        return [EncodeJob(policy, demos, str(cache))], []
+    path, layout_1 = encoding_paths(policy, demos_key, cache)
+    if path.is_file():
+        return [], []
+    with np.load(demos) as data:
+        frames = len(data["episode"])
+    if layout_1.is_file() or frames <= shard_frames:
+        return [EncodeJob(policy, demos, str(cache))], []
+    assert shard_frames % ENCODE_BATCH == 0
+    parts = [EncodeShardJob(policy, demos, (start, min(start + shard_frames, frames)),
+                            str(cache / "parts" / f"{path.stem}-{start:08d}.npy"))
+             for start in range(0, frames, shard_frames)]
+    return parts, [EncodeMergeJob(tuple(job.path for job in parts), str(path), frames)]
 
 
 @dataclass(frozen=True)
@@ -389,6 +460,7 @@ class EvalJob:
     agent: AgentConfig
 
     def run(self, worker: GraphWorker) -> EpisodeResult:
+        worker.drop_demos()  # evaluation needs none: free what training held
         return run_test_episode(worker, self.checkpoint, self.agent, self.family, self.seed)
 
 
@@ -608,14 +680,21 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
         f"finished (skipped), {len(todo_cells)} to run; {len(runs) - len(todo_runs)} of {len(runs)} training runs "
         f"finished, {len(todo_runs)} to run; {counts['episodes_run']} test episodes; executor {executor.name}")
 
-    # 2. encodings (one task per encoder the runs still to train need), 3. training
-    encode_jobs: dict[tuple, EncodeJob] = {}
+    # 2. encodings (of every encoder the runs still to train need, in shards of frames), 3. training
+    encoders_needed: dict[tuple, PolicyConfig] = {}
     for run in todo_runs:
         p = run.policy
-        key = (p.encoder_init, p.encoder_seed if p.encoder_init == "scratch" else 0, p.finetune)
-        encode_jobs.setdefault(key, EncodeJob(p, demos, str(out / "encodings")))
-    if encode_jobs:
-        stage("encode", list(encode_jobs.values()))
+        encoders_needed.setdefault((p.encoder_init, p.encoder_seed if p.encoder_init == "scratch" else 0), p)
+    encode, merge = [], []
+    for policy in encoders_needed.values():
+        for path, key in ((train_path, train_key), (val_path, val_key)):
+            jobs, merges = encode_jobs(policy, str(path), key, out / "encodings")
+            encode += jobs
+            merge += merges
+    if encode:
+        stage("encode", encode)
+    if merge:
+        stage("encode-merge", merge)
     if todo_runs:
         stage("train", [TrainJob(r.name, r.policy, r.train, demos, str(r.folder), str(out / "encodings"),
                                  tuple(sorted(r.hashes.items()))) for r in todo_runs])

@@ -112,17 +112,26 @@ class BatchTensors:
                 "forecast_points_t0_world_m": self.forecast_points_t0_world_m}
 
 
-def encode_demos(model: GoalConditionedPolicy, demos: Demos, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Every frame through the frozen encoder → (M, ENCODING_DIM) float32."""
+ENCODE_BATCH = 64  # frames per encoder pass (a shard of the frames starts at a multiple of it: the same passes)
+
+
+def encode_demos(model: GoalConditionedPolicy, demos: Demos, batch_size: int = ENCODE_BATCH, progress: bool = True,
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Every frame (or the frames ``rows`` = (start, stop), start a multiple of ``batch_size``) through the frozen
+    encoder → (M, ENCODING_DIM) float32. A frame's encoding comes from the same batch of frames either way, so
+    shards concatenated are the whole, bit for bit."""
     from tqdm import tqdm
 
     from molmomotion_ros.forecasting.text import default_text_encoder
 
+    first, stop = rows if rows is not None else (0, len(demos))
+    if first % batch_size:
+        raise PolicyError(f"a shard of the frames starts at a multiple of {batch_size}, not at {first}")
     tokens, masks = default_text_encoder().encode(list(demos.instructions))
     out = []
-    for start in tqdm(range(0, len(demos), batch_size), desc=f"encode ({model.cfg.encoder_init})", unit="batch",
+    for start in tqdm(range(first, stop, batch_size), desc=f"encode ({model.cfg.encoder_init})", unit="batch",
                       disable=not progress, dynamic_ncols=True):
-        rows = slice(start, start + batch_size)
+        rows = slice(start, min(start + batch_size, stop))
         ep = demos.episode[rows]
         instr = demos.instruction[ep]
         out.append(model.encode(
@@ -133,26 +142,31 @@ def encode_demos(model: GoalConditionedPolicy, demos: Demos, batch_size: int = 6
     return np.concatenate(out).astype(np.float32)
 
 
+def encoding_paths(cfg: PolicyConfig, demos_key: str, cache_dir: str | Path) -> tuple[Path, Path]:
+    """Where :func:`cached_encoding` keeps the encodings of the demonstrations ``demos_key`` by ``cfg``'s encoder,
+    and where a layout-1 cache of them (before the footprint) would be."""
+    seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
+    stem = f"enc-{demos_key}-{cfg.encoder_init}{seed}"
+    return Path(cache_dir) / f"{stem}-l{ENCODING_LAYOUT}.npy", Path(cache_dir) / f"{stem}.npy"
+
+
 def cached_encoding(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, progress: bool = True) -> np.ndarray:
     """Encodings of ``demos`` by ``model``'s encoder, cached per (demonstrations, encoder source, seed)."""
-    cfg = model.cfg
-    seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
-    stem = f"enc-{demos.config.get('key', 'nokey')}-{cfg.encoder_init}{seed}"
-    path = Path(cache_dir) / f"{stem}-l{ENCODING_LAYOUT}.npy"
+    path, layout_1 = encoding_paths(model.cfg, demos.config.get("key", "nokey"), cache_dir)
     if path.is_file():
         encoding = np.load(path)
         if encoding.shape == (len(demos), ENCODING_DIM):
             return encoding
-    layout_1 = Path(cache_dir) / f"{stem}.npy"  # written before the footprint existed: the same features
+    # layout_1: written before the footprint existed: the same features
     if layout_1.is_file() and np.load(layout_1, mmap_mode="r").shape == (len(demos), ENCODING_DIM - FOOTPRINT_DIM):
         encoding = upgrade_layout_1(np.load(layout_1), demos)
     else:
         encoding = encode_demos(model, demos, progress=progress)
-    _save_npy(path, encoding)
+    save_npy(path, encoding)
     return encoding
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
     """``np.save`` through a temporary file, so a reader (or a run killed mid-write) never sees half an array:
     runs of the experiment's graph on other workers read these caches."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +265,7 @@ def cached_trunk(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, pr
             parts["xyz_half"].append(out.xyz_half.numpy().astype(np.float32))
         arrays = {k: np.concatenate(v) for k, v in parts.items()}
         for k, p in paths.items():
-            _save_npy(p, arrays[k])
+            save_npy(p, arrays[k])
     tokens, masks = default_text_encoder().encode(list(demos.instructions))
     ep = demos.episode
     instr = demos.instruction[ep]

@@ -160,13 +160,15 @@ def test_ray_session_keeps_its_actors_across_runs(ray_head):
 
 
 @pytest.mark.slow
-def test_demonstrations_recorded_in_shards_are_the_one_recording_bit_for_bit(tmp_path):
+def test_demonstrations_and_encodings_made_in_shards_are_the_whole_bit_for_bit(tmp_path):
     import numpy as np
 
     from molmomotion_policies.demos import DemoConfig, Demos, record_demos
-    from molmomotion_policies.experiment import DemoMergeJob, GraphWorker, demo_shards
+    from molmomotion_policies.experiment import DemoMergeJob, GraphWorker, demo_shards, encode_jobs
+    from molmomotion_policies.model import GoalConditionedPolicy, PolicyConfig
+    from molmomotion_policies.train import encode_demos, encoding_paths
 
-    config = DemoConfig("train", 3, families=("push", "stack"), frames_every=8, forecast=False)
+    config = DemoConfig("train", 3, families=("push", "stack"), frames_every=4, forecast=False)
     shards = demo_shards(config, tmp_path, size=2)
     assert [(job.config.families, job.config.seed_start, job.config.episodes_per_family) for job in shards] == [
         (("push",), 0, 2), (("push",), 2, 1), (("stack",), 0, 2), (("stack",), 2, 1)]
@@ -175,16 +177,25 @@ def test_demonstrations_recorded_in_shards_are_the_one_recording_bit_for_bit(tmp
         for job in shards:
             job.run(worker)
         merged = DemoMergeJob(config, tuple(job.path for job in shards), str(tmp_path / "merged.npz")).run(worker)
+        assert not list((tmp_path / "shards").iterdir())  # merged, the shards are gone
+        one, sharded = record_demos(config, progress=False), Demos.load(merged)
+        for key, value in vars(one).items():
+            if isinstance(value, np.ndarray):
+                other = getattr(sharded, key)
+                assert value.dtype == other.dtype and np.array_equal(value, other, equal_nan=True), key
+            else:
+                assert getattr(sharded, key) == value, key
+
+        policy = PolicyConfig.for_variant("A")
+        jobs, merges = encode_jobs(policy, merged, config.key(), tmp_path / "enc", shard_frames=64)
+        assert len(jobs) == -(-len(one) // 64) > 1 and len(merges) == 1
+        for job in [*jobs, *merges]:
+            job.run(worker)
     finally:
         worker.close()
-    assert not list((tmp_path / "shards").iterdir())  # merged, the shards are gone
-    one, sharded = record_demos(config, progress=False), Demos.load(merged)
-    for key, value in vars(one).items():
-        if isinstance(value, np.ndarray):
-            other = getattr(sharded, key)
-            assert value.dtype == other.dtype and np.array_equal(value, other, equal_nan=True), key
-        else:
-            assert getattr(sharded, key) == value, key
+    cached = np.load(encoding_paths(policy, config.key(), tmp_path / "enc")[0])
+    assert np.array_equal(cached, encode_demos(GoalConditionedPolicy(policy), one, progress=False))
+    assert encode_jobs(policy, merged, config.key(), tmp_path / "enc") == ([], [])  # cached: nothing to do
 
 
 # --- the experiment grid -----------------------------------------------------------------------------
