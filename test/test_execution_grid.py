@@ -216,8 +216,8 @@ def test_grid_on_ray_survives_a_worker_killed_mid_task(ray_head, local_grid, dem
     out, marker = tmp_path / "grid", tmp_path / "killed"
     grid(out, demos, "--executor", "ray", "--ray-address", ray_head,
          env={"MOLMOMOTION_EXECUTOR_KILL_ONCE": str(marker), "MOLMOMOTION_EXECUTOR_KILL_TASK": "eval",
-              "MOLMOMOTION_EXECUTOR_KILL_AFTER_S": "0.5"})
-    killed_pid = int(marker.read_text())  # an actor died half a second into an evaluation batch...
+              "MOLMOMOTION_EXECUTOR_KILL_AFTER_S": "0.1"})
+    killed_pid = int(marker.read_text())  # an actor died 0.1 s into an evaluation batch (building its world)...
     with pytest.raises(ProcessLookupError):
         os.kill(killed_pid, 0)
     assert_same_grid(out, local_grid)  # ...was restarted, its batch ran again, and nothing changed
