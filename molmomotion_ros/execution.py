@@ -18,15 +18,25 @@ worker count or the batch size.
 Both survive a lost worker (a killed process, a lost node): the batches it held run again on a fresh
 worker, up to ``max_retries`` times, and the results are the same as without the loss.
 
+Inside ``with executor.session():`` the workers outlive a run: a later run of a task with the same ``init``,
+``args`` and ``close`` (its ``run`` may differ: the stages of a graph of tasks) is sent to the same workers,
+whose state is still loaded; more workers are added when a run needs more. They end with the session.
+
 Fault injection for tests: ``MOLMOMOTION_EXECUTOR_KILL_ONCE=PATH`` (or ``kill_once=PATH``) makes the
 first worker process that starts a batch create ``PATH`` and kill itself with SIGKILL, as a lost node
-would; with ``PATH`` already there nothing happens. Inline runs (one local worker) ignore it.
+would; with ``PATH`` already there nothing happens. ``MOLMOMOTION_EXECUTOR_KILL_TASK=NAME`` (``kill_task``)
+limits that to the batches of the :class:`WorkerTask` named ``NAME`` (a run of several stages picks one);
+``MOLMOMOTION_EXECUTOR_KILL_AFTER_S=SECONDS`` (``kill_after_s``) kills the worker that long into its batch,
+while the batch runs (a batch that ends sooner is spared, and the next one is tried). Inline runs (one local
+worker) ignore all of it.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -35,6 +45,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -52,6 +63,8 @@ START_METHOD = "spawn"  # fresh interpreters: no PyBullet client or generator st
 MAX_BATCH = 4  # default batch size cap: small batches keep the workers evenly loaded to the end
 MAX_RETRIES = 3  # times a batch is sent again after the worker holding it was lost
 KILL_ONCE_ENV = "MOLMOMOTION_EXECUTOR_KILL_ONCE"
+KILL_TASK_ENV = "MOLMOMOTION_EXECUTOR_KILL_TASK"
+KILL_AFTER_ENV = "MOLMOMOTION_EXECUTOR_KILL_AFTER_S"
 PROBE_TIMEOUT_S = 5.0
 RAY_CLIENT_PORT = 10001
 INSTALL_HINT = "pip install 'molmomotion_ros[ray]' or pip install -r requirements/ray.txt"
@@ -69,13 +82,18 @@ class WorkerLostError(ExecutorError):
     """A batch's worker was lost more than ``max_retries`` times."""
 
 
+class ExecutorOptionsError(ValueError):
+    """Command-line execution options that do not go together (e.g. ``--ray-address`` without ``--executor ray``)."""
+
+
 @dataclass(frozen=True)
 class WorkerTask:
     """What every worker runs: ``state = init(*args)`` once, ``run(state, item)`` per item, ``close(state)`` at
     the end. The callables must be importable module-level functions (they travel by name).
 
     ``local_state``, when given, is a state already built in this process; an executor that runs the items
-    inline uses it instead of calling ``init`` (it never travels to a worker, and is not closed).
+    inline uses it instead of calling ``init`` (it never travels to a worker, and is not closed). ``name`` labels
+    the task (logs, fault injection).
     """
 
     init: Callable[..., Any]
@@ -83,9 +101,11 @@ class WorkerTask:
     args: tuple = ()
     close: Callable[[Any], None] | None = None
     local_state: Any = field(default=None, compare=False, repr=False)
+    name: str = ""
 
     def __getstate__(self) -> dict:
-        return {"init": self.init, "run": self.run, "args": self.args, "close": self.close, "local_state": None}
+        return {"init": self.init, "run": self.run, "args": self.args, "close": self.close, "local_state": None,
+                "name": self.name}
 
     def __setstate__(self, state: dict) -> None:
         for key, value in state.items():
@@ -93,6 +113,15 @@ class WorkerTask:
 
     def run_batch(self, state: Any, batch: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
         return [(index, self.run(state, item)) for index, item in batch]
+
+    @property
+    def worker_key(self) -> tuple:
+        """What a worker's state depends on: tasks with the same key can share workers (in a session)."""
+        return (self.init, self.args, self.close)
+
+
+def _run_batch(run: Callable[[Any, Any], Any], state: Any, batch: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    return [(index, run(state, item)) for index, item in batch]
 
 
 def default_batch_size(items: int, workers: int, max_batch: int = MAX_BATCH) -> int:
@@ -106,6 +135,15 @@ def batched(items: Sequence[Any], size: int) -> list[list[tuple[int, Any]]]:
         raise ValueError(f"batch size must be at least 1, got {size}")
     indexed = list(enumerate(items))
     return [indexed[i:i + size] for i in range(0, len(indexed), size)]
+
+
+@dataclass(frozen=True)
+class KillSpec:
+    """Fault injection (see the module docstring): who dies, in which task's batches, how far into one."""
+
+    marker: str
+    task: str = ""  # only batches of the WorkerTask of this name ("" = any)
+    after_s: float = 0.0  # 0: at the batch's start
 
 
 @dataclass
@@ -124,7 +162,7 @@ class Executor(ABC):
     name: str = ""
 
     def __init__(self, workers: int | None = None, batch_size: int | None = None, max_retries: int = MAX_RETRIES,
-                 kill_once: str | Path | None = None):
+                 kill_once: str | Path | None = None, kill_task: str | None = None, kill_after_s: float | None = None):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if batch_size is not None and batch_size < 1:
@@ -134,8 +172,31 @@ class Executor(ABC):
         self.workers = workers
         self.batch_size = batch_size
         self.max_retries = max_retries
-        self.kill_once = str(kill_once) if kill_once else os.environ.get(KILL_ONCE_ENV) or None
+        marker = str(kill_once) if kill_once else os.environ.get(KILL_ONCE_ENV) or None
+        self.kill = None
+        if marker:
+            task = kill_task if kill_task is not None else os.environ.get(KILL_TASK_ENV, "")
+            after = kill_after_s if kill_after_s is not None else float(os.environ.get(KILL_AFTER_ENV) or 0)
+            self.kill = KillSpec(marker, task, after)
         self.last_run = RunInfo()
+        self._in_session = False
+
+    @contextmanager
+    def session(self) -> Iterator["Executor"]:
+        """Keep the workers from one run to the next until the end of the ``with`` (see the module docstring)."""
+        if self._in_session:
+            yield self
+            return
+        self._in_session = True
+        try:
+            yield self
+        finally:
+            self._in_session = False
+            self._end_session()
+
+    def _end_session(self) -> None:
+        """Stop the workers a session kept."""
+        return None
 
     # --- the interface -------------------------------------------------------------------------
     def imap_unordered(self, task: WorkerTask, items: Iterable[Any],
@@ -205,12 +266,98 @@ def make_executor(name: str, workers: int | None = None, batch_size: int | None 
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
 
 
+# --- command-line options --------------------------------------------------------------------------
+# Here, in the core layer, so that every command that runs many independent tasks (``molmomotion sim-eval``,
+# ``generate-data``, ``eval-forecast``, ``experiment success-rate``) takes the same flags; the CLI's
+# ``cli/execution.py`` turns an ExecutorOptionsError into its one-line usage error.
+def add_arguments(parser: argparse.ArgumentParser, batch_flag: str = "--batch-size", items: str = "episodes") -> None:
+    """``--executor``, ``--ray-address``, ``batch_flag`` (what a worker is sent at a time: ``items``),
+    ``--cpus-per-worker``, ``--gpus-per-worker``. ``--workers`` stays with each command (what a worker is
+    differs); :func:`executor_from_options` reads it when the command has it."""
+    group = parser.add_argument_group(
+        "execution", f"where the {items} run: local worker processes (the default) or a Ray cluster "
+        "(pip install 'molmomotion_ros[ray]')")
+    group.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: worker processes on this machine; ray: Ray actors on a cluster "
+                       "(default: %(default)s)")
+    group.add_argument("--ray-address", metavar="ADDR",
+                       help="the Ray cluster to join: auto (the one running on this machine), HOST:PORT (a head's "
+                       "GCS port, `ray start --head --port`) or ray://HOST:PORT (Ray Client); without it, "
+                       "--executor ray starts a Ray instance on this machine for the run")
+    batch = group.add_argument(batch_flag, type=_positive_int, metavar="N",
+                               help=f"{items} sent to a worker at a time (default: about a quarter of each "
+                               "worker's share, 1 to 4); a worker keeps its state (world, agent) across batches")
+    parser.set_defaults(executor_batch_dest=batch.dest)
+    group.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, metavar="X",
+                       help="CPUs a Ray worker reserves (default: %(default)s)")
+    group.add_argument("--gpus-per-worker", type=_non_negative_float, default=0.0, metavar="X",
+                       help="GPUs a Ray worker reserves, when the cluster has them (default: %(default)s)")
+
+
+def executor_from_options(args: argparse.Namespace, default_workers: int | None = None) -> Executor:
+    """The executor the options of :func:`add_arguments` (and ``--workers``, when the command has it) ask for,
+    checked (Ray installed, its cluster reachable: an ExecutorUnavailableError otherwise) but not started; an
+    ExecutorOptionsError for options that only Ray reads given with the local executor."""
+    if args.executor != "ray":
+        given = [flag for flag, value, default in (("--ray-address", args.ray_address, None),
+                                                   ("--cpus-per-worker", args.cpus_per_worker, 1.0),
+                                                   ("--gpus-per-worker", args.gpus_per_worker, 0.0))
+                 if value != default]
+        if given:
+            raise ExecutorOptionsError(f"{', '.join(given)} need(s) --executor ray")
+    workers = getattr(args, "workers", None)
+    if workers is None and args.executor == "local":
+        workers = default_workers
+    batch_size = getattr(args, getattr(args, "executor_batch_dest", "batch_size"), None)
+    executor = make_executor(args.executor, workers=workers, batch_size=batch_size, address=args.ray_address,
+                             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+    executor.check()
+    return executor
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
 # --- local processes ---------------------------------------------------------------------------
 class LocalExecutor(Executor):
     """Spawned worker processes on this machine (``workers`` defaults to the usable cores); one worker runs
     inline. A worker process that dies is replaced and its batches are sent again."""
 
     name = "local"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pool: ProcessPoolExecutor | None = None  # a session's
+        self._pool_key: tuple | None = None
+        self._pool_size = 0
+        self._inline: tuple[tuple, Any] | None = None  # a session's inline (key, state)
 
     def _run(self, task: WorkerTask, items: list[Any], batch_size: int | None) -> Iterator[tuple[int, Any]]:
         batches = self._plan(items, self.workers or available_cores(), batch_size)
@@ -220,8 +367,15 @@ class LocalExecutor(Executor):
             yield from self._run_pool(task, batches)
 
     def _run_inline(self, task: WorkerTask, batches: list[list[tuple[int, Any]]]) -> Iterator[tuple[int, Any]]:
-        own = task.local_state is None
-        state = task.init(*task.args) if own else task.local_state
+        if task.local_state is not None:
+            state, own = task.local_state, False
+        elif self._in_session:
+            if self._inline is None or self._inline[0] != task.worker_key:
+                self._close_inline()
+                self._inline = (task.worker_key, (task, task.init(*task.args)))
+            state, own = self._inline[1][1], False
+        else:
+            state, own = task.init(*task.args), True
         try:
             for batch in batches:
                 yield from task.run_batch(state, batch)
@@ -229,21 +383,50 @@ class LocalExecutor(Executor):
             if own and task.close is not None:
                 task.close(state)
 
+    def _close_inline(self) -> None:
+        if self._inline is not None:
+            task, state = self._inline[1]
+            self._inline = None
+            if task.close is not None:
+                task.close(state)
+
+    def _new_pool(self, task: WorkerTask, workers: int) -> ProcessPoolExecutor:
+        """A pool for ``task``: the session's when it has the task's workers and enough of them."""
+        if self._in_session and self._pool is not None and self._pool_key == task.worker_key \
+                and self._pool_size >= workers:
+            return self._pool
+        self._shutdown_pool()
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
+                                   initializer=_local_init, initargs=(task,))
+        if self._in_session:
+            self._pool, self._pool_key, self._pool_size = pool, task.worker_key, workers
+        return pool
+
+    def _shutdown_pool(self, pool: ProcessPoolExecutor | None = None) -> None:
+        """Shut ``pool`` down (default: the session's); a session's pool stops being the session's."""
+        if pool is None or pool is self._pool:
+            pool, self._pool, self._pool_key, self._pool_size = self._pool, None, None, 0
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _end_session(self) -> None:
+        self._shutdown_pool()
+        self._close_inline()
+
     def _run_pool(self, task: WorkerTask, batches: list[list[tuple[int, Any]]]) -> Iterator[tuple[int, Any]]:
         todo = deque(range(len(batches)))
         tries = [0] * len(batches)
-        context = multiprocessing.get_context(START_METHOD)
         while todo:
-            pool = ProcessPoolExecutor(self.last_run.workers, mp_context=context, initializer=_local_init,
-                                       initargs=(task,))
+            pool = self._new_pool(task, self.last_run.workers)
             running: dict[Any, int] = {}
+            keep = False
             try:
                 lost: list[int] = []
                 while todo or running:
                     # One batch in flight per worker and one queued behind it, so no worker waits on the driver.
                     while todo and len(running) < 2 * self.last_run.workers:
                         number = todo.popleft()
-                        running[pool.submit(_local_batch, batches[number], self.kill_once)] = number
+                        running[pool.submit(_local_batch, batches[number], self.kill, task.run, task.name)] = number
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         number = running.pop(future)
@@ -257,8 +440,10 @@ class LocalExecutor(Executor):
                         lost.extend(running.values())
                         running.clear()
                         break
+                keep = self._in_session and not lost and pool is self._pool  # ran to its end, healthy
             finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                if not keep:  # also when the caller stopped early: nothing of this run stays queued
+                    self._shutdown_pool(pool)
             if lost:
                 for number in lost:
                     tries[number] += 1
@@ -282,10 +467,36 @@ def _local_init(task: WorkerTask) -> None:
         multiprocessing.util.Finalize(None, task.close, args=(_LOCAL_STATE,), exitpriority=10)
 
 
-def _local_batch(batch: list[tuple[int, Any]], kill_once: str | None) -> list[tuple[int, Any]]:
+def _local_batch(batch: list[tuple[int, Any]], kill: KillSpec | None, run: Callable[[Any, Any], Any],
+                 name: str) -> list[tuple[int, Any]]:
     assert _LOCAL_TASK is not None, "worker not initialised"
-    _maybe_die(kill_once)
-    return _LOCAL_TASK.run_batch(_LOCAL_STATE, batch)
+    with _fault(kill, name):
+        return _run_batch(run, _LOCAL_STATE, batch)
+
+
+@contextmanager
+def _fault(kill: KillSpec | str | None, task_name: str) -> Iterator[None]:
+    """Fault injection around one batch (see :class:`KillSpec`); nothing without ``kill``."""
+    if isinstance(kill, str):
+        kill = KillSpec(kill)
+    if kill is None or (kill.task and kill.task != task_name):
+        yield
+        return
+    if kill.after_s <= 0:
+        _maybe_die(kill.marker)
+        yield
+        return
+    finished = threading.Event()
+
+    def later() -> None:
+        if not finished.wait(kill.after_s):
+            _maybe_die(kill.marker)
+
+    threading.Thread(target=later, name="kill-once", daemon=True).start()
+    try:
+        yield
+    finally:
+        finished.set()
 
 
 def _maybe_die(marker: str | None) -> None:
@@ -317,9 +528,11 @@ class RayWorker:
         self.task = task
         self.state = task.init(*task.args)
 
-    def run_batch(self, batch: list[tuple[int, Any]], kill_once: str | None = None) -> list[tuple[int, Any]]:
-        _maybe_die(kill_once)
-        return self.task.run_batch(self.state, batch)
+    def run_batch(self, batch: list[tuple[int, Any]], kill: KillSpec | None = None,
+                  run: Callable[[Any, Any], Any] | None = None, name: str | None = None) -> list[tuple[int, Any]]:
+        """``run`` (default: the task's) on every item; a session's later tasks send their own."""
+        with _fault(kill, self.task.name if name is None else name):
+            return _run_batch(run or self.task.run, self.state, batch)
 
     def close(self) -> None:
         if self.task.close is not None:
@@ -341,8 +554,8 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, workers: int | None = None, batch_size: int | None = None,
                  cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, max_retries: int = MAX_RETRIES,
-                 kill_once: str | Path | None = None):
-        super().__init__(workers, batch_size, max_retries, kill_once)
+                 kill_once: str | Path | None = None, kill_task: str | None = None, kill_after_s: float | None = None):
+        super().__init__(workers, batch_size, max_retries, kill_once, kill_task, kill_after_s)
         if not cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker must be positive, got {cpus_per_worker}")
         if gpus_per_worker < 0:
@@ -350,6 +563,9 @@ class RayExecutor(Executor):
         self.address = address or None
         self.cpus_per_worker = float(cpus_per_worker)
         self.gpus_per_worker = float(gpus_per_worker)
+        self._actors: list[Any] = []  # a session's
+        self._actors_key: tuple | None = None
+        self._session_connected = False  # a session started the connection (and so shuts it down)
 
     def check(self) -> None:
         """Ray importable and the cluster's address reachable (the cluster's size is checked when a run starts)."""
@@ -364,7 +580,10 @@ class RayExecutor(Executor):
     def _run(self, task: WorkerTask, items: list[Any], batch_size: int | None) -> Iterator[tuple[int, Any]]:
         ray = import_ray()
         started = self._connect(ray)
+        if self._in_session and started:
+            self._session_connected, started = True, False
         actors: list[Any] = []
+        completed = False
         try:
             capacity = self._capacity(ray)
             workers = min(self.workers or capacity, capacity)
@@ -373,18 +592,42 @@ class RayExecutor(Executor):
                                self.cpus_per_worker, self.gpus_per_worker, capacity, self.workers)
             batches = self._plan(items, workers, batch_size)
             self.last_run.retried_batches = None  # Ray resends a lost actor's batches itself, and does not say
-            actor_class = ray.remote(RayWorker).options(
-                num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
-                max_restarts=self.max_retries, max_task_retries=self.max_retries,
-            )
-            remote_task = WorkerTask(task.init, task.run, task.args, task.close)  # no local state
-            log_level = logging.getLogger().getEffectiveLevel()
-            actors = [actor_class.remote(remote_task, log_level) for _ in range(self.last_run.workers)]
-            yield from self._dispatch(ray, actors, batches)
+            actors = self._actors_for(ray, task, self.last_run.workers)
+            yield from self._dispatch(ray, actors, batches, task)
+            completed = True
         finally:
-            self._release(ray, actors, started)
+            if not self._in_session:
+                self._release(ray, actors, started)
+            elif not completed:  # stopped early or failed: nothing of this run stays queued on the session's actors
+                self._release(ray, self._actors, False)
+                self._actors, self._actors_key = [], None
 
-    def _dispatch(self, ray, actors: list[Any], batches: list[list[tuple[int, Any]]]) -> Iterator[tuple[int, Any]]:
+    def _actors_for(self, ray, task: WorkerTask, workers: int) -> list[Any]:
+        """``workers`` actors for ``task``: new ones, or in a session the session's (more added when needed)."""
+        actor_class = ray.remote(RayWorker).options(
+            num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
+            max_restarts=self.max_retries, max_task_retries=self.max_retries,
+        )
+        remote_task = WorkerTask(task.init, task.run, task.args, task.close, name=task.name)  # no local state
+        log_level = logging.getLogger().getEffectiveLevel()
+        if not self._in_session:
+            return [actor_class.remote(remote_task, log_level) for _ in range(workers)]
+        if self._actors_key != task.worker_key:
+            self._release(ray, self._actors, False)
+            self._actors, self._actors_key = [], task.worker_key
+        while len(self._actors) < workers:
+            self._actors.append(actor_class.remote(remote_task, log_level))
+        return list(self._actors)
+
+    def _end_session(self) -> None:
+        if not (self._actors or self._session_connected):
+            return
+        ray = import_ray()
+        self._release(ray, self._actors, self._session_connected)
+        self._actors, self._actors_key, self._session_connected = [], None, False
+
+    def _dispatch(self, ray, actors: list[Any], batches: list[list[tuple[int, Any]]],
+                  task: WorkerTask) -> Iterator[tuple[int, Any]]:
         from ray.exceptions import RayActorError, RayTaskError
 
         todo = deque(range(len(batches)))
@@ -393,7 +636,7 @@ class RayExecutor(Executor):
         def submit(actor) -> None:
             if todo:
                 number = todo.popleft()
-                running[actor.run_batch.remote(batches[number], self.kill_once)] = (actor, number)
+                running[actor.run_batch.remote(batches[number], self.kill, task.run, task.name)] = (actor, number)
 
         for actor in actors:  # one batch in flight and one queued behind it per actor
             submit(actor)

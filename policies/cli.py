@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from molmomotion_ros.execution import add_arguments as add_execution_arguments
+
 from .observation import PolicyError
 
 
@@ -46,8 +48,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "success-rate", help="success vs training steps of policy variants A (fm encoder), B (base), "
         "C (A + forecast), D (scratch)",
         description="Record oracle demonstrations, train each variant with checkpoints on the step grid, "
-        "evaluate every checkpoint on test seeds of every family; write JSON, a markdown table and PNGs. "
-        "Resumes whatever is already in --out.")
+        "evaluate every checkpoint on test seeds of every family; write JSON, a markdown table and PNGs. The "
+        "independent tasks (demonstrations, encodings, one training run per variant and seed, the test episodes) "
+        "run on local worker processes or a Ray cluster (--executor); each cell (variant, seed, step) is written "
+        "as soon as it is done, and --resume continues a folder from the cells it holds.")
     sr.add_argument("--variants", type=_csv(str), default=defaults.variants, metavar="A,B",
                     help="variants to run (default: %(default)s)")
     sr.add_argument("--steps", type=_csv(_positive), default=defaults.steps, metavar="N,N",
@@ -62,6 +66,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="oracle demonstrations per family from train seeds (default: %(default)s)")
     sr.add_argument("--val-episodes", type=_positive, default=defaults.val_episodes_per_family, metavar="N",
                     help="oracle demonstrations per family from validation seeds (default: %(default)s)")
+    sr.add_argument("--frames-every", type=_positive, default=defaults.frames_every, metavar="N",
+                    help="15 fps trace samples between the demonstrations' frames (default: %(default)s)")
     sr.add_argument("--batch-size", type=_positive, default=defaults.batch_size, help="(default: %(default)s)")
     sr.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)")
     sr.add_argument("--finetune", choices=("none", "post_trunk"), default=defaults.finetune,
@@ -73,10 +79,18 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="validation every N steps (default: %(default)s)")
     sr.add_argument("--max-samples", type=_positive, default=defaults.max_samples, metavar="N",
                     help="15 fps samples a test episode may last (default: %(default)s)")
-    sr.add_argument("--demo-cache", default=defaults.demo_cache, help="folder of cached demonstrations "
-                    "(default: %(default)s)")
+    sr.add_argument("--demo-cache", default=defaults.demo_cache, metavar="DIR",
+                    help="folder of recorded demonstrations, e.g. one several experiments share (default: "
+                    "<out>/demos); with Ray, a folder every worker reaches")
     sr.add_argument("--out", type=Path, default=Path("results/policy-success-rate"),
-                    help="run folder: checkpoints, per-checkpoint results, summary (default: %(default)s)")
+                    help="run folder: demonstrations, encodings, checkpoints, per-checkpoint results, summary; with "
+                    "Ray, shared storage every worker reaches (default: %(default)s)")
+    sr.add_argument("--resume", action="store_true",
+                    help="continue the experiment in --out: cells (variant, seed, step) whose checkpoint and results "
+                    "carry this config's hash are kept, the others run (a folder holding an experiment is refused "
+                    "without it); variants and steps may be added")
+    sr.add_argument("--workers", type=_positive, metavar="N",
+                    help="parallel workers (default: the CPU count; with --executor ray, as many as the cluster holds)")
     sr.add_argument("--footprint", action="store_true",
                     help="give the policy head the target's footprint orientation (depth moments around the grounded "
                          "target at t0), so it can turn the wrist to the object")
@@ -91,6 +105,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     sr.add_argument("--state-noise-rad", type=float, default=defaults.state_noise_rad, metavar="R",
                     help="likewise for the gripper yaw (default: %(default)s; 0.1 in the README's run)")
     sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_execution_arguments(sr, batch_flag="--episodes-per-batch", items="tasks")
     sr.set_defaults(handler=run_success_rate)
 
     report = kinds.add_parser(
@@ -113,6 +128,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run_success_rate(args: argparse.Namespace) -> int:
     import torch
 
+    from molmomotion_ros.execution import (
+        ExecutorOptionsError,
+        ExecutorUnavailableError,
+        WorkerLostError,
+        available_cores,
+        executor_from_options,
+    )
+
     from .experiment import ExperimentConfig, run_experiment
 
     torch.set_num_threads(1)
@@ -121,16 +144,23 @@ def run_success_rate(args: argparse.Namespace) -> int:
             variants=tuple(v.upper() for v in args.variants), steps=tuple(sorted(set(args.steps))),
             episodes_per_family=args.episodes, seeds=args.seeds, families=tuple(args.families),
             train_episodes_per_family=args.train_episodes, val_episodes_per_family=args.val_episodes,
+            frames_every=args.frames_every,
             batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, finetune=args.finetune,
             encoder_lr=args.encoder_lr, max_samples=args.max_samples, footprint=args.footprint,
             geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule, state_noise_m=args.state_noise_m,
             state_noise_rad=args.state_noise_rad,
             demo_cache=args.demo_cache,
         )
-        result = run_experiment(cfg, args.out, progress=not args.no_progress)
-    except PolicyError as err:
+        executor = executor_from_options(args, default_workers=available_cores())
+        result = run_experiment(cfg, args.out, progress=not args.no_progress, executor=executor, resume=args.resume,
+                                episodes_per_batch=args.episodes_per_batch,
+                                echo=lambda line: print(f"molmomotion experiment: {line}", file=sys.stderr, flush=True))
+    except (PolicyError, ExecutorOptionsError, ExecutorUnavailableError) as err:
         print(f"molmomotion experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except WorkerLostError as err:
+        print(f"molmomotion experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     print(result.table)
     for kind, path in result.files.items():
         print(f"{kind}: {path}")

@@ -1,43 +1,65 @@
 """The success-rate experiment: train each variant, checkpoint on a step grid, evaluate every checkpoint.
 
 Reproduces at our scale the experiment behind MolmoMotion's "76.3% vs 56.0%" (policy backbone
-initialised from the motion model vs from the base VLM). Everything lands in ``out_dir``:
+initialised from the motion model vs from the base VLM). Everything lands in ``out_dir`` (a folder every
+worker can reach when the run is spread over a cluster):
 
-  runs/<variant>-s<seed>/       training run (step-NNNNNN.pt, state.pt, history.json)
+  demos/                        the oracle demonstrations (unless ``demo_cache`` names another folder)
+  encodings/                    each encoder's features of every demonstration frame (frozen) or its trunk's
+  runs/<variant>-s<seed>/       training run (step-NNNNNN.pt, state.pt, history.json, train.json)
   evals/<variant>-s<seed>-<step>.json   per-episode results of one checkpoint (harness JSON format)
   success_rate.json, success_rate.md, success_vs_steps.png, val_error.png   the summary
+  runs.jsonl                    one line per invocation: what it skipped, what it ran, on which executor
 
-Every stage skips what is already on disk, so an interrupted run resumes where it stopped; the
-config is stored and a different config in the same folder is refused; more variants or steps extend
-it (an earlier step than a finished run reached is replayed, deterministically). Test seeds are the same
-for every checkpoint (paired comparison); training uses train seeds, validation validation seeds.
+The experiment is a graph of independent tasks run stage by stage through an executor
+(:mod:`molmomotion_ros.execution`: local processes or a Ray cluster, the same workers for every stage):
+demonstrations (recorded in shards of ``DEMO_SHARD_EPISODES`` episodes, merged into the file one recording would
+write) → encodings (each frozen encoder's features of the frames in shards of ``ENCODE_SHARD_FRAMES``, merged
+likewise; a fine-tuned encoder's trunk outputs per recording) → training (one task per (variant, seed), writing a
+checkpoint at every step of the grid) → evaluation (the test episodes of every checkpoint, in batches over the
+workers) → the table and plots. A cell is one (variant, seed, step): its checkpoint and its results JSON, each
+written as soon as it is done and carrying a hash of everything that determines it (:func:`train_hash`,
+:func:`cell_hash`). ``resume=True`` keeps the cells whose files carry the expected hash and runs only the
+rest (a training run killed part-way continues from its ``state.pt``); every task is deterministic in its
+seed, so the table is the same as an uninterrupted run's, whatever the executor, the worker count, the
+batches, or a worker lost and retried. A folder holding another config is refused (only variants and steps
+may change between runs in one folder: they extend the grid; an earlier step than a finished run reached is
+replayed, deterministically). Test seeds are the same for every checkpoint (paired comparison); training
+uses train seeds, validation validation seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
+import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
+from molmomotion_ros.execution import Executor, LocalExecutor, WorkerTask
 from molmomotion_sim.episode import EpisodeResult, run_episode
 from molmomotion_sim.evaluation import summarize, write_results
 from molmomotion_sim.seeds import split_seeds
 from molmomotion_sim.tasks import TASKS
-from molmomotion_sim.world import World
 
-from .agent import AgentConfig, PolicyAgent
-from .demos import FAMILIES, DemoConfig, load_or_record
+from .agent import AgentConfig
+from .demos import FAMILIES, DemoConfig
 from .model import FINETUNE_MODES, VARIANTS, PolicyConfig
 from .observation import PolicyError
-from .train import LR_SCHEDULES, TrainConfig, TrainRun, train_policy
+from .train import LR_SCHEDULES, TrainConfig
 
 log = logging.getLogger(__name__)
 MOLMOMOTION = {"final": {"A": 0.763, "B": 0.560}, "10k": {"A": 0.51, "B": 0.19}}  # NOTES.md
+GRID_SCHEMA = 1  # what the config hashes cover (a change makes every stored cell stale)
+EVAL_SUITE = "main"  # whose task options the test episodes use
 
 
 @dataclass(frozen=True)
@@ -56,7 +78,7 @@ class ExperimentConfig:
     finetune: str = "none"  # none | post_trunk (PolicyConfig.finetune)
     encoder_lr: float = 1e-4  # the post-trunk layers' learning rate when fine-tuning
     max_samples: int = 150  # per test episode (15 fps samples)
-    demo_cache: str = "data/policies/demos"
+    demo_cache: str | None = None  # folder of recorded demonstrations (None: <out>/demos); where, not what
     footprint: bool = False  # PolicyConfig.footprint: the target's footprint orientation as a head input
     geometry_skip: bool = False  # PolicyConfig.geometry_skip
     lr_schedule: str = "constant"  # TrainConfig.lr_schedule
@@ -88,6 +110,7 @@ class ExperimentResult:
     summary: dict
     table: str
     files: dict[str, Path] = field(default_factory=dict)
+    execution: dict = field(default_factory=dict)  # what this invocation skipped and ran, where
 
 
 def _jsonable_config(cfg: ExperimentConfig) -> dict:
@@ -95,75 +118,630 @@ def _jsonable_config(cfg: ExperimentConfig) -> dict:
 
 
 def _identity(config: dict) -> dict:
-    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run).
-    Fields a stored config lacks (written before they existed) count as their defaults."""
+    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run) and
+    the demonstrations' folder (a place, not a result). Fields a stored config lacks (written before they
+    existed) count as their defaults."""
     full = {**_jsonable_config(ExperimentConfig()), **config}
-    return {k: v for k, v in full.items() if k not in ("variants", "steps")}
+    return {k: v for k, v in full.items() if k not in ("variants", "steps", "demo_cache")}
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> ExperimentResult:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+# --- config hashes ---------------------------------------------------------------------------------
+def _digest(document: Any) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def encoder_digest(encoder_init: str) -> str:
+    """What the encoder's weights are: a hash of the shipped checkpoint (fm, base) they are read from, or
+    ``scratch`` (a seeded init: the seed is in the run's identity)."""
+    if encoder_init == "scratch":
+        return "scratch"
+    from molmomotion_ros.forecasting.predictor import shipped_checkpoint
+
+    digest = hashlib.sha256()
+    with open(shipped_checkpoint(encoder_init), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{encoder_init}:{digest.hexdigest()[:16]}"
+
+
+def train_hash(run_config: dict, encoder: str, step: int) -> str:
+    """The hash of one checkpoint: its training run's identity (policy, training options, demonstrations'
+    keys; :func:`molmomotion_policies.train.run_identity`), the encoder's weights and the step."""
+    return _digest({"schema": GRID_SCHEMA, "run": run_config, "encoder": encoder, "step": step})
+
+
+def cell_hash(checkpoint_hash: str, specs: list[tuple[str, int]], agent_cfg: AgentConfig) -> str:
+    """The hash of one cell's results: its checkpoint's hash, the test episodes, the suite and the agent."""
+    return _digest({"schema": GRID_SCHEMA, "checkpoint": checkpoint_hash, "suite": EVAL_SUITE,
+                    "episodes": [list(s) for s in specs], "agent": asdict(agent_cfg)})
+
+
+# --- the tasks: each runs on whichever worker gets it, reading and writing only under the run's folders ---
+class GraphWorker:
+    """A worker's state across the tasks it is sent: loaded demonstrations, a PyBullet world, the last policy."""
+
+    def __init__(self, log_level: int = logging.WARNING):
+        import torch
+
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        torch.set_num_threads(1)  # as the experiment always ran: results do not depend on the core count
+        self._demos: dict[str, Any] = {}
+        self._world = None
+        self._agent = None
+        self._agent_key: tuple | None = None
+        self._options: dict | None = None
+
+    def demos(self, path: str):
+        from .demos import Demos
+
+        if path not in self._demos:
+            if len(self._demos) >= 2:  # train and validation: a worker never needs more at once
+                self._demos.clear()
+            self._demos[path] = Demos.load(path)
+        return self._demos[path]
+
+    def drop_demos(self) -> None:
+        self._demos.clear()
+
+    def world(self):
+        from molmomotion_sim.world import World
+
+        if self._world is None:
+            self._world = World()
+        return self._world
+
+    def drop_world(self) -> None:
+        if self._world is not None:
+            self._world.close()
+            self._world = None
+
+    def agent(self, checkpoint: str, agent_cfg: AgentConfig):
+        from .agent import PolicyAgent
+
+        if self._agent_key != (checkpoint, agent_cfg):
+            self._agent = None  # one policy at a time
+            self._agent = PolicyAgent(checkpoint, agent_cfg)
+            self._agent_key = (checkpoint, agent_cfg)
+        return self._agent
+
+    def task_options(self) -> dict:
+        """The main suite's task options per family: without them some test seeds draw another scene than the
+        harness and the ROS graph show for the same seed (held-out target combinations)."""
+        if self._options is None:
+            from molmomotion_sim.suites import load_suite
+
+            self._options = {f.family: f.options for f in load_suite(EVAL_SUITE).families}
+        return self._options
+
+    def close(self) -> None:
+        self.drop_world()
+        self._agent = None
+
+
+def _new_worker(log_level: int = logging.WARNING) -> GraphWorker:
+    return GraphWorker(log_level)
+
+
+def _run_job(worker: GraphWorker, job) -> Any:
+    return job.run(worker)
+
+
+def _close_worker(worker: GraphWorker) -> None:
+    worker.close()
+
+
+DEMO_SHARD_EPISODES = 25  # demonstrations recorded per task (one family's consecutive seeds)
+_FRAME_ARRAYS = ("rgb", "xyz_cam_m", "episode", "trace_index", "ee_pos_world_m", "ee_yaw_rad", "gripper_width_m",
+                 "gripper_closed", "ee_uv_model", "action_pos_m", "action_yaw_rad", "action_gripper_closed")
+_EPISODE_ARRAYS = ("seed", "family", "instruction", "T_world_cam", "success", "forecast_world_m",
+                   "forecast_points_t0_world_m", "forecast_valid")
+
+
+@dataclass(frozen=True)
+class DemoShardJob:
+    """Record one shard of a recording (``config``: one family, ``episodes_per_family`` seeds from ``seed_start``)
+    into ``path``; a shard already there is kept (a resumed run records only the missing ones)."""
+
+    config: DemoConfig
+    path: str
+
+    def run(self, worker: GraphWorker) -> str:
+        from .demos import record_demos
+
+        path = Path(self.path)
+        if path.is_file() or _empty_marker(path).is_file():
+            return self.path
+        try:
+            demos = record_demos(self.config, progress=False)
+        except PolicyError as err:
+            if "no demonstration could be recorded" not in str(err):
+                raise
+            _empty_marker(path).parent.mkdir(parents=True, exist_ok=True)
+            _empty_marker(path).write_text("every scene of this shard was skipped\n")  # as a one-task recording does
+            return self.path
+        demos.save(path)
+        return self.path
+
+
+@dataclass(frozen=True)
+class DemoMergeJob:
+    """The shards of ``config``'s recording, in its episode order, as the one file ``record_demos(config)`` would
+    have written (the same arrays, bit for bit: each episode is recorded alone either way); the shards go."""
+
+    config: DemoConfig
+    shards: tuple[str, ...]
+    path: str
+
+    def run(self, worker: GraphWorker) -> str:
+        from .demos import Demos
+
+        lost = [p for p in self.shards if not (Path(p).is_file() or _empty_marker(Path(p)).is_file())]
+        if lost:
+            raise PolicyError(f"demonstration shards missing (recorded where this worker cannot read?): {lost}")
+        parts = [Demos.load(p) for p in self.shards if Path(p).is_file()]
+        merge_demos(self.config, parts).save(self.path)
+        for p in self.shards:
+            for leftover in (Path(p), _empty_marker(Path(p))):
+                leftover.unlink(missing_ok=True)
+        return self.path
+
+
+def _empty_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".empty")
+
+
+def demo_shards(config: DemoConfig, folder: Path, size: int = DEMO_SHARD_EPISODES) -> list[DemoShardJob]:
+    """The shards of ``config``'s recording in its order (family by family, seeds in order), ``size`` episodes
+    each at most."""
+    jobs = []
+    for family in config.families:
+        for start in range(0, config.episodes_per_family, size):
+            count = min(size, config.episodes_per_family - start)
+            shard = replace(config, families=(family,), episodes_per_family=count,
+                            seed_start=config.seed_start + start)
+            name = f"{config.split}-{config.key()}-{family}-{start:05d}+{count}.npz"
+            jobs.append(DemoShardJob(shard, str(folder / "shards" / name)))
+    return jobs
+
+
+def merge_demos(config: DemoConfig, parts: list):
+    """One :class:`~molmomotion_policies.demos.Demos` of ``config`` from its shards' (in order): episode, family and
+    instruction indices renumbered as one recording numbers them (instructions in order of first appearance)."""
+    from .demos import Demos
+
+    if not parts:
+        raise PolicyError("no demonstration could be recorded")
+    arrays: dict[str, list] = {k: [] for k in (*_FRAME_ARRAYS, *_EPISODE_ARRAYS)}
+    instructions: list[str] = []
+    offset = 0
+    for part in parts:
+        renumber = []
+        for text in part.instructions:
+            if text not in instructions:
+                instructions.append(text)
+            renumber.append(instructions.index(text))
+        for key in (*_FRAME_ARRAYS, *_EPISODE_ARRAYS):
+            value = getattr(part, key)
+            if key == "episode":
+                value = (value + offset).astype(value.dtype)
+            elif key == "family":
+                value = np.array([config.families.index(part.families[i]) for i in value], value.dtype)
+            elif key == "instruction":
+                value = np.array([renumber[i] for i in value], value.dtype)
+            arrays[key].append(value)
+        offset += part.num_episodes
+    return Demos(**{k: np.concatenate(v) for k, v in arrays.items()}, families=list(config.families),
+                 instructions=instructions, config=json.loads(json.dumps({**asdict(config), "key": config.key()})))
+
+
+ENCODE_SHARD_FRAMES = 32 * 64  # frames encoded per task (a multiple of the encoder's batch: the same passes)
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """One encoder's features of one recording's frames (the trunk's outputs when fine-tuning), cached in ``cache``
+    for the training tasks, in one task."""
+
+    policy: PolicyConfig
+    demos: str
+    cache: str
+
+    def run(self, worker: GraphWorker) -> str:
+        from .model import GoalConditionedPolicy
+        from .train import cached_encoding, cached_trunk
+
+        encode = cached_trunk if self.policy.finetune != "none" else cached_encoding
+        encode(GoalConditionedPolicy(self.policy), worker.demos(self.demos), Path(self.cache), progress=False)
+        return self.demos
+
+
+@dataclass(frozen=True)
+class EncodeShardJob:
+    """The frozen encoder's features of frames ``rows`` of a recording, into ``path`` (kept when already there)."""
+
+    policy: PolicyConfig
+    demos: str
+    rows: tuple[int, int]
+    path: str
+
+    def run(self, worker: GraphWorker) -> str:
+        from .model import GoalConditionedPolicy
+        from .train import encode_demos, save_npy
+
+        if not Path(self.path).is_file():
+            encoding = encode_demos(GoalConditionedPolicy(self.policy), worker.demos(self.demos), progress=False,
+                                    rows=self.rows)
+            save_npy(Path(self.path), encoding)
+        return self.path
+
+
+@dataclass(frozen=True)
+class EncodeMergeJob:
+    """The shards of a recording's encodings, in order, as the one cache file the training tasks read; the shards
+    go."""
+
+    parts: tuple[str, ...]
+    path: str
+    frames: int
+
+    def run(self, worker: GraphWorker) -> str:
+        from .model import ENCODING_DIM
+        from .train import save_npy
+
+        encoding = np.concatenate([np.load(p) for p in self.parts])
+        if encoding.shape != (self.frames, ENCODING_DIM):
+            raise PolicyError(f"encoding shards of {self.path} hold {encoding.shape}, not ({self.frames}, "
+                              f"{ENCODING_DIM})")
+        save_npy(Path(self.path), encoding)
+        for p in self.parts:
+            Path(p).unlink(missing_ok=True)
+        return self.path
+
+
+def encode_jobs(policy: PolicyConfig, demos: str, demos_key: str, cache: Path,
+                shard_frames: int = ENCODE_SHARD_FRAMES) -> tuple[list, list]:
+    """The tasks that cache ``policy``'s encoder's features of a recording: (encoding tasks, merge tasks); none when
+    the cache is there. A frozen encoder's frames are encoded in shards of ``shard_frames`` (then merged); the
+    trunk (fine-tuning), a cache to upgrade or a recording of one shard's frames is one task."""
+    from .train import ENCODE_BATCH, encoding_paths
+
+    if policy.finetune != "none":
+        return [EncodeJob(policy, demos, str(cache))], []
+    path, layout_1 = encoding_paths(policy, demos_key, cache)
+    if path.is_file():
+        return [], []
+    with np.load(demos) as data:
+        frames = len(data["episode"])
+    if layout_1.is_file() or frames <= shard_frames:
+        return [EncodeJob(policy, demos, str(cache))], []
+    assert shard_frames % ENCODE_BATCH == 0
+    parts = [EncodeShardJob(policy, demos, (start, min(start + shard_frames, frames)),
+                            str(cache / "parts" / f"{path.stem}-{start:08d}.npy"))
+             for start in range(0, frames, shard_frames)]
+    return parts, [EncodeMergeJob(tuple(job.path for job in parts), str(path), frames)]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One (variant, seed) training run over the whole step grid: a checkpoint at every step (its hash in its
+    meta), then ``train.json`` (hashes, validation history, speed) once the run has reached the last step."""
+
+    name: str
+    policy: PolicyConfig
+    train: TrainConfig
+    demos: tuple[str, str]
+    run_dir: str
+    cache: str
+    hashes: tuple[tuple[int, str], ...]  # (step, train_hash)
+
+    def run(self, worker: GraphWorker) -> dict:
+        from .train import train_policy
+
+        run_dir = Path(self.run_dir)
+        previous = _read_json(run_dir / "train.json") or {}
+        run = train_policy(self.policy, worker.demos(self.demos[0]), worker.demos(self.demos[1]), run_dir,
+                           self.train, progress=False, encoding_cache=self.cache,
+                           checkpoint_meta={step: {"config_hash": h} for step, h in self.hashes})
+        rate = run.steps_per_s or previous.get("steps_per_s", 0.0)
+        document = {"config_hash": {str(step): h for step, h in self.hashes}, "history": run.history,
+                    "steps_per_s": rate, "host": socket.gethostname()}
+        _write_json(run_dir / "train.json", document)
+        return {"name": self.name, "steps_per_s": rate}
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One test episode of one checkpoint (``cell`` numbers the checkpoint in the run's list)."""
+
+    cell: int
+    checkpoint: str
+    family: str
+    seed: int
+    agent: AgentConfig
+
+    def run(self, worker: GraphWorker) -> EpisodeResult:
+        worker.drop_demos()  # evaluation needs none: free what training held
+        return run_test_episode(worker, self.checkpoint, self.agent, self.family, self.seed)
+
+
+def run_test_episode(worker: GraphWorker, checkpoint: str, agent_cfg: AgentConfig, family: str,
+                     seed: int) -> EpisodeResult:
+    """The policy on one (family, test seed) with the main suite's scenes (``molmomotion sim-eval`` draws the
+    same ones); an episode that raises is that episode's failure, as in the harness."""
+    agent = worker.agent(checkpoint, agent_cfg)
+    world = worker.world()
+    start = time.perf_counter()
+    task = TASKS[family](world, worker.task_options()[family])
+    try:
+        return run_episode(task, seed, agent)
+    except Exception as err:
+        log.warning("%s seed %d raised %s: %s", family, seed, type(err).__name__, err)
+        result = EpisodeResult(seed, family, task.instruction, False, f"{type(err).__name__}: {err}", 0,
+                               world.time_s, time.perf_counter() - start, agent.name, agent.model_id)
+        worker.drop_world()
+        return result
+
+
+# --- files -----------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, document: Any) -> None:
+    """Through a temporary file in the same folder: readers (and a resumed run) never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _demo_path(config: DemoConfig, folder: Path) -> Path:
+    """Where :func:`~molmomotion_policies.demos.load_or_record` caches ``config``'s recording."""
+    return folder / f"{config.split}-{config.episodes_per_family}pf-{config.key()}.npz"
+
+
+def demo_file(config: DemoConfig, folder: Path) -> tuple[Path, str] | None:
+    """The cached demonstrations :func:`~molmomotion_policies.demos.load_or_record` reads for ``config`` and
+    their key, or None when they still have to be recorded."""
+    if _demo_path(config, folder).is_file():
+        return _demo_path(config, folder), config.key()
+    with_forecast = replace(config, forecast=True)
+    if not config.forecast and _demo_path(with_forecast, folder).is_file():
+        return _demo_path(with_forecast, folder), with_forecast.key()
+    return None
+
+
+@dataclass
+class _Run:
+    variant: str
+    seed: int
+    policy: PolicyConfig
+    train: TrainConfig
+    folder: Path
+    hashes: dict[int, str]
+    done: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant}-s{self.seed}"
+
+
+@dataclass
+class _Cell:
+    variant: str
+    seed: int
+    step: int
+    path: Path
+    checkpoint: Path
+    hash: str
+    results: list[EpisodeResult] | None = None
+
+
+def _stored_cell(cell: _Cell, n: int) -> list[EpisodeResult] | None:
+    """The cell's results when its file is complete and carries the expected hash."""
+    document = _read_json(cell.path)
+    if not document or document.get("meta", {}).get("config_hash") != cell.hash:
+        return None
+    episodes = document.get("episodes", [])
+    if len(episodes) != n:
+        return None
+    return [EpisodeResult(**e) for e in episodes]
+
+
+def _run_done(run: _Run) -> bool:
+    """Every checkpoint of the grid on disk and ``train.json`` carrying their hashes. A checkpoint hashed
+    otherwise (the encoder's weights changed under the folder, say) is refused: its state.pt and caches would
+    carry the old ones into the new cells."""
+    document = _read_json(run.folder / "train.json")
+    if not document:
+        return False
+    stored = {int(step): h for step, h in document.get("config_hash", {}).items()}
+    stale = sorted(step for step, h in run.hashes.items() if step in stored and stored[step] != h)
+    if stale:
+        raise PolicyError(f"{run.folder} holds checkpoints (steps {stale}) made from another encoder, demonstrations "
+                          "or code than this config gives now; move it away or choose another --out")
+    return all(step in stored and (run.folder / f"step-{step:06d}.pt").is_file() for step in run.hashes)
+
+
+# --- the run ---------------------------------------------------------------------------------------
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, executor: Executor | None = None,
+                   resume: bool = False, episodes_per_batch: int | None = None,
+                   echo: Callable[[str], None] | None = None) -> ExperimentResult:
+    """Run the graph (see the module docstring) through ``executor`` (default: in this process) into ``out_dir``.
+
+    A folder that already holds an experiment needs ``resume=True``: its finished cells are kept and only the
+    missing ones run. ``episodes_per_batch``: test episodes sent to a worker at a time (default: the executor's).
+    ``echo`` gets one line saying what is skipped and what runs (default: the log)."""
+    started = time.perf_counter()
+    say = echo or log.info
+    executor = executor or LocalExecutor(1)
+    out = Path(out_dir).expanduser().resolve()  # workers elsewhere get absolute paths
     config_path = out / "experiment_config.json"
-    stored = json.loads(config_path.read_text()) if config_path.is_file() else None
+    stored = _read_json(config_path) if config_path.is_file() else None
+    resumed = stored is not None
+    if stored is not None and not resume:
+        raise PolicyError(f"{out} already holds an experiment; --resume continues it (finished cells are kept, the "
+                          "missing ones run) or choose another --out")
     if stored is not None and _identity(stored) != _identity(_jsonable_config(cfg)):
         raise PolicyError(f"{out} holds an experiment with another config (only variants and steps may change "
                           "between runs in one folder); choose another --out")
-    config_path.write_text(json.dumps(_jsonable_config(cfg), indent=2) + "\n")
+    executor.check()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(config_path, _jsonable_config(cfg))
+    task = WorkerTask(_new_worker, _run_job, (logging.getLogger().getEffectiveLevel(),), _close_worker, name="")
+    stages: dict[str, dict] = {}
+    with executor.session():  # the workers keep their state (imports, models, demonstrations) across the stages
+        runs, cells, counts = _run_graph(cfg, out, executor, task, stages, resume, resumed, episodes_per_batch,
+                                         progress, say)
 
-    demo_kw = {"families": tuple(cfg.families), "frames_every": cfg.frames_every,
-               "forecast": any(VARIANTS[v]["forecast_conditioning"] for v in cfg.variants)}
-    train_cfg = DemoConfig("train", cfg.train_episodes_per_family, **demo_kw)
-    val_cfg = DemoConfig("validation", cfg.val_episodes_per_family, **demo_kw)
-    train_demos = load_or_record(train_cfg, cfg.demo_cache, progress)
-    val_demos = load_or_record(val_cfg, cfg.demo_cache, progress)
-    test_specs = [(family, seed) for family in cfg.families for seed in split_seeds("test", cfg.episodes_per_family)]
-    agent_cfg = AgentConfig(max_samples=cfg.max_samples)
-
+    # 5. the table and plots
     histories: dict[str, list[dict]] = {}
     train_rates: dict[str, float] = {}
-    evals: dict[tuple[str, int, int], list[EpisodeResult]] = {}
-    for variant in cfg.variants:
-        for seed in range(cfg.seeds):
-            run, run_evals = train_and_evaluate(cfg, out, variant, seed, train_demos, val_demos, test_specs,
-                                                agent_cfg, progress)
-            histories[f"{variant}-s{seed}"] = run.history
-            if run.steps_per_s:
-                train_rates[f"{variant}-s{seed}"] = run.steps_per_s
-            evals.update({(variant, seed, step): results for step, results in run_evals.items()})
+    for run in runs:
+        document = _read_json(run.folder / "train.json") or {}
+        histories[run.name] = document.get("history", [])
+        if document.get("steps_per_s"):
+            train_rates[run.name] = document["steps_per_s"]
+    evals = {(c.variant, c.seed, c.step): c.results for c in cells}
     summary = summarise(cfg, histories, evals, train_rates)
     table = format_summary(summary)
     files = write_summary(out, summary, table)
-    return ExperimentResult(summary, table, files)
+    execution = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resume": resumed,
+                 **counts, "executor": executor.name, "stages": stages,
+                 "wall_s": round(time.perf_counter() - started, 3)}
+    with open(out / "runs.jsonl", "a") as f:
+        f.write(json.dumps(execution) + "\n")
+    files["runs"] = out / "runs.jsonl"
+    return ExperimentResult(summary, table, files, execution)
 
 
-def train_and_evaluate(cfg: ExperimentConfig, out: Path, variant: str, seed: int, train_demos, val_demos,
-                       test_specs: list[tuple[str, int]], agent_cfg: AgentConfig, progress: bool = True
-                       ) -> tuple[TrainRun, dict[int, list[EpisodeResult]]]:
-    """One (variant, seed) cell of the experiment: its training run and every checkpoint's test episodes."""
-    name = f"{variant}-s{seed}"
-    run = train_policy(
-        PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune, footprint=cfg.footprint,
-                                 geometry_skip=cfg.geometry_skip), train_demos, val_demos,
-        out / "runs" / name,
-        TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
-                    eval_every=cfg.eval_every, seed=seed, lr_schedule=cfg.lr_schedule,
-                    state_noise_m=cfg.state_noise_m, state_noise_rad=cfg.state_noise_rad), progress=progress,
-        encoding_cache=out / "encodings",
-    )
-    evals = {step: evaluate_checkpoint(checkpoint, test_specs, agent_cfg, out / "evals" / f"{name}-{step:06d}.json",
-                                       progress)
-             for step, checkpoint in sorted(run.checkpoints.items())}
-    return run, evals
+def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: WorkerTask, stages: dict, resume: bool,
+               resumed: bool, episodes_per_batch: int | None, progress: bool, say: Callable[[str], None]
+               ) -> tuple[list[_Run], list[_Cell], dict]:
+    """Stages 1-4 of the graph (the module docstring); the runs, the cells (with their results) and the counts."""
+    def stage(name: str, jobs: list, batch_size: int | None = 1) -> list:
+        t0 = time.perf_counter()
+        results = executor.map(replace(task, name=name), jobs, batch_size, progress=name if progress else None)
+        stages[name] = {"tasks": len(jobs), "wall_s": round(time.perf_counter() - t0, 3), **executor.describe()}
+        return results
+
+    # 1. demonstrations
+    demo_dir = Path(cfg.demo_cache).expanduser().resolve() if cfg.demo_cache else out / "demos"
+    demo_kw = {"families": tuple(cfg.families), "frames_every": cfg.frames_every,
+               "forecast": any(VARIANTS[v]["forecast_conditioning"] for v in cfg.variants)}
+    demo_cfgs = (DemoConfig("train", cfg.train_episodes_per_family, **demo_kw),
+                 DemoConfig("validation", cfg.val_episodes_per_family, **demo_kw))
+    missing = [c for c in demo_cfgs if demo_file(c, demo_dir) is None]
+    if missing:  # recorded in shards over the workers, then merged into the file one recording would write
+        shards = {c: demo_shards(c, demo_dir) for c in missing}
+        stage("demos", [job for c in missing for job in shards[c]])
+        stage("demos-merge", [DemoMergeJob(c, tuple(job.path for job in shards[c]), str(_demo_path(c, demo_dir)))
+                              for c in missing])
+    (train_path, train_key), (val_path, val_key) = (demo_file(c, demo_dir) for c in demo_cfgs)
+    demos = (str(train_path), str(val_path))
+
+    # the plan: every (variant, seed) run and (variant, seed, step) cell, with the hashes they must carry
+    from .train import run_identity
+
+    test_specs = [(family, seed) for family in cfg.families for seed in split_seeds("test", cfg.episodes_per_family)]
+    agent_cfg = AgentConfig(max_samples=cfg.max_samples)
+    train_cfg = TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                            eval_every=cfg.eval_every, lr_schedule=cfg.lr_schedule, state_noise_m=cfg.state_noise_m,
+                            state_noise_rad=cfg.state_noise_rad)
+    encoders = {init: encoder_digest(init) for init in {VARIANTS[v]["encoder_init"] for v in cfg.variants}}
+    runs: list[_Run] = []
+    cells: list[_Cell] = []
+    for variant in cfg.variants:
+        for seed in range(cfg.seeds):
+            policy = PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune,
+                                              footprint=cfg.footprint, geometry_skip=cfg.geometry_skip)
+            run_cfg = replace(train_cfg, seed=seed)
+            identity = run_identity(policy, run_cfg, train_key, val_key)
+            folder = out / "runs" / f"{variant}-s{seed}"
+            run = _Run(variant, seed, policy, run_cfg, folder,
+                       {step: train_hash(identity, encoders[policy.encoder_init], step) for step in cfg.steps})
+            run.done = _run_done(run)
+            runs.append(run)
+            for step in cfg.steps:
+                cell = _Cell(variant, seed, step, out / "evals" / f"{run.name}-{step:06d}.json",
+                             folder / f"step-{step:06d}.pt", "")
+                cell.hash = cell_hash(run.hashes[step], test_specs, agent_cfg)
+                cell.results = _stored_cell(cell, len(test_specs)) if resume else None
+                cells.append(cell)
+    todo_runs = [r for r in runs if not r.done]
+    todo_cells = [c for c in cells if c.results is None]
+    counts = {"cells": {"total": len(cells), "skipped": len(cells) - len(todo_cells), "run": len(todo_cells)},
+              "training_runs": {"total": len(runs), "skipped": len(runs) - len(todo_runs), "run": len(todo_runs)},
+              "episodes_run": len(todo_cells) * len(test_specs)}
+    say(f"{'resume' if resumed else 'start'}: {counts['cells']['skipped']} of {len(cells)} cells "
+        f"finished (skipped), {len(todo_cells)} to run; {len(runs) - len(todo_runs)} of {len(runs)} training runs "
+        f"finished, {len(todo_runs)} to run; {counts['episodes_run']} test episodes; executor {executor.name}")
+
+    # 2. encodings (of every encoder the runs still to train need, in shards of frames), 3. training
+    encoders_needed: dict[tuple, PolicyConfig] = {}
+    for run in todo_runs:
+        p = run.policy
+        encoders_needed.setdefault((p.encoder_init, p.encoder_seed if p.encoder_init == "scratch" else 0), p)
+    encode, merge = [], []
+    for policy in encoders_needed.values():
+        for path, key in ((train_path, train_key), (val_path, val_key)):
+            jobs, merges = encode_jobs(policy, str(path), key, out / "encodings")
+            encode += jobs
+            merge += merges
+    if encode:
+        stage("encode", encode)
+    if merge:
+        stage("encode-merge", merge)
+    if todo_runs:
+        stage("train", [TrainJob(r.name, r.policy, r.train, demos, str(r.folder), str(out / "encodings"),
+                                 tuple(sorted(r.hashes.items()))) for r in todo_runs])
+        for run in todo_runs:
+            if not _run_done(run):
+                raise PolicyError(f"{run.folder}: the training task ended without every checkpoint of the grid")
+
+    # 4. evaluation: every missing cell's episodes, each cell written as soon as its last episode is in
+    if todo_cells:
+        _evaluate_cells(executor, replace(task, name="eval"), todo_cells, test_specs, agent_cfg, episodes_per_batch,
+                        progress, stages)
+
+    return runs, cells, counts
 
 
-EVAL_SUITE = "main"  # whose task options the test episodes use
+def _evaluate_cells(executor: Executor, task: WorkerTask, cells: list[_Cell], specs: list[tuple[str, int]],
+                    agent_cfg: AgentConfig, batch_size: int | None, progress: bool, stages: dict) -> None:
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    jobs = [EvalJob(number, str(cell.checkpoint), family, seed, agent_cfg)
+            for number, cell in enumerate(cells) for family, seed in specs]
+    pending = {number: [None] * len(specs) for number in range(len(cells))}
+    left = {number: len(specs) for number in range(len(cells))}
+    written = 0
+    with tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+        for index, result in executor.imap_unordered(task, jobs, batch_size):
+            number = jobs[index].cell
+            pending[number][index % len(specs)] = result
+            left[number] -= 1
+            bar.update(1)
+            if left[number] == 0:
+                cell, results = cells[number], pending.pop(number)
+                write_results(cell.path, results, {
+                    "checkpoint": str(cell.checkpoint), "suite": EVAL_SUITE, "agent": results[0].agent,
+                    "model_id": results[0].model_id, "agent_config": asdict(agent_cfg), "config_hash": cell.hash,
+                    "executor": executor.describe()})
+                cell.results = results
+                written += 1
+                bar.set_postfix(cells=f"{written}/{len(cells)}")
+    stages["eval"] = {"tasks": len(jobs), "wall_s": round(time.perf_counter() - t0, 3), **executor.describe()}
 
 
 def evaluate_checkpoint(checkpoint: Path, specs: list[tuple[str, int]], agent_cfg: AgentConfig, path: Path,
                         progress: bool = True) -> list[EpisodeResult]:
-    """Run the policy on every (family, test seed), in this process, with the scenes of the main suite
-    (``molmomotion sim-eval`` draws the same ones); cached in ``path`` (harness JSON)."""
+    """One checkpoint on every (family, test seed), in this process, as the experiment's evaluation tasks run
+    them (:func:`run_test_episode`); cached in ``path`` (harness JSON) while the checkpoint is unchanged."""
     if path.is_file():
         document = json.loads(path.read_text())
         meta = document.get("meta", {})
@@ -171,31 +749,15 @@ def evaluate_checkpoint(checkpoint: Path, specs: list[tuple[str, int]], agent_cf
             return [EpisodeResult(**e) for e in document["episodes"]]
     from tqdm import tqdm
 
-    from molmomotion_sim.suites import load_suite
-
-    # The suite's options (held-out target combinations excluded): without them some test seeds draw
-    # another scene than the harness and the ROS graph show for the same seed.
-    options = {f.family: f.options for f in load_suite(EVAL_SUITE).families}
-
-    agent = PolicyAgent(checkpoint, agent_cfg)
-    results, world = [], World()
+    worker = GraphWorker(logging.getLogger().getEffectiveLevel())
     try:
-        for family, seed in tqdm(specs, desc=f"eval {path.stem}", unit="ep", disable=not progress, dynamic_ncols=True):
-            start = time.perf_counter()
-            task = TASKS[family](world, options[family])
-            try:
-                results.append(run_episode(task, seed, agent))
-            except Exception as err:  # one episode's crash is that episode's failure, as in the harness
-                log.warning("%s seed %d raised %s: %s", family, seed, type(err).__name__, err)
-                results.append(EpisodeResult(seed, family, task.instruction, False, f"{type(err).__name__}: {err}",
-                                             0, world.time_s, time.perf_counter() - start, agent.name, agent.model_id))
-                world.close()
-                world = World()
+        results = [run_test_episode(worker, str(checkpoint), agent_cfg, family, seed)
+                   for family, seed in tqdm(specs, desc=f"eval {path.stem}", unit="ep", disable=not progress,
+                                            dynamic_ncols=True)]
     finally:
-        world.close()
+        worker.close()
     write_results(path, results, {"checkpoint": str(checkpoint), "checkpoint_mtime": checkpoint.stat().st_mtime,
-                                  "suite": EVAL_SUITE,
-                                  "agent": agent.name, "model_id": agent.model_id,
+                                  "suite": EVAL_SUITE, "agent": results[0].agent, "model_id": results[0].model_id,
                                   "agent_config": asdict(agent_cfg)})
     return results
 

@@ -33,7 +33,7 @@ EVAL_NAME = re.compile(r"^(?P<variant>[A-Za-z][A-Za-z0-9_+.]*)-s(?P<seed>\d+)-(?
 # What experiment.evaluate_checkpoint and sim.evaluation.write_results put in ``meta`` (and the executor of
 # issue 20); anything else was added by something other than the runner.
 RUNNER_META = {"checkpoint", "checkpoint_mtime", "suite", "agent", "model_id", "agent_config", "timestamp",
-               "git_revision", "executor"}
+               "git_revision", "executor", "config_hash"}
 PLOTS = {"success": "report_success_vs_steps.png", "pairs": "report_paired_differences.png",
          "seeds": "report_per_seed.png"}
 

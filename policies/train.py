@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -111,17 +112,26 @@ class BatchTensors:
                 "forecast_points_t0_world_m": self.forecast_points_t0_world_m}
 
 
-def encode_demos(model: GoalConditionedPolicy, demos: Demos, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Every frame through the frozen encoder → (M, ENCODING_DIM) float32."""
+ENCODE_BATCH = 64  # frames per encoder pass (a shard of the frames starts at a multiple of it: the same passes)
+
+
+def encode_demos(model: GoalConditionedPolicy, demos: Demos, batch_size: int = ENCODE_BATCH, progress: bool = True,
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Every frame (or the frames ``rows`` = (start, stop), start a multiple of ``batch_size``) through the frozen
+    encoder → (M, ENCODING_DIM) float32. A frame's encoding comes from the same batch of frames either way, so
+    shards concatenated are the whole, bit for bit."""
     from tqdm import tqdm
 
     from molmomotion_ros.forecasting.text import default_text_encoder
 
+    first, stop = rows if rows is not None else (0, len(demos))
+    if first % batch_size:
+        raise PolicyError(f"a shard of the frames starts at a multiple of {batch_size}, not at {first}")
     tokens, masks = default_text_encoder().encode(list(demos.instructions))
     out = []
-    for start in tqdm(range(0, len(demos), batch_size), desc=f"encode ({model.cfg.encoder_init})", unit="batch",
+    for start in tqdm(range(first, stop, batch_size), desc=f"encode ({model.cfg.encoder_init})", unit="batch",
                       disable=not progress, dynamic_ncols=True):
-        rows = slice(start, start + batch_size)
+        rows = slice(start, min(start + batch_size, stop))
         ep = demos.episode[rows]
         instr = demos.instruction[ep]
         out.append(model.encode(
@@ -132,24 +142,37 @@ def encode_demos(model: GoalConditionedPolicy, demos: Demos, batch_size: int = 6
     return np.concatenate(out).astype(np.float32)
 
 
+def encoding_paths(cfg: PolicyConfig, demos_key: str, cache_dir: str | Path) -> tuple[Path, Path]:
+    """Where :func:`cached_encoding` keeps the encodings of the demonstrations ``demos_key`` by ``cfg``'s encoder,
+    and where a layout-1 cache of them (before the footprint) would be."""
+    seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
+    stem = f"enc-{demos_key}-{cfg.encoder_init}{seed}"
+    return Path(cache_dir) / f"{stem}-l{ENCODING_LAYOUT}.npy", Path(cache_dir) / f"{stem}.npy"
+
+
 def cached_encoding(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, progress: bool = True) -> np.ndarray:
     """Encodings of ``demos`` by ``model``'s encoder, cached per (demonstrations, encoder source, seed)."""
-    cfg = model.cfg
-    seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
-    stem = f"enc-{demos.config.get('key', 'nokey')}-{cfg.encoder_init}{seed}"
-    path = Path(cache_dir) / f"{stem}-l{ENCODING_LAYOUT}.npy"
+    path, layout_1 = encoding_paths(model.cfg, demos.config.get("key", "nokey"), cache_dir)
     if path.is_file():
         encoding = np.load(path)
         if encoding.shape == (len(demos), ENCODING_DIM):
             return encoding
-    layout_1 = Path(cache_dir) / f"{stem}.npy"  # written before the footprint existed: the same features
+    # layout_1: written before the footprint existed: the same features
     if layout_1.is_file() and np.load(layout_1, mmap_mode="r").shape == (len(demos), ENCODING_DIM - FOOTPRINT_DIM):
         encoding = upgrade_layout_1(np.load(layout_1), demos)
     else:
         encoding = encode_demos(model, demos, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, encoding)
+    save_npy(path, encoding)
     return encoding
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file, so a reader (or a run killed mid-write) never sees half an array:
+    runs of the experiment's graph on other workers read these caches."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
 
 
 def upgrade_layout_1(encoding: np.ndarray, demos: Demos, batch_size: int = 1024) -> np.ndarray:
@@ -241,11 +264,8 @@ def cached_trunk(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, pr
             parts["s2"].append(out.s2.numpy().astype(np.float16))
             parts["xyz_half"].append(out.xyz_half.numpy().astype(np.float32))
         arrays = {k: np.concatenate(v) for k, v in parts.items()}
-        stem.parent.mkdir(parents=True, exist_ok=True)
         for k, p in paths.items():
-            tmp = p.with_name(p.name + ".tmp.npy")
-            np.save(tmp, arrays[k])
-            tmp.replace(p)
+            save_npy(p, arrays[k])
     tokens, masks = default_text_encoder().encode(list(demos.instructions))
     ep = demos.episode
     instr = demos.instruction[ep]
@@ -350,9 +370,10 @@ class _Trainer:
         self.step, self.history = state["step"], state["history"]
 
     def run(self, data: _TrainData, until: int, checkpoints: dict[int, Path], run_config: dict,
-            state_path: Path | None, desc: str, progress: bool) -> None:
-        """Train to step ``until``, writing ``checkpoints`` on the way and (with a ``state_path``) the resumable
-        state and ``history.json`` at every validation."""
+            state_path: Path | None, desc: str, progress: bool, checkpoint_meta: dict[int, dict] | None = None
+            ) -> None:
+        """Train to step ``until``, writing ``checkpoints`` on the way (with ``checkpoint_meta[step]`` in their
+        meta) and (with a ``state_path``) the resumable state and ``history.json`` at every validation."""
         from tqdm import tqdm
 
         cfg, model, optimiser = self.cfg, self.model, self.optimiser
@@ -387,33 +408,33 @@ class _Trainer:
                     bar.set_postfix(val_cm=f"{metrics['val_pos_err_cm']:.2f}")
                     if self.step in checkpoints:
                         model.save(checkpoints[self.step], meta={"step": self.step, "run_config": run_config,
-                                                                 "validation": metrics})
+                                                                 "validation": metrics,
+                                                                 **(checkpoint_meta or {}).get(self.step, {})})
                     if state_path is not None:
                         self.save_state(state_path, run_config)
             self.dropout_rng = torch.get_rng_state()
 
     def save_state(self, path: Path, run_config: dict) -> None:
+        # Through temporary files: a run killed while writing resumes from the previous state, never a torn one.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         torch.save({"run_config": run_config, "head": self.model.head.state_dict(),
                     **({"encoder": self.model.encoder.state_dict()} if self.finetune else {}),
                     "optimiser": self.optimiser.state_dict(), "generator": self.generator.get_state(),
                     "step": self.step, "dropout_rng": torch.get_rng_state(), "noise": self.noise.get_state(),
-                    "history": self.history}, path)
-        (path.parent / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+                    "history": self.history}, tmp)
+        tmp.replace(path)
+        history = path.parent / "history.json"
+        tmp = history.with_name(f"{history.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.history, indent=1) + "\n")
+        tmp.replace(history)
 
 
-def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos, out_dir: str | Path,
-                 cfg: TrainConfig = TrainConfig(), progress: bool = True, encoding_cache: str | Path | None = None
-                 ) -> TrainRun:
-    """Train (or resume) one variant; returns its checkpoints by step and its validation history."""
-    import time
-
-    torch.set_num_threads(1)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # A run's identity: everything but the step grid, so a finished run can be extended to more steps.
+def run_identity(policy_cfg: PolicyConfig, cfg: TrainConfig, train_key: str | None, val_key: str | None) -> dict:
+    """A run's identity (``state.pt`` must match it to resume): everything but the step grid, so a finished run
+    can be extended to more steps. ``train_key``/``val_key``: the demonstrations' ``config["key"]``."""
     finetune = policy_cfg.finetune != "none"
     run_config = {"policy": asdict(policy_cfg), "train": {k: v for k, v in asdict(cfg).items() if k != "steps"},
-                  "train_demos": train_demos.config.get("key"), "val_demos": val_demos.config.get("key")}
+                  "train_demos": train_key, "val_demos": val_key}
     if not finetune:  # frozen-encoder runs keep the identity they had before fine-tuning existed
         run_config["policy"].pop("finetune")
         run_config["train"].pop("encoder_lr")
@@ -428,6 +449,21 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         run_config["train"].pop("lr_schedule")
     else:  # a decaying schedule depends on where it ends: such a run cannot be extended to more steps
         run_config["train"]["schedule_steps"] = cfg.steps[-1]
+    return run_config
+
+
+def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos, out_dir: str | Path,
+                 cfg: TrainConfig = TrainConfig(), progress: bool = True, encoding_cache: str | Path | None = None,
+                 checkpoint_meta: dict[int, dict] | None = None) -> TrainRun:
+    """Train (or resume) one variant; returns its checkpoints by step and its validation history.
+    ``checkpoint_meta[step]`` goes into that step's checkpoint meta (the experiment's config hash)."""
+    import time
+
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    finetune = policy_cfg.finetune != "none"
+    run_config = run_identity(policy_cfg, cfg, train_demos.config.get("key"), val_demos.config.get("key"))
     model = _fresh_model(policy_cfg, cfg.seed)
     cache = Path(encoding_cache) if encoding_cache else out.parent / "encodings"
     if finetune:
@@ -457,10 +493,10 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         log.info("%s: replaying from step 0 for the checkpoints at %s", out, sorted(passed))
         _Trainer(_fresh_model(policy_cfg, cfg.seed), cfg).run(
             data, max(passed), passed, run_config, state_path=None,
-            desc=f"replay {policy_cfg.variant} s{cfg.seed}", progress=progress)
+            desc=f"replay {policy_cfg.variant} s{cfg.seed}", progress=progress, checkpoint_meta=checkpoint_meta)
     started, first_step = time.perf_counter(), trainer.step
     trainer.run(data, cfg.steps[-1], checkpoints, run_config, state_path=state_path,
-                desc=f"train {policy_cfg.variant} s{cfg.seed}", progress=progress)
+                desc=f"train {policy_cfg.variant} s{cfg.seed}", progress=progress, checkpoint_meta=checkpoint_meta)
     history, step = trainer.history, trainer.step
     elapsed = time.perf_counter() - started
     rate = (step - first_step) / elapsed if step > first_step and elapsed > 0 else 0.0

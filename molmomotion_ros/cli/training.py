@@ -6,6 +6,7 @@ torch and the models load inside the handlers only, after the cheap input checks
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from .common import (
     positive_int,
     quiet_model_loading,
 )
+from .execution import add_arguments as add_execution_arguments
+from .execution import executor_from_args, worker_lost
 
 
 def add_parsers(commands) -> None:
@@ -80,6 +83,11 @@ def add_parsers(commands) -> None:
                           "results/forecast-<split>-phrasings-<set> with --phrasings; -parser appended with "
                           "--instruction-parser)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    evaluate.add_argument("--workers", type=positive_int, metavar="N",
+                          help="parallel workers, each with every backend loaded (default: the CPU count, "
+                          f"{os.cpu_count() or 1}; with --executor ray, as many as the cluster holds); a dataset "
+                          "folder every worker reaches")
+    add_execution_arguments(evaluate)
     recording = evaluate.add_argument_group(
         "on a recording", "--bag BAG scores the backends on a sim recording instead of a dataset: each forecast "
         "request in the bag (see --frames), forecast as forecaster_node does, against the recording's "
@@ -123,6 +131,13 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     if args.bag is not None:
         if args.data is not None or args.phrasings is not None or args.episodes is not None:
             raise UsageError("--bag scores a recording: --data, --phrasings and --episodes apply to datasets")
+        given = [flag for flag, value, default in (
+            ("--workers", args.workers, None), ("--executor", args.executor, "local"),
+            ("--ray-address", args.ray_address, None), ("--batch-size", args.batch_size, None),
+            ("--cpus-per-worker", args.cpus_per_worker, 1.0), ("--gpus-per-worker", args.gpus_per_worker, 0.0))
+            if value != default]
+        if given:
+            raise UsageError(f"--bag scores a recording in this process: {', '.join(given)} apply to datasets")
         return reforecast.eval_forecast_bag(args)
     data_dir = args.data or Path("data") / args.split
     if not data_dir.is_dir():
@@ -139,6 +154,7 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     suffix += "-parser" if args.instruction_parser else ""
     out = args.out or Path("results") / f"forecast-{args.split}{suffix}"
     check_writable(out, what="output folder")
+    executor = executor_from_args(args, default_workers=os.cpu_count() or 1)
 
     quiet_model_loading()
     from molmomotion_ros.forecasting import baselines, interface, predictor  # noqa: F401  (they register backends)
@@ -147,14 +163,19 @@ def _eval_forecast(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown forecaster {unknown[0]!r}; choose from {', '.join(sorted(interface.BACKENDS))}")
     try:
+        from molmomotion_ros.execution import WorkerLostError
         from molmomotion_ros.forecasting.evaluation import evaluate_forecasters
         from molmomotion_ros.language import instruction_for_model
     except ImportError as err:
         print(f"{PROG}: error: forecast evaluation is unavailable: {err}", file=sys.stderr)
         return RUNTIME_ERROR
 
-    evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
-                         progress=not args.no_progress, phrasings=args.phrasings,
-                         read_instruction=instruction_for_model if args.instruction_parser else None)
+    try:
+        evaluate_forecasters(data_dir, args.models, out, num_samples=args.samples, episodes_per_family=args.episodes,
+                             progress=not args.no_progress, phrasings=args.phrasings,
+                             read_instruction=instruction_for_model if args.instruction_parser else None,
+                             executor=executor, batch_size=args.batch_size)
+    except WorkerLostError as err:
+        return worker_lost(err)
     print(f"results: {out}")
     return 0

@@ -28,19 +28,40 @@ def test_runs_writes_and_resumes(tmp_path):
     evals = sorted((tmp_path / "exp" / "evals").glob("*.json"))
     assert len(evals) == 4
     stamps = [p.stat().st_mtime_ns for p in evals]
-    again = run_experiment(cfg, tmp_path / "exp", progress=False)  # everything on disk: nothing re-run
+    with pytest.raises(PolicyError, match="--resume"):
+        run_experiment(cfg, tmp_path / "exp", progress=False)  # a folder holding an experiment needs resume
+    again = run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)  # everything on disk: nothing re-run
+    assert again.execution["cells"] == {"total": 4, "skipped": 4, "run": 0}
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     assert again.summary["rows"] == summary["rows"]
+    # A cell whose results carry another config hash is stale: only that cell runs again, to the same episodes.
+    document = json.loads(evals[0].read_text())
+    document["meta"]["config_hash"] = "0" * 16
+    evals[0].write_text(json.dumps(document))
+    fixed = run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)
+    assert fixed.execution["cells"] == {"total": 4, "skipped": 3, "run": 1}
+    assert fixed.execution["training_runs"] == {"total": 2, "skipped": 2, "run": 0}
+    assert json.loads(evals[0].read_text())["episodes"][0]["success"] == document["episodes"][0]["success"]
+    assert fixed.summary["rows"] == summary["rows"]
+    stamps = [p.stat().st_mtime_ns for p in evals]
     # A step the finished runs passed is added by replaying them; nothing already there is redone.
     earlier = run_experiment(ExperimentConfig(**{**TINY, "steps": (3, 5, 10)}, demo_cache=str(tmp_path / "demos")),
-                             tmp_path / "exp", progress=False)
+                             tmp_path / "exp", progress=False, resume=True)
+    assert earlier.execution["cells"] == {"total": 6, "skipped": 4, "run": 2}
     assert [(r["variant"], r["step"]) for r in earlier.summary["rows"]] == [
         ("A", 3), ("A", 5), ("A", 10), ("B", 3), ("B", 5), ("B", 10)]
     assert [p.stat().st_mtime_ns for p in evals] == stamps
     assert earlier.summary["rows"][1:3] == summary["rows"][:2]
+    # Checkpoints hashed otherwise (another encoder under the same folder, say) are refused, not mixed in.
+    train_json = tmp_path / "exp" / "runs" / "A-s0" / "train.json"
+    stored = json.loads(train_json.read_text())
+    train_json.write_text(json.dumps({**stored, "config_hash": {k: "0" * 16 for k in stored["config_hash"]}}))
+    with pytest.raises(PolicyError, match="another encoder"):
+        run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)
+    train_json.write_text(json.dumps(stored))
     with pytest.raises(PolicyError, match="another config"):
         run_experiment(ExperimentConfig(**{**TINY, "max_samples": 9}, demo_cache=str(tmp_path / "demos")),
-                       tmp_path / "exp", progress=False)
+                       tmp_path / "exp", progress=False, resume=True)
 
 
 def test_cli_parses_the_issue_command():
