@@ -78,6 +78,10 @@ class ExecutorUnavailableError(ExecutorError):
     """The executor cannot start: Ray is not installed, or the cluster cannot be reached or is too small."""
 
 
+class StorageError(ExecutorError):
+    """A folder the workers must share is not the same folder on every node (not on shared storage)."""
+
+
 class WorkerLostError(ExecutorError):
     """A batch's worker was lost more than ``max_retries`` times."""
 
@@ -91,6 +95,10 @@ class WorkerTask:
     """What every worker runs: ``state = init(*args)`` once, ``run(state, item)`` per item, ``close(state)`` at
     the end. The callables must be importable module-level functions (they travel by name).
 
+    ``gpus``, when given, is what each worker of this task reserves on a Ray cluster instead of the executor's
+    ``gpus_per_worker`` (a training stage asks for a GPU, the evaluation around it for none); local workers see
+    the machine's GPUs whatever it says.
+
     ``local_state``, when given, is a state already built in this process; an executor that runs the items
     inline uses it instead of calling ``init`` (it never travels to a worker, and is not closed). ``name`` labels
     the task (logs, fault injection).
@@ -102,10 +110,11 @@ class WorkerTask:
     close: Callable[[Any], None] | None = None
     local_state: Any = field(default=None, compare=False, repr=False)
     name: str = ""
+    gpus: float | None = None
 
     def __getstate__(self) -> dict:
         return {"init": self.init, "run": self.run, "args": self.args, "close": self.close, "local_state": None,
-                "name": self.name}
+                "name": self.name, "gpus": self.gpus}
 
     def __setstate__(self, state: dict) -> None:
         for key, value in state.items():
@@ -117,7 +126,7 @@ class WorkerTask:
     @property
     def worker_key(self) -> tuple:
         """What a worker's state depends on: tasks with the same key can share workers (in a session)."""
-        return (self.init, self.args, self.close)
+        return (self.init, self.args, self.close, self.gpus)
 
 
 def _run_batch(run: Callable[[Any, Any], Any], state: Any, batch: Sequence[tuple[int, Any]]) -> list[tuple[int, Any]]:
@@ -239,6 +248,19 @@ class Executor(ABC):
         """The executor and what its last run used, for results files."""
         return {"name": self.name, "workers": self.last_run.workers, "batch_size": self.last_run.batch_size,
                 "retried_batches": self.last_run.retried_batches}
+
+    def gpus_available(self) -> float:
+        """GPUs the workers can use: those torch sees on this machine (none without torch)."""
+        try:
+            import torch
+        except ImportError:
+            return 0.0
+        return float(torch.cuda.device_count()) if torch.cuda.is_available() else 0.0
+
+    def check_storage(self, folder: str | Path) -> None:
+        """Raise :class:`StorageError` unless every worker reads and writes ``folder`` as this process does
+        (local workers share this machine's disk)."""
+        return None
 
     @abstractmethod
     def _run(self, task: WorkerTask, items: list[Any], batch_size: int | None) -> Iterator[tuple[int, Any]]:
@@ -512,6 +534,34 @@ def _maybe_die(marker: str | None) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def probe_storage(probe_dir: str, token: str, node: str) -> dict:
+    """On a worker node: whether it reads the driver's token in ``probe_dir``, and the file it wrote there."""
+    folder = Path(probe_dir)
+    report = {"node": node, "host": socket.gethostname(), "read": None, "wrote": None, "error": None}
+    try:
+        report["read"] = (folder / "driver").read_text() if (folder / "driver").is_file() else None
+        mine = folder / f"node-{node}"
+        mine.write_text(token)
+        report["wrote"] = str(mine)
+    except OSError as err:
+        report["error"] = f"{type(err).__name__}: {err}"
+    return report
+
+
+def storage_problems(probe_dir: str, token: str, reports: list[dict]) -> list[str]:
+    """What the probes' reports (:func:`probe_storage`) say is wrong, as this process sees ``probe_dir``."""
+    problems = []
+    for report in reports:
+        where = f"node {report['host']} ({report['node'][:8]})"
+        if report.get("error"):
+            problems.append(f"{where} cannot write there: {report['error']}")
+        elif report.get("read") != token:
+            problems.append(f"{where} does not see this machine's files there")
+        elif not (Path(probe_dir) / f"node-{report['node']}").is_file():
+            problems.append(f"this machine does not see the files {where} writes there")
+    return problems
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -577,6 +627,43 @@ class RayExecutor(Executor):
         return {**super().describe(), "address": self.address, "cpus_per_worker": self.cpus_per_worker,
                 "gpus_per_worker": self.gpus_per_worker}
 
+    def _join(self):
+        ray = import_ray()
+        if self._connect(ray) and self._in_session:
+            self._session_connected = True
+        return ray
+
+    def gpus_available(self) -> float:
+        """The GPUs the cluster holds (joining it if needed)."""
+        return float(self._join().cluster_resources().get("GPU", 0))
+
+    def check_storage(self, folder: str | Path) -> None:
+        """One probe per alive node of the cluster: it must read a token this process wrote into ``folder`` and
+        write one back that this process then reads. Checkpoints and results travel through that folder, so a
+        path that is only this machine's disk ends here, naming the nodes, instead of losing their files."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self._join()
+        folder = Path(folder)
+        token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+        probe_dir = folder / ".storage-probe"
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        (probe_dir / "driver").write_text(token)
+        probe = ray.remote(num_cpus=0)(probe_storage)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                    str(probe_dir), token, n["NodeID"]) for n in nodes]
+        reports = ray.get(refs, timeout=120)
+        problems = storage_problems(str(probe_dir), token, reports)
+        for path in probe_dir.iterdir():
+            path.unlink(missing_ok=True)
+        probe_dir.rmdir()
+        if problems:
+            raise StorageError(f"{folder} is not one folder for every node of the Ray cluster ({'; '.join(problems)}"
+                               "): give --out a path on storage every node mounts at the same place (NFS, a "
+                               "cluster file system)")
+
+
     def _run(self, task: WorkerTask, items: list[Any], batch_size: int | None) -> Iterator[tuple[int, Any]]:
         ray = import_ray()
         started = self._connect(ray)
@@ -585,11 +672,12 @@ class RayExecutor(Executor):
         actors: list[Any] = []
         completed = False
         try:
-            capacity = self._capacity(ray)
+            gpus = self._gpus(task)
+            capacity = self._capacity(ray, gpus)
             workers = min(self.workers or capacity, capacity)
             if self.workers and self.workers > capacity:
                 logger.warning("the Ray cluster holds %d worker(s) of %g CPU, %g GPU; using %d, not %d", capacity,
-                               self.cpus_per_worker, self.gpus_per_worker, capacity, self.workers)
+                               self.cpus_per_worker, gpus, capacity, self.workers)
             batches = self._plan(items, workers, batch_size)
             self.last_run.retried_batches = None  # Ray resends a lost actor's batches itself, and does not say
             actors = self._actors_for(ray, task, self.last_run.workers)
@@ -605,7 +693,7 @@ class RayExecutor(Executor):
     def _actors_for(self, ray, task: WorkerTask, workers: int) -> list[Any]:
         """``workers`` actors for ``task``: new ones, or in a session the session's (more added when needed)."""
         actor_class = ray.remote(RayWorker).options(
-            num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
+            num_cpus=self.cpus_per_worker, num_gpus=self._gpus(task),
             max_restarts=self.max_retries, max_task_retries=self.max_retries,
         )
         remote_task = WorkerTask(task.init, task.run, task.args, task.close, name=task.name)  # no local state
@@ -675,16 +763,19 @@ class RayExecutor(Executor):
             raise ExecutorUnavailableError(f"cannot {where}: {_one_line(err)}") from None
         return True
 
-    def _capacity(self, ray) -> int:
+    def _gpus(self, task: WorkerTask) -> float:
+        return self.gpus_per_worker if task.gpus is None else float(task.gpus)
+
+    def _capacity(self, ray, gpus_per_worker: float) -> int:
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         capacity = int(cpus // self.cpus_per_worker)
-        if self.gpus_per_worker > 0:
-            capacity = min(capacity, int(gpus // self.gpus_per_worker))
+        if gpus_per_worker > 0:
+            capacity = min(capacity, int(gpus // gpus_per_worker))
         if capacity < 1:
             raise ExecutorUnavailableError(
                 f"the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s); a worker needs {self.cpus_per_worker:g} "
-                f"CPU(s) and {self.gpus_per_worker:g} GPU(s)")
+                f"CPU(s) and {gpus_per_worker:g} GPU(s)")
         return capacity
 
     def _release(self, ray, actors: list[Any], started: bool) -> None:
@@ -768,8 +859,9 @@ def free_port() -> int:
 
 @contextmanager
 def loopback_ray_head(num_cpus: int = 2, env: dict | None = None,
-                      start_timeout_s: float = HEAD_START_TIMEOUT_S) -> Iterator[str]:
-    """A Ray head on 127.0.0.1 with ``num_cpus`` CPUs, for tests and benchmarks: yields its ``HOST:PORT`` and
+                      start_timeout_s: float = HEAD_START_TIMEOUT_S, num_gpus: int = 0) -> Iterator[str]:
+    """A Ray head on 127.0.0.1 with ``num_cpus`` CPUs (and ``num_gpus`` GPUs declared, whether the machine has
+    them or not: Ray schedules by what is declared), for tests and benchmarks: yields its ``HOST:PORT`` and
     stops it, with every process it started, on exit. Its temporary folder and ports are its own, so it
     neither meets nor disturbs another head on the machine. Drivers that join it need ``LOOPBACK_ENV``
     in their environment before they import Ray."""
@@ -783,7 +875,7 @@ def loopback_ray_head(num_cpus: int = 2, env: dict | None = None,
     if importlib.util.find_spec("grpc") is not None:  # ray[client]: the head serves ray:// on a port of its own
         names.append("ray-client-server-port")
     ports = [f"--{name}={free_port()}" for name in names]
-    command = [str(ray_cli), "start", "--head", "--block", f"--num-cpus={num_cpus}", "--num-gpus=0",
+    command = [str(ray_cli), "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
                f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
                "--disable-usage-stats", f"--temp-dir={temp_dir}", "--object-store-memory=100000000", *ports]
     log_path = temp_dir / "head.log"

@@ -105,6 +105,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     sr.add_argument("--state-noise-rad", type=float, default=defaults.state_noise_rad, metavar="R",
                     help="likewise for the gripper yaw (default: %(default)s; 0.1 in the README's run)")
     sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sr.add_argument("--train-gpus", type=_train_gpus, default="auto", metavar="auto|X",
+                    help="GPUs each training task reserves and trains on (auto: one where the workers have any, "
+                         "else none; 0.25 puts four runs on one GPU). Other stages take --gpus-per-worker "
+                         "(default: %(default)s)")
     add_execution_arguments(sr, batch_flag="--episodes-per-batch", items="tasks")
     sr.set_defaults(handler=run_success_rate)
 
@@ -125,12 +129,25 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return experiment
 
 
+def _train_gpus(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"auto or a number of GPUs (0 or more), got {text!r}")
+    return value
+
+
 def run_success_rate(args: argparse.Namespace) -> int:
     import torch
 
     from molmomotion_ros.execution import (
         ExecutorOptionsError,
         ExecutorUnavailableError,
+        StorageError,
         WorkerLostError,
         available_cores,
         executor_from_options,
@@ -153,9 +170,9 @@ def run_success_rate(args: argparse.Namespace) -> int:
         )
         executor = executor_from_options(args, default_workers=available_cores())
         result = run_experiment(cfg, args.out, progress=not args.no_progress, executor=executor, resume=args.resume,
-                                episodes_per_batch=args.episodes_per_batch,
+                                episodes_per_batch=args.episodes_per_batch, train_gpus=args.train_gpus,
                                 echo=lambda line: print(f"molmomotion experiment: {line}", file=sys.stderr, flush=True))
-    except (PolicyError, ExecutorOptionsError, ExecutorUnavailableError) as err:
+    except (PolicyError, ExecutorOptionsError, ExecutorUnavailableError, StorageError) as err:
         print(f"molmomotion experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except WorkerLostError as err:

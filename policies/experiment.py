@@ -433,6 +433,7 @@ class TrainJob:
     run_dir: str
     cache: str
     hashes: tuple[tuple[int, str], ...]  # (step, train_hash)
+    device: str = "cpu"  # train_policy's; "auto" where the task holds a GPU
 
     def run(self, worker: GraphWorker) -> dict:
         from .train import train_policy
@@ -441,12 +442,38 @@ class TrainJob:
         previous = _read_json(run_dir / "train.json") or {}
         run = train_policy(self.policy, worker.demos(self.demos[0]), worker.demos(self.demos[1]), run_dir,
                            self.train, progress=False, encoding_cache=self.cache,
-                           checkpoint_meta={step: {"config_hash": h} for step, h in self.hashes})
+                           checkpoint_meta={step: {"config_hash": h} for step, h in self.hashes}, device=self.device)
         rate = run.steps_per_s or previous.get("steps_per_s", 0.0)
         document = {"config_hash": {str(step): h for step, h in self.hashes}, "history": run.history,
-                    "steps_per_s": rate, "host": socket.gethostname()}
+                    "steps_per_s": rate, "host": socket.gethostname(), "device": run.device,
+                    "ray_gpu_ids": _ray_gpu_ids()}
         _write_json(run_dir / "train.json", document)
         return {"name": self.name, "steps_per_s": rate}
+
+
+def _ray_gpu_ids() -> list | None:
+    """The GPUs Ray gave this worker (None outside a Ray worker)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return [str(i) for i in ray.get_gpu_ids()]
+
+
+def resolve_train_gpus(executor: Executor, train_gpus: float | str) -> float:
+    """GPUs each training task reserves: ``"auto"`` is one where the executor's workers have any, else none; a
+    number the workers do not have is a :class:`PolicyError` (before any work)."""
+    available = executor.gpus_available()
+    if train_gpus == "auto":
+        return 1.0 if available >= 1 else 0.0
+    gpus = float(train_gpus)
+    if gpus < 0:
+        raise PolicyError(f"train_gpus must be 'auto' or 0 or more, got {train_gpus!r}")
+    if gpus > 0 and available < gpus:
+        raise PolicyError(f"each training task is to hold {gpus:g} GPU(s), but the {executor.name} executor's "
+                          f"workers have {available:g}")
+    return gpus
 
 
 @dataclass(frozen=True)
@@ -569,12 +596,15 @@ def _run_done(run: _Run) -> bool:
 # --- the run ---------------------------------------------------------------------------------------
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, executor: Executor | None = None,
                    resume: bool = False, episodes_per_batch: int | None = None,
-                   echo: Callable[[str], None] | None = None) -> ExperimentResult:
+                   echo: Callable[[str], None] | None = None, train_gpus: float | str = "auto") -> ExperimentResult:
     """Run the graph (see the module docstring) through ``executor`` (default: in this process) into ``out_dir``.
 
     A folder that already holds an experiment needs ``resume=True``: its finished cells are kept and only the
     missing ones run. ``episodes_per_batch``: test episodes sent to a worker at a time (default: the executor's).
-    ``echo`` gets one line saying what is skipped and what runs (default: the log)."""
+    ``echo`` gets one line saying what is skipped and what runs (default: the log). ``train_gpus``: GPUs each
+    training task reserves (:func:`resolve_train_gpus`); a task holding one trains there. ``out_dir`` (and a
+    ``demo_cache``) must be one folder for every worker: on a Ray cluster that is checked before any work
+    (:class:`~molmomotion_ros.execution.StorageError`)."""
     started = time.perf_counter()
     say = echo or log.info
     executor = executor or LocalExecutor(1)
@@ -594,8 +624,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     task = WorkerTask(_new_worker, _run_job, (logging.getLogger().getEffectiveLevel(),), _close_worker, name="")
     stages: dict[str, dict] = {}
     with executor.session():  # the workers keep their state (imports, models, demonstrations) across the stages
+        executor.check_storage(out)
+        if cfg.demo_cache:
+            executor.check_storage(Path(cfg.demo_cache).expanduser().resolve())
+        gpus = resolve_train_gpus(executor, train_gpus)
         runs, cells, counts = _run_graph(cfg, out, executor, task, stages, resume, resumed, episodes_per_batch,
-                                         progress, say)
+                                         progress, say, gpus)
 
     # 5. the table and plots
     histories: dict[str, list[dict]] = {}
@@ -619,13 +653,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
 
 
 def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: WorkerTask, stages: dict, resume: bool,
-               resumed: bool, episodes_per_batch: int | None, progress: bool, say: Callable[[str], None]
-               ) -> tuple[list[_Run], list[_Cell], dict]:
+               resumed: bool, episodes_per_batch: int | None, progress: bool, say: Callable[[str], None],
+               train_gpus: float = 0.0) -> tuple[list[_Run], list[_Cell], dict]:
     """Stages 1-4 of the graph (the module docstring); the runs, the cells (with their results) and the counts."""
-    def stage(name: str, jobs: list, batch_size: int | None = 1) -> list:
+    def stage(name: str, jobs: list, batch_size: int | None = 1, gpus: float | None = None) -> list:
         t0 = time.perf_counter()
-        results = executor.map(replace(task, name=name), jobs, batch_size, progress=name if progress else None)
-        stages[name] = {"tasks": len(jobs), "wall_s": round(time.perf_counter() - t0, 3), **executor.describe()}
+        results = executor.map(replace(task, name=name, gpus=gpus), jobs, batch_size,
+                               progress=name if progress else None)
+        stages[name] = {"tasks": len(jobs), "wall_s": round(time.perf_counter() - t0, 3), **executor.describe(),
+                        **({"gpus_per_task": gpus} if gpus is not None else {})}
         return results
 
     # 1. demonstrations
@@ -696,8 +732,9 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
     if merge:
         stage("encode-merge", merge)
     if todo_runs:
+        device = "auto" if train_gpus > 0 else "cpu"
         stage("train", [TrainJob(r.name, r.policy, r.train, demos, str(r.folder), str(out / "encodings"),
-                                 tuple(sorted(r.hashes.items()))) for r in todo_runs])
+                                 tuple(sorted(r.hashes.items())), device) for r in todo_runs], gpus=train_gpus)
         for run in todo_runs:
             if not _run_done(run):
                 raise PolicyError(f"{run.folder}: the training task ended without every checkpoint of the grid")

@@ -88,6 +88,7 @@ class TrainRun:
     checkpoints: dict[int, Path]  # step → policy checkpoint
     history: list[dict] = field(default_factory=list)  # {"step", "val_pos_err_cm", ...}
     steps_per_s: float = 0.0
+    device: str = "cpu"  # where it trained
 
 
 @dataclass
@@ -106,6 +107,10 @@ class BatchTensors:
 
     def rows(self, idx: torch.Tensor | slice) -> "BatchTensors":
         return BatchTensors(*(getattr(self, k)[idx] for k in self.__dataclass_fields__))
+
+    def to(self, device: torch.device) -> "BatchTensors":
+        """On ``device`` (the same tensors when they are there already)."""
+        return BatchTensors(*(getattr(self, k).to(device) for k in self.__dataclass_fields__))
 
     def forecast_kwargs(self) -> dict:
         return {"forecast_world_m": self.forecast_world_m, "forecast_valid": self.forecast_valid,
@@ -234,12 +239,16 @@ class TrunkFrames:
     ee_uv_model: torch.Tensor  # (M, 2)
     first_row: torch.Tensor  # (M,) row of the frame's episode's t0 frame
 
-    def rows(self, idx: torch.Tensor) -> tuple[TrunkOutput, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def rows(self, idx: torch.Tensor, device: torch.device | None = None
+             ) -> tuple[TrunkOutput, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frames ``idx`` (a CPU index), on ``device`` (default: the CPU)."""
         i = idx.numpy()
-        trunk = TrunkOutput(torch.from_numpy(self.s1[i].astype(np.float32)),
-                            torch.from_numpy(self.s2[i].astype(np.float32)), torch.from_numpy(self.xyz_half[i]),
-                            torch.from_numpy(self.xyz_cam[i].astype(np.float32)))
-        return trunk, self.text_tokens[idx], self.text_mask[idx], self.T_world_cam[idx], self.ee_uv_model[idx]
+        arrays = (self.s1[i].astype(np.float32), self.s2[i].astype(np.float32), self.xyz_half[i],
+                  self.xyz_cam[i].astype(np.float32))
+        rest = (self.text_tokens[idx], self.text_mask[idx], self.T_world_cam[idx], self.ee_uv_model[idx])
+        device = device or torch.device("cpu")
+        trunk = TrunkOutput(*(torch.from_numpy(a).to(device) for a in arrays))
+        return (trunk, *(t.to(device) for t in rest))
 
 
 def cached_trunk(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, progress: bool = True,
@@ -274,23 +283,26 @@ def cached_trunk(model: GoalConditionedPolicy, demos: Demos, cache_dir: Path, pr
                        torch.from_numpy(demos.ee_uv_model), torch.from_numpy(first_rows(demos)[ep]))
 
 
-def finetune_encodings(model: GoalConditionedPolicy, frames: TrunkFrames, idx: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def finetune_encodings(model: GoalConditionedPolicy, frames: TrunkFrames, idx: torch.Tensor,
+                       device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Encodings of frames ``idx`` (differentiable) and of their episodes' t0 frames (no gradient) by the
-    encoder as it is now."""
-    encoding = model.encode_from_trunk(*frames.rows(idx))
+    encoder as it is now, on ``device``."""
+    encoding = model.encode_from_trunk(*frames.rows(idx, device))
     with torch.no_grad():
-        encoding_t0 = model.encode_from_trunk(*frames.rows(frames.first_row[idx]))
+        encoding_t0 = model.encode_from_trunk(*frames.rows(frames.first_row[idx], device))
     return encoding, encoding_t0
 
 
 @torch.no_grad()
 def finetune_validation_tensors(model: GoalConditionedPolicy, frames: TrunkFrames, data: BatchTensors,
                                 batch_size: int = 128) -> BatchTensors:
-    """``data`` with every frame encoded by the encoder as it is now (t0 rows from the same pass)."""
-    encoding = torch.cat([model.encode_from_trunk(*frames.rows(torch.arange(s, min(s + batch_size, len(data.proprio)))))
+    """``data`` (on the model's device) with every frame encoded by the encoder as it is now (t0 rows from the
+    same pass)."""
+    device = data.proprio.device
+    encoding = torch.cat([model.encode_from_trunk(*frames.rows(torch.arange(s, min(s + batch_size, len(data.proprio))),
+                                                               device))
                           for s in range(0, len(data.proprio), batch_size)])
-    return replace(data, encoding=encoding, encoding_t0=encoding[frames.first_row])
+    return replace(data, encoding=encoding, encoding_t0=encoding[frames.first_row.to(device)])
 
 
 @torch.no_grad()
@@ -345,8 +357,9 @@ class _TrainData:
 class _Trainer:
     """One training trajectory: model, optimiser and every random stream, from step 0 or a saved state."""
 
-    def __init__(self, model: GoalConditionedPolicy, cfg: TrainConfig) -> None:
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: GoalConditionedPolicy, cfg: TrainConfig, device: torch.device | None = None) -> None:
+        device = device or torch.device("cpu")
+        self.model, self.cfg, self.device = model.to(device), cfg, device
         self.finetune = model.cfg.finetune != "none"
         groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
         if self.finetune:
@@ -376,8 +389,9 @@ class _Trainer:
         meta) and (with a ``state_path``) the resumable state and ``history.json`` at every validation."""
         from tqdm import tqdm
 
-        cfg, model, optimiser = self.cfg, self.model, self.optimiser
+        cfg, model, optimiser, device = self.cfg, self.model, self.optimiser, self.device
         total = cfg.steps[-1]  # the schedule's end, whatever ``until`` is
+        val = data.val.to(device)  # batches are drawn on the CPU (the same streams everywhere), then moved
         model.head.train()
         with torch.random.fork_rng(), tqdm(total=until, initial=self.step, desc=desc, unit="step",
                                            disable=not progress, dynamic_ncols=True) as bar:
@@ -390,8 +404,9 @@ class _Trainer:
                 batch = data.train.rows(idx)
                 if cfg.state_noise_m or cfg.state_noise_rad:
                     batch = perturb_state(batch, cfg.state_noise_m, cfg.state_noise_rad, self.noise)
+                batch = batch.to(device)
                 if self.finetune:
-                    encoding, encoding_t0 = finetune_encodings(model, data.train_frames, idx)
+                    encoding, encoding_t0 = finetune_encodings(model, data.train_frames, idx, device)
                     batch = replace(batch, encoding=encoding, encoding_t0=encoding_t0)
                 pred = model.head(batch.encoding, batch.proprio, batch.encoding_t0, **batch.forecast_kwargs())
                 loss, _ = chunk_loss(pred, batch.pos_m, batch.yaw_rad, batch.gripper_closed)
@@ -401,8 +416,8 @@ class _Trainer:
                 self.step += 1
                 bar.update(1)
                 if self.step % cfg.eval_every == 0 or self.step in checkpoints:
-                    val_now = (finetune_validation_tensors(model, data.val_frames, data.val) if self.finetune
-                               else data.val)
+                    val_now = (finetune_validation_tensors(model, data.val_frames, val) if self.finetune
+                               else val)
                     metrics = {"step": self.step, "train_loss": loss.item(), **validation_metrics(model.head, val_now)}
                     self.history.append(metrics)
                     bar.set_postfix(val_cm=f"{metrics['val_pos_err_cm']:.2f}")
@@ -452,11 +467,30 @@ def run_identity(policy_cfg: PolicyConfig, cfg: TrainConfig, train_key: str | No
     return run_config
 
 
+def training_device(device: str = "cpu") -> torch.device:
+    """``"auto"``: the first CUDA GPU when torch sees one, else the CPU; ``"cpu"``/``"cuda[:N]"`` as given (a CUDA
+    device torch cannot see is a :class:`PolicyError`)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise PolicyError(f"training device {device!r}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PolicyError(f"training device {device!r}: torch sees no CUDA GPU here")
+    if resolved.type not in ("cpu", "cuda"):
+        raise PolicyError(f"training device {device!r}: cpu, cuda[:N] or auto")
+    return resolved
+
+
 def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos, out_dir: str | Path,
                  cfg: TrainConfig = TrainConfig(), progress: bool = True, encoding_cache: str | Path | None = None,
-                 checkpoint_meta: dict[int, dict] | None = None) -> TrainRun:
+                 checkpoint_meta: dict[int, dict] | None = None, device: str = "cpu") -> TrainRun:
     """Train (or resume) one variant; returns its checkpoints by step and its validation history.
-    ``checkpoint_meta[step]`` goes into that step's checkpoint meta (the experiment's config hash)."""
+    ``checkpoint_meta[step]`` goes into that step's checkpoint meta (the experiment's config hash). ``device``:
+    where the head (and fine-tuned encoder layers) train (:func:`training_device`); encodings are made on the CPU
+    and cached as before. On the CPU a run is bit-identical whatever the machine; on a GPU it is deterministic in
+    its seed only up to CUDA's kernels and dropout stream, so GPU and CPU runs of one seed differ slightly."""
     import time
 
     torch.set_num_threads(1)
@@ -476,10 +510,11 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
         train = to_tensors(train_demos, cached_encoding(model, train_demos, cache, progress))
         val = to_tensors(val_demos, cached_encoding(model, val_demos, cache, progress))
     data = _TrainData(train, val, train_frames, val_frames)
-    trainer = _Trainer(model, cfg)
+    where = training_device(device)
+    trainer = _Trainer(model, cfg, where)
     state_path = out / "state.pt"
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, map_location=where, weights_only=False)
         if state["run_config"] != run_config:
             raise PolicyError(f"{out} holds a run with another config; use another folder")
         trainer.load_state(state)
@@ -491,7 +526,7 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     passed = {s: checkpoints[s] for s in cfg.steps if s <= trainer.step and not checkpoints[s].is_file()}
     if passed:
         log.info("%s: replaying from step 0 for the checkpoints at %s", out, sorted(passed))
-        _Trainer(_fresh_model(policy_cfg, cfg.seed), cfg).run(
+        _Trainer(_fresh_model(policy_cfg, cfg.seed), cfg, where).run(
             data, max(passed), passed, run_config, state_path=None,
             desc=f"replay {policy_cfg.variant} s{cfg.seed}", progress=progress, checkpoint_meta=checkpoint_meta)
     started, first_step = time.perf_counter(), trainer.step
@@ -500,4 +535,4 @@ def train_policy(policy_cfg: PolicyConfig, train_demos: Demos, val_demos: Demos,
     history, step = trainer.history, trainer.step
     elapsed = time.perf_counter() - started
     rate = (step - first_step) / elapsed if step > first_step and elapsed > 0 else 0.0
-    return TrainRun(out, {s: p for s, p in checkpoints.items() if p.is_file()}, history, rate)
+    return TrainRun(out, {s: p for s, p in checkpoints.items() if p.is_file()}, history, rate, str(where))

@@ -25,7 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from molmomotion_ros.execution import LOOPBACK_ENV, LocalExecutor, RayExecutor, WorkerTask, loopback_ray_head
+from molmomotion_ros.execution import (
+    LOOPBACK_ENV,
+    LocalExecutor,
+    RayExecutor,
+    WorkerTask,
+    loopback_ray_head,
+    probe_storage,
+    storage_problems,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--variants", "A,B", "--steps", "5,10", "--seeds", "2", "--episodes", "2", "--families", "push",
@@ -83,14 +91,16 @@ def last_invocation(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """``HOST:PORT`` of a 2-CPU Ray head on 127.0.0.1 for this module's tests (stopped, with its workers, after)."""
+    """``HOST:PORT`` of a Ray head on 127.0.0.1 with 2 CPUs and one declared GPU (Ray schedules by what is
+    declared: training tasks land on the GPU-holding worker, and torch there sees no CUDA, so they train on the
+    CPU as the local run does) for this module's tests (stopped, with its workers, after)."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (pip install -r requirements/ray.txt)")
     saved = {key: os.environ.get(key) for key in LOOPBACK_ENV}
     os.environ.update(LOOPBACK_ENV)
     try:
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        with loopback_ray_head(num_cpus=2, env={"PYTHONPATH": pythonpath}) as address:
+        with loopback_ray_head(num_cpus=2, num_gpus=1, env={"PYTHONPATH": pythonpath}) as address:
             yield address
     finally:
         for key, value in saved.items():
@@ -114,7 +124,14 @@ def local_grid(tmp_path_factory, demos) -> Path:
     run = last_invocation(out)
     assert run["executor"] == "local" and run["cells"] == {"total": CELLS, "skipped": 0, "run": CELLS}
     assert run["stages"]["eval"]["workers"] == 2
+    assert run["stages"]["train"]["gpus_per_task"] == 0  # no GPU on this machine: training asks for none
+    assert {d["device"] for d in train_documents(out)} == {"cpu"}
+    assert not (out / ".storage-probe").exists()
     return out
+
+
+def train_documents(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/train.json"))]
 
 
 # --- executor sessions and the fault hook (stdlib tasks: fast) -----------------------------------
@@ -207,8 +224,47 @@ def test_grid_on_ray_gives_the_local_table_episode_for_episode(ray_head, local_g
     run = last_invocation(out)
     assert run["executor"] == "ray" and run["stages"]["eval"]["address"] == ray_head
     assert run["stages"]["eval"]["batch_size"] == 3 and run["stages"]["train"]["tasks"] == RUNS
+    # --train-gpus auto: the cluster has a GPU, so each training task held it (one at a time) ...
+    assert run["stages"]["train"]["gpus_per_task"] == 1 and run["stages"]["train"]["workers"] == 1
+    assert run["stages"]["eval"]["workers"] == 2  # ... and the evaluation around it none
+    # ... and trained where torch could (no CUDA behind the declared GPU here: the CPU, hence the same table)
+    assert [(d["ray_gpu_ids"], d["device"]) for d in train_documents(out)] == [(["0"], "cpu")] * RUNS
+    assert not (out / ".storage-probe").exists()  # every node saw --out (one node here), and the probe is gone
     meta = json.loads(next((out / "evals").glob("A-s0-*.json")).read_text())["meta"]
     assert meta["executor"]["name"] == "ray" and len(meta["config_hash"]) == 16
+
+
+def test_training_gpus_the_workers_lack_are_refused_before_any_work(ray_head, tmp_path):
+    for executor in (["--workers", "1"], ["--executor", "ray", "--ray-address", ray_head]):
+        out = tmp_path / executor[1]
+        result = run_cli("experiment", "success-rate", *GRID, "--out", str(out), "--train-gpus", "2", *executor)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "error: each training task is to hold 2 GPU(s), but the" in result.stderr
+        assert not (out / "demos").exists() and not (out / "runs").exists()
+
+
+def test_storage_probe_names_a_node_that_does_not_share_the_folder(tmp_path):
+    shared, elsewhere = tmp_path / "shared", tmp_path / "elsewhere"
+    shared.mkdir()
+    (shared / "driver").write_text("token")
+    good = probe_storage(str(shared), "token", "node-a")
+    assert good["read"] == "token" and good["error"] is None
+    assert storage_problems(str(shared), "token", [good]) == []
+    # a node whose path is another disk: it neither sees the driver's token nor can write where the driver reads
+    lost = probe_storage(str(elsewhere), "token", "node-b")
+    assert lost["error"] and "FileNotFoundError" in lost["error"]
+    assert storage_problems(str(shared), "token", [good, lost]) == [
+        f"node {lost['host']} (node-b) cannot write there: {lost['error']}"]
+    # a node that sees a stale token, or writes where the driver does not read
+    elsewhere.mkdir()
+    (elsewhere / "driver").write_text("other run")
+    stale = probe_storage(str(elsewhere), "token", "node-c")
+    assert storage_problems(str(shared), "token", [stale]) == [
+        f"node {stale['host']} (node-c) does not see this machine's files there"]
+    (elsewhere / "driver").write_text("token")
+    unseen = probe_storage(str(elsewhere), "token", "node-d")
+    assert storage_problems(str(shared), "token", [unseen]) == [
+        f"this machine does not see the files node {unseen['host']} (node-d) writes there"]
 
 
 @pytest.mark.slow
