@@ -1,7 +1,7 @@
 """The success-rate experiment's graph on local processes and on Ray, and what the full grid would take on a cluster.
 
-1. **The tiny grid, local vs Ray, on this machine**: the grid of ``test/test_execution_grid.py`` (variants A, B ×
-   steps 5, 10 × 2 seeds × 2 test episodes of push, one demonstration per split) run by ``molmomotion experiment
+1. **The issue's small grid, local vs Ray, on this machine**: the grid of ``test/test_execution_grid.py`` (variants
+   A, B × steps 5, 10 × 2 seeds × 8 test episodes per family of 8 samples, one demonstration per family and split) run by ``molmomotion experiment
    success-rate`` as a user runs it, each run a fresh command with a fresh ``--out`` (its demonstrations
    included): ``--executor local --workers N`` and ``--executor ray --ray-address`` of a head started here with N
    CPUs, alternating. Reports the command's wall time and each stage's (from ``runs.jsonl``), and checks that
@@ -21,7 +21,7 @@
 Usage::
 
     .venv/bin/python bench/bench_grid.py                 # 2 workers, 2 repeats of each executor
-    .venv/bin/python bench/bench_grid.py --repeats 1 --skip-costs
+    .venv/bin/python bench/bench_grid.py --repeats 1 --skip-costs   # keeps the file's costs and projection
 
 Writes ``bench/results/grid_executor.json``.
 """
@@ -47,9 +47,9 @@ sys.path.insert(0, str(ROOT))  # molmomotion_ros from this checkout, as the CLI 
 from molmomotion_ros.execution import LOOPBACK_ENV, loopback_ray_head  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "grid_executor.json"
-TINY = ["--variants", "A,B", "--steps", "5,10", "--seeds", "2", "--episodes", "2", "--families", "push",
-        "--train-episodes", "1", "--val-episodes", "1", "--frames-every", "8", "--batch-size", "8", "--eval-every", "5",
-        "--max-samples", "8", "--no-progress"]
+TINY = ["--variants", "A,B", "--steps", "5,10", "--seeds", "2", "--episodes", "8", "--train-episodes", "1",
+        "--val-episodes", "1", "--frames-every", "8", "--batch-size", "8", "--eval-every", "5", "--max-samples", "8",
+        "--no-progress"]
 FAMILIES = ("place-in-container", "place-relative", "push", "stack")
 FULL = {"variants": ("A", "B", "C", "D"), "steps": (1000, 2000, 5000, 10000, 20000), "seeds": 3,
         "test_episodes_per_family": 100, "train_episodes_per_family": 400, "val_episodes_per_family": 10,
@@ -292,6 +292,12 @@ def main() -> None:
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "load_average_at_start": os.getloadavg()}, "command": " ".join(sys.argv)}
     document["tiny_grid"] = tiny_grid(args.workers, args.repeats, env)
+    if args.skip_costs and args.out.is_file():  # the costs and projection of the run that measured them
+        earlier = json.loads(args.out.read_text())
+        for key in ("task_costs", "projection"):
+            if key in earlier:
+                document[key] = {**earlier[key], "measured": earlier.get("measured_costs", earlier["created"])}
+        document["measured_costs"] = earlier.get("measured_costs", earlier["created"])
     if not args.skip_costs:
         costs = task_costs(args.workers, env)
         document["task_costs"] = costs

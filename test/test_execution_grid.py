@@ -1,7 +1,7 @@
 """The success-rate experiment and eval-forecast through the execution layer (issue 20, slice 2).
 
-A tiny grid (variants A, B × steps 5, 10 × 2 training seeds × 2 test episodes of push; one train and one
-validation demonstration with a frame every 8 samples, tiny heads, 8-sample episodes) run by ``molmomotion
+The issue's small grid (variants A, B × steps 5, 10 × 2 training seeds × 8 test episodes per family, 4 families;
+one train and one validation demonstration per family with a frame every 8 samples, 8-sample episodes) run by ``molmomotion
 experiment success-rate`` as a user runs it: on local worker processes, on a Ray head started here (``--executor
 ray --ray-address``), on Ray with a worker killed in the middle of an evaluation batch, and locally with the driver
 killed (SIGKILL) after its first cells were written and then ``--resume``d. Every run gives the local run's table,
@@ -36,8 +36,9 @@ from molmomotion_ros.execution import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = ["--variants", "A,B", "--steps", "5,10", "--seeds", "2", "--episodes", "2", "--families", "push",
-        "--train-episodes", "1", "--val-episodes", "1", "--frames-every", "8", "--batch-size", "8", "--eval-every", "5",
+EPISODES = 8 * 4  # per cell: 8 per family
+GRID = ["--variants", "A,B", "--steps", "5,10", "--seeds", "2", "--episodes", "8", "--train-episodes", "1",
+        "--val-episodes", "1", "--frames-every", "8", "--batch-size", "8", "--eval-every", "5",
         "--max-samples", "8", "--no-progress"]
 CELLS = 2 * 2 * 2  # variants × steps × seeds
 RUNS = 2 * 2  # variants × seeds
@@ -77,7 +78,7 @@ def histories(out: Path) -> dict[str, list[dict]]:
 def assert_same_grid(out: Path, reference: Path) -> None:
     assert (out / "success_rate.md").read_text() == (reference / "success_rate.md").read_text()
     expected = episodes(reference)
-    assert len(expected) == CELLS and all(len(cell) == 2 for cell in expected.values())
+    assert len(expected) == CELLS and all(len(cell) == EPISODES for cell in expected.values())
     assert episodes(out) == expected
     assert histories(out) == histories(reference)
     summary, reference_summary = (json.loads((d / "success_rate.json").read_text()) for d in (out, reference))
