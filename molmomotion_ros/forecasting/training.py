@@ -63,8 +63,9 @@ class TensorSet:
     target_ids: torch.Tensor  # (N,) body id of the target
     segmentation: torch.Tensor  # (N, H, W) int16 at camera resolution (grounding evaluation)
     manifest_hash: str
-    target_cam: torch.Tensor | None = None  # (N, 3) target's origin at t0, camera frame (caches before it: None)
-    goal_cam: torch.Tensor | None = None  # (N, 3) goal point, camera frame, NaN = the task has none
+    # Only with build_tensor_set(positions=True) (the pool objective), cached in a file of their own:
+    target_cam: torch.Tensor | None = None  # (N, 3) the target's origin at t0, camera frame
+    goal_cam: torch.Tensor | None = None  # (N, 3) the goal point, camera frame, NaN = the task has none
 
     def __len__(self) -> int:
         return int(self.rgb.shape[0])
@@ -83,9 +84,10 @@ def fixed_stride_future(ep: dict, stride: int, horizon: int) -> np.ndarray:
 
 def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: bool = True,
                      positions: bool = False) -> TensorSet:
-    """Load (and cache next to the data) a dataset as in-memory tensors for ``cfg``. ``positions``: the target and
-    goal positions are needed (the pool objective); a cache written before they were stored is rebuilt."""
-    from molmomotion_ros.motion_data import MotionDataset, load_manifest
+    """Load (and cache next to the data) a dataset as in-memory tensors for ``cfg``; with ``positions`` the target's
+    and goal's camera-frame positions too (the pool objective), cached in a file of their own so the main cache
+    keeps the fields every version of this code reads."""
+    from molmomotion_ros.motion_data import load_manifest
 
     data_dir = Path(data_dir)
     try:
@@ -97,13 +99,43 @@ def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: 
                       enc.input_height, cfg.stride, cfg.fm.horizon, only_success], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = data_dir / f"cache-forecast-{digest}.pt"
-    if cache.is_file():
-        fields = torch.load(cache, weights_only=False)
-        if not positions or "goal_cam" in fields:
-            return TensorSet(**fields)
+    tensors = TensorSet(**torch.load(cache, weights_only=False)) if cache.is_file() else None
+    if tensors is None:
+        tensors = _build_tensors(data_dir, manifest, cfg, only_success, cache)
+    if not positions:
+        return tensors
+    position_cache = data_dir / f"cache-positions-{digest}.pt"
+    if position_cache.is_file():
+        stored = torch.load(position_cache, weights_only=False)
+    else:
+        stored = _target_and_goal_positions(data_dir, only_success)
+        torch.save(stored, position_cache)
+    return replace(tensors, **stored)
+
+
+def _target_and_goal_positions(data_dir: Path, only_success: bool) -> dict[str, torch.Tensor]:
+    """Per episode (the order of :class:`MotionDataset`): the target's origin at t0 and the goal point, camera frame."""
+    from molmomotion_ros.motion_data import MotionDataset
+
+    data = MotionDataset(data_dir, only_success=only_success)
+    target, goal = [], []
+    for i in range(len(data)):
+        ep = data.episode(i)
+        T_cam_world = np.linalg.inv(ep["T_world_cam"])
+        target.append(T_cam_world[:3, :3] @ ep["target_pose"][0, :3] + T_cam_world[:3, 3])
+        goal.append(ep["goal_center_cam_m"])
+    return {"target_cam": torch.from_numpy(np.array(target, np.float32)).reshape(-1, 3),
+            "goal_cam": torch.from_numpy(np.array(goal, np.float32)).reshape(-1, 3)}
+
+
+def _build_tensors(data_dir: Path, manifest: dict, cfg: ForecasterConfig, only_success: bool,
+                   cache: Path) -> TensorSet:
+    from molmomotion_ros.motion_data import MotionDataset
+
+    enc = cfg.encoder
     data = MotionDataset(data_dir, only_success=only_success)
     rows: dict[str, list] = {k: [] for k in ("rgb", "xyz", "grounding", "points_uv", "points_cam", "future_cam",
-                                             "text", "family", "target", "seg", "target_cam", "goal_cam")}
+                                             "text", "family", "target", "seg")}
     size = (enc.input_width, enc.input_height)
     from tqdm import tqdm
 
@@ -128,10 +160,6 @@ def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: 
         rows["family"].append(ep["meta"]["family"])
         rows["target"].append(int(ep["target_body_id"]))
         rows["seg"].append(torch.from_numpy(ep["segmentation"].astype(np.int16)))
-        target_t0 = ep["target_pose"][0, :3]
-        rows["target_cam"].append(torch.from_numpy((T_cam_world[:3, :3] @ target_t0 + T_cam_world[:3, 3])
-                                                   .astype(np.float32)))
-        rows["goal_cam"].append(torch.from_numpy(np.asarray(goal_cam, np.float32)))
     instructions = sorted(set(rows["text"]))
     lookup = {s: j for j, s in enumerate(instructions)}
     fields = dict(
@@ -140,7 +168,6 @@ def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: 
         future_cam=torch.stack(rows["future_cam"]), text_index=torch.tensor([lookup[s] for s in rows["text"]]),
         instructions=instructions, families=rows["family"], target_ids=torch.tensor(rows["target"]),
         segmentation=torch.stack(rows["seg"]), manifest_hash=manifest["config_hash"],
-        target_cam=torch.stack(rows["target_cam"]), goal_cam=torch.stack(rows["goal_cam"]),
     )
     torch.save(fields, cache)
     return TensorSet(**fields)
