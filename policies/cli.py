@@ -104,6 +104,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                          "README's run)")
     sr.add_argument("--state-noise-rad", type=float, default=defaults.state_noise_rad, metavar="R",
                     help="likewise for the gripper yaw (default: %(default)s; 0.1 in the README's run)")
+    sr.add_argument("--encoders-dir", default=defaults.encoders_dir, metavar="DIR",
+                    help="the protocol's encoders made by `experiment pretrain --out DIR` (fm_v2 for A and C, "
+                    "base_matched for B) instead of the shipped fm.pt and base.pt; every checkpoint's hash covers "
+                    "their bytes")
     sr.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sr.add_argument("--train-gpus", type=_train_gpus, default="auto", metavar="auto|X",
                     help="GPUs each training task reserves and trains on (auto: one where the workers have any, "
@@ -126,6 +130,32 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="bootstrap replicates (default: the protocol's)")
     report.add_argument("--no-plots", action="store_true", help="write no PNGs")
     report.set_defaults(handler=run_report)
+
+    pretrain = kinds.add_parser(
+        "pretrain", help="make the protocol's two compute-matched encoders (fm_v2, base_matched) into a folder",
+        description="From the protocol's motion_pretraining and encoders sections: generate the pretraining scenes, "
+        "train stage 1 (grounding, random init), then from it fm_v2 (grounding + FM motion forecasting) and "
+        "base_matched (grounding + the pool objective) on the same data, batch size and step count. Finished stages "
+        "are skipped on a second call; a stage killed part-way resumes. Writes <out>/fm_v2.pt, base_matched.pt and "
+        "pretrain.json (steps, losses, data seeds, wall times); success-rate --encoders-dir reads them.")
+    pretrain.add_argument("--protocol", type=Path, default=None,
+                          help="protocol file (default: the shipped policies/protocol.yaml)")
+    pretrain.add_argument("--out", type=Path, required=True, metavar="DIR",
+                          help="folder for the scenes, the checkpoints and pretrain.json")
+    pretrain.add_argument("--episodes", type=_positive, default=None, metavar="N",
+                          help="override: pretraining scenes per family, a prefix of the protocol's (tests only)")
+    pretrain.add_argument("--val-episodes", type=_positive, default=None, metavar="N",
+                          help="override: validation scenes per family, a prefix of the protocol's (tests only)")
+    pretrain.add_argument("--steps", type=_csv(_positive), default=None, metavar="S1,S2",
+                          help="override: steps of stage 1 and of each stage 2 (tests only)")
+    pretrain.add_argument("--val-every", type=_positive, default=500, metavar="N",
+                          help="validation loss and resumable snapshot every N steps (default: %(default)s)")
+    pretrain.add_argument("--workers", type=_positive, metavar="N",
+                          help="scene-generation worker processes (default: the CPU count)")
+    pretrain.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                          help="where to train (default: %(default)s: cuda when available)")
+    pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    pretrain.set_defaults(handler=run_pretrain)
     return experiment
 
 
@@ -166,7 +196,7 @@ def run_success_rate(args: argparse.Namespace) -> int:
             encoder_lr=args.encoder_lr, max_samples=args.max_samples, footprint=args.footprint,
             geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule, state_noise_m=args.state_noise_m,
             state_noise_rad=args.state_noise_rad,
-            demo_cache=args.demo_cache,
+            demo_cache=args.demo_cache, encoders_dir=args.encoders_dir,
         )
         executor = executor_from_options(args, default_workers=available_cores())
         result = run_experiment(cfg, args.out, progress=not args.no_progress, executor=executor, resume=args.resume,
@@ -200,6 +230,37 @@ def run_report(args: argparse.Namespace) -> int:
     print(report.headline)
     for kind, path in files.items():
         print(f"{kind}: {path}", file=sys.stderr)
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """Print the summary (JSON, without the per-stage loss histories that pretrain.json holds) on stdout; a line per
+    stage on stderr."""
+    import json
+
+    from molmomotion_ros.forecasting.training import TrainingError
+    from molmomotion_ros.motion_data import DatasetError
+
+    from .pretrain import PretrainError, PretrainSettings, run_pretraining
+    from .protocol import ProtocolError, load_protocol
+
+    if args.steps is not None and len(args.steps) != 2:
+        print("molmomotion experiment pretrain: error: --steps takes two numbers: stage 1, stage 2", file=sys.stderr)
+        return 2
+    settings = PretrainSettings(train_episodes=args.episodes, val_episodes=args.val_episodes,
+                                stage1_steps=args.steps[0] if args.steps else None,
+                                stage2_steps=args.steps[1] if args.steps else None, val_every=args.val_every,
+                                workers=args.workers, device=args.device)
+    try:
+        result = run_pretraining(load_protocol(args.protocol), args.out, settings, progress=not args.no_progress,
+                                 echo=lambda line: print(f"molmomotion experiment pretrain: {line}", file=sys.stderr,
+                                                         flush=True))
+    except (PretrainError, ProtocolError, DatasetError, TrainingError) as err:
+        print(f"molmomotion experiment pretrain: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    brief = {**result.summary, "stages": {name: {k: v for k, v in record.items() if k != "history"}
+                                          for name, record in result.summary["stages"].items()}}
+    print(json.dumps(brief, indent=1))
     return 0
 
 

@@ -52,7 +52,7 @@ from molmomotion_sim.tasks import TASKS
 
 from .agent import AgentConfig
 from .demos import FAMILIES, DemoConfig
-from .model import FINETUNE_MODES, VARIANTS, PolicyConfig
+from .model import FINETUNE_MODES, VARIANTS, PolicyConfig, encoder_sha256
 from .observation import PolicyError
 from .train import LR_SCHEDULES, TrainConfig
 
@@ -84,6 +84,9 @@ class ExperimentConfig:
     lr_schedule: str = "constant"  # TrainConfig.lr_schedule
     state_noise_m: float = 0.0  # TrainConfig.state_noise_m
     state_noise_rad: float = 0.0  # TrainConfig.state_noise_rad
+    # The protocol's encoders (fm_v2, base_matched) from this folder instead of the shipped fm.pt and base.pt
+    # (PolicyConfig.for_variant); where, not what: every checkpoint's hash covers the encoder file's bytes.
+    encoders_dir: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -118,11 +121,11 @@ def _jsonable_config(cfg: ExperimentConfig) -> dict:
 
 
 def _identity(config: dict) -> dict:
-    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run) and
-    the demonstrations' folder (a place, not a result). Fields a stored config lacks (written before they
-    existed) count as their defaults."""
+    """What must match for a folder to be resumed: all but the variants and the step grid (both extend a run), the
+    demonstrations' folder and the encoders' folder (places, not results: the encoders' bytes are in every
+    checkpoint's hash). Fields a stored config lacks (written before they existed) count as their defaults."""
     full = {**_jsonable_config(ExperimentConfig()), **config}
-    return {k: v for k, v in full.items() if k not in ("variants", "steps", "demo_cache")}
+    return {k: v for k, v in full.items() if k not in ("variants", "steps", "demo_cache", "encoders_dir")}
 
 
 # --- config hashes ---------------------------------------------------------------------------------
@@ -130,18 +133,13 @@ def _digest(document: Any) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def encoder_digest(encoder_init: str) -> str:
-    """What the encoder's weights are: a hash of the shipped checkpoint (fm, base) they are read from, or
-    ``scratch`` (a seeded init: the seed is in the run's identity)."""
+def encoder_digest(encoder_init: str, encoders_dir: str | Path | None = None) -> str:
+    """What the encoder's weights are: a hash of the checkpoint they are read from (the shipped fm, base; a protocol
+    encoder fm_v2, base_matched in ``encoders_dir``), or ``scratch`` (a seeded init: the seed is in the run's
+    identity)."""
     if encoder_init == "scratch":
         return "scratch"
-    from molmomotion_ros.forecasting.predictor import shipped_checkpoint
-
-    digest = hashlib.sha256()
-    with open(shipped_checkpoint(encoder_init), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{encoder_init}:{digest.hexdigest()[:16]}"
+    return f"{encoder_init}:{encoder_sha256(encoder_init, encoders_dir)[:16]}"
 
 
 def train_hash(run_config: dict, encoder: str, step: int) -> str:
@@ -687,13 +685,17 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
     train_cfg = TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
                             eval_every=cfg.eval_every, lr_schedule=cfg.lr_schedule, state_noise_m=cfg.state_noise_m,
                             state_noise_rad=cfg.state_noise_rad)
-    encoders = {init: encoder_digest(init) for init in {VARIANTS[v]["encoder_init"] for v in cfg.variants}}
+    encoders_dir = str(Path(cfg.encoders_dir).expanduser().resolve()) if cfg.encoders_dir else None
+    encoders: dict[str, str] = {}  # encoder_init → encoder_digest
     runs: list[_Run] = []
     cells: list[_Cell] = []
     for variant in cfg.variants:
         for seed in range(cfg.seeds):
-            policy = PolicyConfig.for_variant(variant, encoder_seed=seed, finetune=cfg.finetune,
-                                              footprint=cfg.footprint, geometry_skip=cfg.geometry_skip)
+            policy = PolicyConfig.for_variant(variant, encoder_seed=seed, encoders_dir=encoders_dir,
+                                              finetune=cfg.finetune, footprint=cfg.footprint,
+                                              geometry_skip=cfg.geometry_skip)
+            if policy.encoder_init not in encoders:
+                encoders[policy.encoder_init] = encoder_digest(policy.encoder_init, encoders_dir)
             run_cfg = replace(train_cfg, seed=seed)
             identity = run_identity(policy, run_cfg, train_key, val_key)
             folder = out / "runs" / f"{variant}-s{seed}"

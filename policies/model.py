@@ -18,11 +18,18 @@ forecaster trained them on motion with the grounding loss kept; base never train
           pretrained backbone adapts.
 Checkpoints store the config and every weight (the fine-tuned encoder's included) and rebuild the
 network from them, never from a file name.
+
+The pre-registered protocol (``policies/protocol.yaml``, issue 21) replaces fm.pt and base.pt by two
+compute-matched encoders, ``fm_v2`` and ``base_matched`` (``PROTOCOL_ENCODERS``), which
+``molmomotion experiment pretrain`` writes into a folder as ``<name>.pt``: ``PolicyConfig.encoders_dir`` names
+that folder, and ``PolicyConfig.for_variant(..., encoders_dir=DIR)`` gives each variant the protocol encoder of
+its shipped one's role (A, C: fm_v2; B: base_matched; D: scratch).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +74,8 @@ VARIANTS: dict[str, dict] = {
     "D": {"encoder_init": "scratch", "forecast_conditioning": False},
 }
 ENCODER_SOURCES = ("fm", "base", "scratch")
+# The protocol's encoders by the shipped encoder whose role each takes; read from PolicyConfig.encoders_dir.
+PROTOCOL_ENCODERS = {"fm": "fm_v2", "base": "base_matched"}
 FINETUNE_MODES = ("none", "post_trunk")
 TRUNK = ("stem", "down1", "down2")  # the CNN trunk: bit-identical in fm.pt and base.pt
 POST_TRUNK = POST_TRUNK_LAYERS
@@ -75,7 +84,7 @@ POST_TRUNK = POST_TRUNK_LAYERS
 @dataclass
 class PolicyConfig:
     variant: str = "A"
-    encoder_init: str = "fm"  # fm | base | scratch
+    encoder_init: str = "fm"  # fm | base | scratch, or a protocol encoder: fm_v2 | base_matched (from encoders_dir)
     forecast_conditioning: bool = False
     encoder_seed: int = 0  # initialises the scratch encoder
     hidden: int = 256
@@ -86,16 +95,24 @@ class PolicyConfig:
     finetune: str = "none"  # none | post_trunk: the encoder's layers after the CNN trunk train too
     geometry_skip: bool = False  # a linear path from the geometric inputs straight to the chunk (see PolicyHead)
     footprint: bool = False  # read the target's footprint orientation at t0 (:func:`target_footprint`)
+    encoders_dir: str | None = None  # folder of the protocol encoders (<name>.pt): where, not what (not hashed)
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
             raise PolicyError(f"unknown finetune mode {self.finetune!r}; choose from {', '.join(FINETUNE_MODES)}")
 
     @classmethod
-    def for_variant(cls, variant: str, encoder_seed: int = 0, **overrides) -> "PolicyConfig":
+    def for_variant(cls, variant: str, encoder_seed: int = 0, encoders_dir: str | None = None,
+                    **overrides) -> "PolicyConfig":
+        """The variant's config; with ``encoders_dir`` its shipped encoder (fm, base) is replaced by the protocol
+        encoder of that role from the folder (``PROTOCOL_ENCODERS``)."""
         if variant not in VARIANTS:
             raise PolicyError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-        return cls(variant=variant, encoder_seed=encoder_seed, **VARIANTS[variant], **overrides)
+        spec = dict(VARIANTS[variant])
+        if encoders_dir is not None:
+            spec["encoder_init"] = PROTOCOL_ENCODERS.get(spec["encoder_init"], spec["encoder_init"])
+            spec["encoders_dir"] = str(encoders_dir)
+        return cls(variant=variant, encoder_seed=encoder_seed, **spec, **overrides)
 
 
 @dataclass
@@ -107,8 +124,38 @@ class ActionChunk:
     gripper_logits: torch.Tensor  # (B, C) > 0 = closed
 
 
-def build_encoder(source: str, seed: int = 0) -> VisionLanguageEncoder:
-    """The encoder with weights from the shipped fm.pt or base.pt, or a seeded random init."""
+def encoder_checkpoint(source: str, encoders_dir: str | Path | None = None) -> Path:
+    """The checkpoint an encoder source reads: the shipped fm.pt or base.pt, or a protocol encoder's
+    ``<encoders_dir>/<name>.pt`` (made by ``molmomotion experiment pretrain``)."""
+    if source in PROTOCOL_ENCODERS.values():
+        if encoders_dir is None:
+            raise PolicyError(f"the protocol encoder {source!r} is read from a folder: give encoders_dir (made by "
+                              "`molmomotion experiment pretrain`)")
+        path = Path(encoders_dir) / f"{source}.pt"
+        if not path.is_file():
+            raise PolicyError(f"no protocol encoder {source!r} at {path} (make it with `molmomotion experiment "
+                              "pretrain --out " f"{encoders_dir}`)")
+        return path
+    if source == "scratch":
+        raise PolicyError("the scratch encoder is a seeded random init: it has no checkpoint")
+    if source not in ENCODER_SOURCES:
+        known = (*ENCODER_SOURCES, *PROTOCOL_ENCODERS.values())
+        raise PolicyError(f"unknown encoder source {source!r}; choose from {', '.join(known)}")
+    return shipped_checkpoint(source)
+
+
+def encoder_sha256(source: str, encoders_dir: str | Path | None = None) -> str:
+    """sha256 of the bytes of the checkpoint ``source`` reads (:func:`encoder_checkpoint`)."""
+    digest = hashlib.sha256()
+    with open(encoder_checkpoint(source, encoders_dir), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_encoder(source: str, seed: int = 0, encoders_dir: str | Path | None = None) -> VisionLanguageEncoder:
+    """The encoder with weights from the shipped fm.pt or base.pt, a protocol encoder in ``encoders_dir`` (fm_v2,
+    base_matched), or a seeded random init (scratch)."""
     if source == "scratch":
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
@@ -116,9 +163,10 @@ def build_encoder(source: str, seed: int = 0) -> VisionLanguageEncoder:
             return VisionLanguageEncoder(EncoderConfig()).eval()
         finally:
             torch.random.set_rng_state(generator_state)
-    if source not in ENCODER_SOURCES:
-        raise PolicyError(f"unknown encoder source {source!r}; choose from {', '.join(ENCODER_SOURCES)}")
-    model, _ = load_checkpoint(shipped_checkpoint(source))
+    path = encoder_checkpoint(source, encoders_dir)
+    model, _ = load_checkpoint(path)
+    if model.cfg.encoder != EncoderConfig():
+        raise PolicyError(f"{path} holds an encoder of another configuration than the policy's")
     return model.encoder.eval()
 
 
@@ -251,7 +299,8 @@ class GoalConditionedPolicy(nn.Module):
     def __init__(self, cfg: PolicyConfig, encoder: VisionLanguageEncoder | None = None):
         super().__init__()
         self.cfg = cfg
-        self.encoder = encoder if encoder is not None else build_encoder(cfg.encoder_init, cfg.encoder_seed)
+        self.encoder = (encoder if encoder is not None
+                        else build_encoder(cfg.encoder_init, cfg.encoder_seed, cfg.encoders_dir))
         self.encoder.requires_grad_(False)
         if cfg.finetune == "post_trunk":
             for p in post_trunk_parameters(self.encoder):

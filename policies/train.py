@@ -32,12 +32,14 @@ from .model import (
     ENCODING_LAYOUT,
     FEATURE_DIM,
     FOOTPRINT_DIM,
+    PROTOCOL_ENCODERS,
     TRUNK,
     GoalConditionedPolicy,
     PolicyConfig,
     PolicyHead,
     TrunkOutput,
     chunk_loss,
+    encoder_sha256,
     encoder_trunk,
     make_image_input,
     post_trunk_parameters,
@@ -151,7 +153,10 @@ def encoding_paths(cfg: PolicyConfig, demos_key: str, cache_dir: str | Path) -> 
     """Where :func:`cached_encoding` keeps the encodings of the demonstrations ``demos_key`` by ``cfg``'s encoder,
     and where a layout-1 cache of them (before the footprint) would be."""
     seed = f"-s{cfg.encoder_seed}" if cfg.encoder_init == "scratch" else ""
-    stem = f"enc-{demos_key}-{cfg.encoder_init}{seed}"
+    source = cfg.encoder_init
+    if source in PROTOCOL_ENCODERS.values():  # a file that may be made again: its bytes name the cache
+        source = f"{source}-{encoder_sha256(source, cfg.encoders_dir)[:12]}"
+    stem = f"enc-{demos_key}-{source}{seed}"
     return Path(cache_dir) / f"{stem}-l{ENCODING_LAYOUT}.npy", Path(cache_dir) / f"{stem}.npy"
 
 
@@ -450,6 +455,9 @@ def run_identity(policy_cfg: PolicyConfig, cfg: TrainConfig, train_key: str | No
     finetune = policy_cfg.finetune != "none"
     run_config = {"policy": asdict(policy_cfg), "train": {k: v for k, v in asdict(cfg).items() if k != "steps"},
                   "train_demos": train_key, "val_demos": val_key}
+    run_config["policy"].pop("encoders_dir")  # where the encoder is read, not what it is:
+    if policy_cfg.encoder_init in PROTOCOL_ENCODERS.values():  # a protocol encoder is known by its bytes
+        run_config["policy"]["encoder_sha256"] = encoder_sha256(policy_cfg.encoder_init, policy_cfg.encoders_dir)
     if not finetune:  # frozen-encoder runs keep the identity they had before fine-tuning existed
         run_config["policy"].pop("finetune")
         run_config["train"].pop("encoder_lr")

@@ -27,7 +27,7 @@ from molmomotion_ros.paths import config_path
 from molmomotion_ros.phrasings import PhrasingError, check_split_allowed, load_phrasing_set
 
 from .recording import EpisodeRecorder, GenerationConfig, options_from_dict
-from .seeds import SPLITS, split_seeds
+from .seeds import SPLITS, seeds_from
 from .tasks import TASKS
 from .tasks.base import TaskOptions
 
@@ -80,16 +80,17 @@ def generate_dataset(
     overwrite: bool = False,
     points_per_episode: int = 8,
     frames_every: int = 0,
-    seed_start: int = 0,
+    seed_start: int | None = None,
     episodes_per_shard: int = EPISODES_PER_SHARD,
     executor: Executor | None = None,
     batch_size: int | None = None,
 ) -> dict:
     """Record ``episodes_per_family`` oracle episodes per family into ``out_dir``; return the manifest.
 
-    Seeds are the first ``episodes_per_family`` of ``split`` after ``seed_start`` (the same seeds
-    for every family). ``executor`` defaults to ``workers`` local processes (default: every core; a given
-    executor has its own count). Output is identical whatever the executor, ``workers`` and ``batch_size``.
+    Seeds are ``episodes_per_family`` consecutive seeds of ``split`` from ``seed_start`` (a seed of the split;
+    default its first), the same for every family; ``seed_start`` is recorded in the manifest. ``executor``
+    defaults to ``workers`` local processes (default: every core; a given executor has its own count). Output
+    is identical whatever the executor, ``workers`` and ``batch_size``.
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
@@ -110,7 +111,7 @@ def generate_dataset(
     if unknown:
         raise DatasetError(f"unknown task families {unknown}; choose from {', '.join(sorted(TASKS))}")
     try:
-        seeds = split_seeds(split, episodes_per_family, seed_start)
+        seeds = seeds_from(split, SPLITS[split].start if seed_start is None else seed_start, episodes_per_family)
     except ValueError as err:
         raise DatasetError(str(err)) from None
     options = _task_options(options)
@@ -157,6 +158,7 @@ def generate_dataset(
         "episodes": episodes,
         "successes": sum(c["successes"] for c in counts.values()),
         "counts": counts,
+        "seed_start": seeds[0],
         "seeds": {f: seeds for f in families},
         "skipped": skipped,
         "config": config.to_dict(),

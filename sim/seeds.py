@@ -26,6 +26,22 @@ def split_seeds(split: str, count: int, start: int = 0) -> list[int]:
     return list(r[start : start + count])
 
 
+def seeds_from(split: str, first_seed: int, count: int) -> list[int]:
+    """``count`` consecutive seeds of ``split`` from ``first_seed``, a seed of that split (not an offset into it,
+    unlike :func:`split_seeds`): the protocol's ranges are written this way (e.g. train from 50000)."""
+    if split not in SPLITS:
+        raise SeedRangeError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    r = SPLITS[split]
+    if count <= 0:
+        raise SeedRangeError(f"episode count must be positive, got {count}")
+    if first_seed not in r:
+        raise SeedRangeError(f"seed {first_seed} is not a {split} seed ({split}: {r.start}-{r.stop - 1})")
+    if first_seed + count > r.stop:
+        raise SeedRangeError(f"{count} seeds from {first_seed} leave the {split} split, whose last seed is "
+                             f"{r.stop - 1}")
+    return list(range(first_seed, first_seed + count))
+
+
 def split_of(seed: int) -> str:
     for name, r in SPLITS.items():
         if seed in r:

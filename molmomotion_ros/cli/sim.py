@@ -80,6 +80,9 @@ def add_parsers(commands) -> None:
                           "(default: train)")
     generate.add_argument("--episodes", type=positive_int, default=100, metavar="N",
                           help="episodes per family (default: %(default)s)")
+    generate.add_argument("--seed-start", type=non_negative_int, metavar="SEED",
+                          help="first seed (a seed of --split, e.g. 50000 for the protocol's pretraining scenes); the "
+                          "--episodes seeds from it must stay inside the split (default: the split's first seed)")
     generate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder for the dataset")
     generate.add_argument("--families", type=family_list, metavar="A,B",
                           help="comma-separated task families (default: all registered)")
@@ -184,12 +187,13 @@ def _phrasing_sources(suite) -> dict:
 
 # --- generate-data -----------------------------------------------------------------------------
 def _generate_data(args: argparse.Namespace) -> int:
-    from molmomotion_sim.seeds import SPLITS, split_seeds
+    from molmomotion_sim.seeds import SPLITS, seeds_from
     from molmomotion_sim.tasks import TASKS
 
     if args.split not in SPLITS:
         raise UsageError(f"unknown split {args.split!r}; choose from {', '.join(SPLITS)}")
-    split_seeds(args.split, args.episodes)  # SeedRangeError if the split is too small
+    seed_start = SPLITS[args.split].start if args.seed_start is None else args.seed_start
+    seeds_from(args.split, seed_start, args.episodes)  # SeedRangeError outside the split
     families = args.families or sorted(TASKS)
     for family in families:
         if family not in TASKS:
@@ -216,7 +220,7 @@ def _generate_data(args: argparse.Namespace) -> int:
         manifest = generate_dataset(
             split=args.split, episodes_per_family=args.episodes, out_dir=args.out, families=families,
             history=args.history, horizon=args.horizon, progress=not args.no_progress,
-            options=options, overwrite=args.overwrite, executor=executor,
+            options=options, overwrite=args.overwrite, executor=executor, seed_start=seed_start,
         )
     except WorkerLostError as err:
         return worker_lost(err)

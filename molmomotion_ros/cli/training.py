@@ -33,8 +33,10 @@ def add_parsers(commands) -> None:
         "train", help="train the base grounding encoder or an fm/ar forecaster on a generated dataset",
         description="Train a model on a dataset from `molmomotion generate-data`; resumable from <out>.state.",
     )
-    train.add_argument("--model", choices=("base", "fm", "ar"), required=True,
-                       help="base: the grounding encoder; fm / ar: a trajectory head (start them from --init base.pt)")
+    train.add_argument("--model", choices=("base", "fm", "ar", "base-pool"), required=True,
+                       help="base: the grounding encoder; fm / ar: a trajectory head (start them from --init base.pt); "
+                       "base-pool: grounding + the pool objective (the global feature regressed to the target and goal "
+                       "positions; the protocol's compute-matched base), from --init, saved as a base checkpoint")
     train.add_argument("--data", type=Path, required=True, metavar="DIR", help="training dataset folder")
     train.add_argument("--val", type=Path, metavar="DIR", help="validation dataset folder (loss every --val-every)")
     train.add_argument("--steps", type=positive_int, required=True, metavar="N", help="optimiser steps")

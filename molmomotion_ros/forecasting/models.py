@@ -398,6 +398,30 @@ class ForecasterModel(nn.Module):
             raise ValueError(f"unknown head {cfg.head!r}")
 
 
+# --- pool objective (training only) ----------------------------------------------------------------
+POOL_POSITION_CENTRE_M = (0.0, 0.0, 0.9)  # camera frame: about where the table is (make_image_input's offset)
+
+
+class PoolPositionHead(nn.Module):
+    """The pool objective of ``molmomotion train --model base-pool``: a linear layer regresses the target's and the
+    goal's camera-frame positions from the encoder's global feature (the attention pool's output, which a policy
+    reads), so the pool trains without motion. Training only: the saved checkpoint is a plain ``base`` model."""
+
+    def __init__(self, enc: EncoderConfig):
+        super().__init__()
+        self.linear = nn.Linear(enc.dim, 6)
+
+    def loss(self, enc: Encoding, target_cam_m: torch.Tensor, goal_cam_m: torch.Tensor) -> torch.Tensor:
+        """MSE in units of MOTION_SCALE_M on target_cam_m (B, 3) and goal_cam_m (B, 3); a NaN goal (a task without
+        a goal point) leaves its term out."""
+        centre = torch.tensor(POOL_POSITION_CENTRE_M, device=target_cam_m.device)
+        truth = (torch.stack([target_cam_m, goal_cam_m], 1) - centre) / MOTION_SCALE_M  # (B, 2, 3)
+        predicted = self.linear(enc.global_feature.float()).view(-1, 2, 3)
+        valid = torch.isfinite(truth).all(-1).float()  # (B, 2)
+        error = ((predicted - torch.nan_to_num(truth)) ** 2).mean(-1)
+        return (error * valid).sum() / valid.sum().clamp_min(1.0)
+
+
 def grounding_loss(logits: torch.Tensor, target_dist: torch.Tensor) -> torch.Tensor:
     """Cross-entropy between spatial softmaxes: logits (B, 2, h, w), target_dist (B, 2, h, w) summing to 1."""
     log_p = torch.log_softmax(logits.flatten(2), -1)

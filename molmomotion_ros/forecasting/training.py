@@ -2,6 +2,12 @@
 
     molmomotion train --model base --data data/train --val data/validation --steps 3000
     molmomotion train --model fm --data data/train --init molmomotion_ros/checkpoints/base.pt
+    molmomotion train --model base-pool --data data/train --init stage1.pt --out base_matched.pt
+
+``base-pool`` is the protocol's compute-matched base (policies/protocol.yaml, ``base_matched``): grounding plus
+the pool objective (:class:`~.models.PoolPositionHead`: the global feature regressed to the target's and goal's
+camera-frame positions), trained like ``fm`` (from ``--init``, the CNN trunk frozen), saved as a ``base``
+checkpoint without the regression layer.
 
 Deterministic for a seed (data order, noise, initialisation), resumable (``<out>.state`` keeps the
 optimiser), CUDA + bf16 autocast when available, CPU otherwise.
@@ -21,12 +27,20 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .models import MOTION_SCALE_M, ForecasterConfig, ForecasterModel, grounding_loss, make_image_input
+from .models import (
+    MOTION_SCALE_M,
+    ForecasterConfig,
+    ForecasterModel,
+    PoolPositionHead,
+    grounding_loss,
+    make_image_input,
+)
 from .preprocess import depth_to_xyz_cam, grounding_targets, pixels_to_model, resize_inputs
 from .text import default_text_encoder
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
+MODEL_KINDS = ("base", "fm", "ar", "base-pool")
 
 
 class TrainingError(ValueError):
@@ -49,6 +63,9 @@ class TensorSet:
     target_ids: torch.Tensor  # (N,) body id of the target
     segmentation: torch.Tensor  # (N, H, W) int16 at camera resolution (grounding evaluation)
     manifest_hash: str
+    # Only with build_tensor_set(positions=True) (the pool objective), cached in a file of their own:
+    target_cam: torch.Tensor | None = None  # (N, 3) the target's origin at t0, camera frame
+    goal_cam: torch.Tensor | None = None  # (N, 3) the goal point, camera frame, NaN = the task has none
 
     def __len__(self) -> int:
         return int(self.rgb.shape[0])
@@ -65,9 +82,12 @@ def fixed_stride_future(ep: dict, stride: int, horizon: int) -> np.ndarray:
     return np.einsum("fij,pj->pfi", rot, local) + poses[idx, None, :3].transpose(1, 0, 2)
 
 
-def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: bool = True) -> TensorSet:
-    """Load (and cache next to the data) a dataset as in-memory tensors for ``cfg``."""
-    from molmomotion_ros.motion_data import MotionDataset, load_manifest
+def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: bool = True,
+                     positions: bool = False) -> TensorSet:
+    """Load (and cache next to the data) a dataset as in-memory tensors for ``cfg``; with ``positions`` the target's
+    and goal's camera-frame positions too (the pool objective), cached in a file of their own so the main cache
+    keeps the fields every version of this code reads."""
+    from molmomotion_ros.motion_data import load_manifest
 
     data_dir = Path(data_dir)
     try:
@@ -79,8 +99,40 @@ def build_tensor_set(data_dir: str | Path, cfg: ForecasterConfig, only_success: 
                       enc.input_height, cfg.stride, cfg.fm.horizon, only_success], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = data_dir / f"cache-forecast-{digest}.pt"
-    if cache.is_file():
-        return TensorSet(**torch.load(cache, weights_only=False))
+    tensors = TensorSet(**torch.load(cache, weights_only=False)) if cache.is_file() else None
+    if tensors is None:
+        tensors = _build_tensors(data_dir, manifest, cfg, only_success, cache)
+    if not positions:
+        return tensors
+    position_cache = data_dir / f"cache-positions-{digest}.pt"
+    if position_cache.is_file():
+        stored = torch.load(position_cache, weights_only=False)
+    else:
+        stored = _target_and_goal_positions(data_dir, only_success)
+        torch.save(stored, position_cache)
+    return replace(tensors, **stored)
+
+
+def _target_and_goal_positions(data_dir: Path, only_success: bool) -> dict[str, torch.Tensor]:
+    """Per episode (the order of :class:`MotionDataset`): the target's origin at t0 and the goal point, camera frame."""
+    from molmomotion_ros.motion_data import MotionDataset
+
+    data = MotionDataset(data_dir, only_success=only_success)
+    target, goal = [], []
+    for i in range(len(data)):
+        ep = data.episode(i)
+        T_cam_world = np.linalg.inv(ep["T_world_cam"])
+        target.append(T_cam_world[:3, :3] @ ep["target_pose"][0, :3] + T_cam_world[:3, 3])
+        goal.append(ep["goal_center_cam_m"])
+    return {"target_cam": torch.from_numpy(np.array(target, np.float32)).reshape(-1, 3),
+            "goal_cam": torch.from_numpy(np.array(goal, np.float32)).reshape(-1, 3)}
+
+
+def _build_tensors(data_dir: Path, manifest: dict, cfg: ForecasterConfig, only_success: bool,
+                   cache: Path) -> TensorSet:
+    from molmomotion_ros.motion_data import MotionDataset
+
+    enc = cfg.encoder
     data = MotionDataset(data_dir, only_success=only_success)
     rows: dict[str, list] = {k: [] for k in ("rgb", "xyz", "grounding", "points_uv", "points_cam", "future_cam",
                                              "text", "family", "target", "seg")}
@@ -140,17 +192,26 @@ class TextBank:
 def batch_inputs(data: TensorSet, bank: TextBank, idx: torch.Tensor, device) -> dict:
     image, xyz = make_image_input(data.rgb[idx], data.xyz[idx])
     text = data.text_index[idx]
-    return {
+    batch = {
         "image": image.to(device), "xyz": xyz.to(device), "tokens": bank.tokens[text].to(device),
         "mask": bank.masks[text].to(device), "grounding": data.grounding[idx].to(device),
         "points_uv": data.points_uv[idx].to(device), "points_cam": data.points_cam[idx].to(device),
         "future_cam": data.future_cam[idx].to(device),
     }
+    if data.goal_cam is not None:
+        batch["target_cam"] = data.target_cam[idx].to(device)
+        batch["goal_cam"] = data.goal_cam[idx].to(device)
+    return batch
 
 
-def model_loss(model: ForecasterModel, b: dict, generator=None, grounding_weight: float = 0.5) -> torch.Tensor:
+def model_loss(model: ForecasterModel, b: dict, generator=None, grounding_weight: float = 0.5,
+               pool_head: PoolPositionHead | None = None) -> torch.Tensor:
+    """The training objective; with ``pool_head`` (``base-pool``) the pool objective + weighted grounding, as the
+    forecasters weigh their motion loss against grounding."""
     enc = model.encoder(b["image"], b["xyz"], b["tokens"], b["mask"])
     g_loss = grounding_loss(enc.grounding_logits, b["grounding"])
+    if pool_head is not None:
+        return pool_head.loss(enc, b["target_cam"], b["goal_cam"]) + grounding_weight * g_loss
     if model.cfg.head == "base":
         return g_loss
     if model.cfg.head == "fm":
@@ -170,11 +231,12 @@ def to_anchor_mm(points_cam: torch.Tensor, future_cam: torch.Tensor) -> torch.Te
 def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, val_dir: str | Path | None = None,
           init: str | Path | None = None, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
           val_every: int = 500, device: str = "auto", progress: bool = True, stride: int = 2) -> dict:
-    """Train ``model_kind`` (base | fm | ar) and write a checkpoint to ``out``; returns the final metrics."""
+    """Train ``model_kind`` (base | fm | ar | base-pool) and write a checkpoint to ``out``; returns the final
+    metrics."""
     from tqdm import tqdm
 
-    if model_kind not in ("base", "fm", "ar"):
-        raise TrainingError(f"unknown model {model_kind!r}; choose base, fm or ar")
+    if model_kind not in MODEL_KINDS:
+        raise TrainingError(f"unknown model {model_kind!r}; choose {', '.join(MODEL_KINDS[:-1])} or {MODEL_KINDS[-1]}")
     if steps <= 0 or batch_size <= 0:
         raise TrainingError("steps and batch size must be positive")
     if device not in ("auto", "cpu", "cuda"):
@@ -184,7 +246,8 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     torch.manual_seed(seed)
-    cfg = ForecasterConfig(head=model_kind, stride=stride)
+    pool_objective = model_kind == "base-pool"
+    cfg = ForecasterConfig(head="base" if pool_objective else model_kind, stride=stride)
     model = ForecasterModel(cfg)
     if init is not None:
         base, _ = load_checkpoint(init)
@@ -196,15 +259,21 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
     if model_kind != "base":
         # The CNN trunk keeps its grounding weights; the language fusion, the feature decoder and the
         # head learn from motion (what the policy experiment compares). It also halves the step time.
+        # base-pool does the same, so the two stage-2 encoders differ in their objective only.
         for module in (model.encoder.stem, model.encoder.down1, model.encoder.down2):
             module.requires_grad_(False)
+    pool_head = PoolPositionHead(cfg.encoder) if pool_objective else None  # dropped from the checkpoint
     model.to(dev)
-    data = build_tensor_set(data_dir, cfg)
-    val = build_tensor_set(val_dir, cfg) if val_dir else None
+    if pool_head is not None:
+        pool_head.to(dev)
+    extra = list(pool_head.parameters()) if pool_head is not None else []
+    data = build_tensor_set(data_dir, cfg, positions=pool_objective)
+    val = build_tensor_set(val_dir, cfg, positions=pool_objective) if val_dir else None
     bank = TextBank(sorted(set(data.instructions) | set(val.instructions if val else [])))
     data = bank.remap(data)
     val = bank.remap(val) if val is not None else None
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad] + extra, lr=lr,
+                                  weight_decay=1e-4)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state_path = out.with_suffix(out.suffix + ".state")
@@ -212,6 +281,8 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
     if state_path.is_file():  # resume
         state = torch.load(state_path, weights_only=False)
         model.load_state_dict(state["model"])
+        if pool_head is not None:
+            pool_head.load_state_dict(state["pool_head"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = state["step"], state["history"]
         torch.set_rng_state(state["rng"])
@@ -232,10 +303,10 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
         idx = perm[start : start + batch_size]
         model.train()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model_loss(model, batch_inputs(data, bank, idx, dev), generator)
+            loss = model_loss(model, batch_inputs(data, bank, idx, dev), generator, pool_head=pool_head)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + extra, 1.0)
         optimizer.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.set_postfix(loss=f"{running:.4f}")
@@ -243,26 +314,32 @@ def train(model_kind: str, data_dir: str | Path, out: str | Path, steps: int, va
         if (step + 1) % val_every == 0 or last:
             row = {"step": step + 1, "train_loss": running, "wall_s": time.time() - t0}
             if val is not None:
-                row["val_loss"] = evaluate_loss(model, val, bank, dev, seed)
+                row["val_loss"] = evaluate_loss(model, val, bank, dev, seed, pool_head=pool_head)
             history.append(row)
             logger.info("step %d %s", step + 1, row)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "history": history, "rng": torch.get_rng_state()}, state_path)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                     "history": history, "rng": torch.get_rng_state()}
+            if pool_head is not None:
+                state["pool_head"] = pool_head.state_dict()
+            torch.save(state, state_path)
     meta = {"history": history, "dataset_manifest_hash": data.manifest_hash, "train_dir": str(data_dir),
             "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "init": str(init) if init else None, "train_episodes": n}
+    if pool_objective:
+        meta["objective"] = "grounding + pool (base-pool; the pool's regression layer is not saved)"
     save_checkpoint(model.cpu(), out, meta)
     return history[-1] if history else {}
 
 
 @torch.no_grad()
 def evaluate_loss(model: ForecasterModel, data: TensorSet, bank: TextBank, device, seed: int,
-                  batch_size: int = 64) -> float:
+                  batch_size: int = 64, pool_head: PoolPositionHead | None = None) -> float:
     model.eval()
     generator = torch.Generator().manual_seed(seed + 7)
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)))
-        total += model_loss(model, batch_inputs(data, bank, idx, device), generator).item() * len(idx)
+        total += model_loss(model, batch_inputs(data, bank, idx, device), generator,
+                            pool_head=pool_head).item() * len(idx)
         count += len(idx)
     return total / max(count, 1)
