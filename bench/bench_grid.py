@@ -1,11 +1,11 @@
 """The success-rate experiment's graph on local processes and on Ray, and what the full grid would take on a cluster.
 
 1. **The issue's small grid, local vs Ray, on this machine**: the grid of ``test/test_execution_grid.py`` (variants
-   A, B × steps 5, 10 × 2 seeds × 8 test episodes per family of 8 samples, one demonstration per family and split) run by ``molmomotion experiment
-   success-rate`` as a user runs it, each run a fresh command with a fresh ``--out`` (its demonstrations
-   included): ``--executor local --workers N`` and ``--executor ray --ray-address`` of a head started here with N
-   CPUs, alternating. Reports the command's wall time and each stage's (from ``runs.jsonl``), and checks that
-   every run wrote the same table.
+   A, B × steps 5, 10 × 2 seeds × 8 test episodes per family of 8 samples, one demonstration per family and split)
+   run by ``molmomotion experiment success-rate`` as a user runs it, each run a fresh command with a fresh ``--out``
+   (its demonstrations included): ``--executor local --workers N`` and ``--executor ray --ray-address`` of a head
+   started here with N CPUs, alternating. Reports the command's wall time and each stage's (from ``runs.jsonl``), and
+   checks that every run wrote the same table.
 2. **Per-task costs at the real grid's scale**, measured in this process on one torch thread: a recorded
    demonstration (oracle v2, a frame every 2 samples, the FM forecast at t0), a shard's fixed cost, merging,
    encoding a frame (frozen fm encoder) and caching its trunk (fine-tuning), a head step at batch 64 (the current

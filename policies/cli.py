@@ -79,6 +79,20 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     help="validation every N steps (default: %(default)s)")
     sr.add_argument("--max-samples", type=_positive, default=defaults.max_samples, metavar="N",
                     help="15 fps samples a test episode may last (default: %(default)s)")
+    evaluation = sr.add_argument_group(
+        "evaluation suite", "which episodes every checkpoint runs (the protocol's validation, test and OOD suites); "
+        "a suite other than the default writes under <out>/evals/<suite>-<split>-<first seed>-n<episodes>-x<steps>/ "
+        "and may be run on a folder's finished checkpoints with --resume")
+    evaluation.add_argument("--eval-split", choices=("validation", "test", "ood"), default=defaults.eval_split,
+                            help="seed split of the evaluation episodes (default: %(default)s)")
+    evaluation.add_argument("--eval-seed-start", type=int, default=defaults.eval_seed_start, metavar="SEED",
+                            help="first evaluation seed, a seed of --eval-split (default: the split's first), e.g. "
+                            "105000 (the protocol's validation suite) or 112000 (its test seeds)")
+    evaluation.add_argument("--eval-suite", default=defaults.eval_suite, metavar="SUITE",
+                            help="suite whose task options the episodes use: main, ood (held-out combinations, "
+                            "camera jitter) or a suite file (default: %(default)s)")
+    evaluation.add_argument("--execute-steps", type=_positive, default=defaults.execute_steps, metavar="N",
+                            help="steps of each action chunk executed before observing again (default: %(default)s)")
     sr.add_argument("--demo-cache", default=defaults.demo_cache, metavar="DIR",
                     help="folder of recorded demonstrations, e.g. one several experiments share (default: "
                     "<out>/demos); with Ray, a folder every worker reaches")
@@ -196,7 +210,8 @@ def run_success_rate(args: argparse.Namespace) -> int:
             encoder_lr=args.encoder_lr, max_samples=args.max_samples, footprint=args.footprint,
             geometry_skip=args.geometry_skip, lr_schedule=args.lr_schedule, state_noise_m=args.state_noise_m,
             state_noise_rad=args.state_noise_rad,
-            demo_cache=args.demo_cache, encoders_dir=args.encoders_dir,
+            demo_cache=args.demo_cache, encoders_dir=args.encoders_dir, eval_split=args.eval_split,
+            eval_seed_start=args.eval_seed_start, eval_suite=args.eval_suite, execute_steps=args.execute_steps,
         )
         executor = executor_from_options(args, default_workers=available_cores())
         result = run_experiment(cfg, args.out, progress=not args.no_progress, executor=executor, resume=args.resume,

@@ -8,6 +8,9 @@ worker can reach when the run is spread over a cluster):
   encodings/                    each encoder's features of every demonstration frame (frozen) or its trunk's
   runs/<variant>-s<seed>/       training run (step-NNNNNN.pt, state.pt, history.json, train.json)
   evals/<variant>-s<seed>-<step>.json   per-episode results of one checkpoint (harness JSON format)
+  evals/<suite>-<split>-<first seed>-n<episodes>-x<execute steps>/   the same for another evaluation suite
+                                (ExperimentConfig.eval_*: the protocol's validation, test and OOD suites), with
+                                its own summary
   success_rate.json, success_rate.md, success_vs_steps.png, val_error.png   the summary
   runs.jsonl                    one line per invocation: what it skipped, what it ran, on which executor
 
@@ -47,7 +50,7 @@ import numpy as np
 from molmomotion_ros.execution import Executor, LocalExecutor, WorkerTask
 from molmomotion_sim.episode import EpisodeResult, run_episode
 from molmomotion_sim.evaluation import summarize, write_results
-from molmomotion_sim.seeds import split_seeds
+from molmomotion_sim.seeds import SPLITS, SeedRangeError, seeds_from
 from molmomotion_sim.tasks import TASKS
 
 from .agent import AgentConfig
@@ -87,6 +90,13 @@ class ExperimentConfig:
     # The protocol's encoders (fm_v2, base_matched) from this folder instead of the shipped fm.pt and base.pt
     # (PolicyConfig.for_variant); where, not what: every checkpoint's hash covers the encoder file's bytes.
     encoders_dir: str | None = None
+    # Which episodes every checkpoint is evaluated on (not part of the folder's identity: one folder's checkpoints
+    # may be evaluated on several suites; each suite other than the default writes under evals/<tag>/). The
+    # protocol's validation suite (choices), its untouched test seeds and its OOD suite are all such suites.
+    eval_split: str = "test"  # validation | test | ood (never train: the demonstrations' split)
+    eval_seed_start: int | None = None  # a seed of eval_split (None: the split's first)
+    eval_suite: str = EVAL_SUITE  # whose task options (held-out combinations, camera jitter): main | ood | a path
+    execute_steps: int = 4  # AgentConfig.execute_steps: of each chunk before observing again
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -103,9 +113,32 @@ class ExperimentConfig:
         bad = set(self.families) - set(TASKS)
         if bad:
             raise PolicyError(f"unknown families {sorted(bad)}")
+        if self.eval_split == "train":
+            raise PolicyError("eval_split train: the demonstrations come from the train split; evaluate on "
+                              "validation, test or ood seeds")
+        try:
+            self.eval_seeds()
+        except SeedRangeError as err:
+            raise PolicyError(f"evaluation seeds: {err}") from None
+        if self.execute_steps < 1:
+            raise PolicyError(f"execute_steps must be >= 1, got {self.execute_steps}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def eval_seeds(self) -> list[int]:
+        """The evaluation seeds per family (the same for every family and every checkpoint: paired)."""
+        start = SPLITS[self.eval_split].start if self.eval_seed_start is None else self.eval_seed_start
+        return seeds_from(self.eval_split, start, self.episodes_per_family)
+
+    def eval_tag(self) -> str | None:
+        """The evaluation's folder under evals/ (None: the default suite, written as before, in evals/ itself)."""
+        first = self.eval_seeds()[0]
+        if (self.eval_split, first, self.eval_suite, self.execute_steps) == (
+                "test", SPLITS["test"].start, EVAL_SUITE, 4):
+            return None
+        suite = Path(self.eval_suite).stem
+        return f"{suite}-{self.eval_split}-{first}-n{self.episodes_per_family}-x{self.execute_steps}"
 
 
 @dataclass
@@ -125,7 +158,8 @@ def _identity(config: dict) -> dict:
     demonstrations' folder and the encoders' folder (places, not results: the encoders' bytes are in every
     checkpoint's hash). Fields a stored config lacks (written before they existed) count as their defaults."""
     full = {**_jsonable_config(ExperimentConfig()), **config}
-    return {k: v for k, v in full.items() if k not in ("variants", "steps", "demo_cache", "encoders_dir")}
+    evaluation = ("eval_split", "eval_seed_start", "eval_suite", "execute_steps")
+    return {k: v for k, v in full.items() if k not in ("variants", "steps", "demo_cache", "encoders_dir", *evaluation)}
 
 
 # --- config hashes ---------------------------------------------------------------------------------
@@ -148,9 +182,10 @@ def train_hash(run_config: dict, encoder: str, step: int) -> str:
     return _digest({"schema": GRID_SCHEMA, "run": run_config, "encoder": encoder, "step": step})
 
 
-def cell_hash(checkpoint_hash: str, specs: list[tuple[str, int]], agent_cfg: AgentConfig) -> str:
+def cell_hash(checkpoint_hash: str, specs: list[tuple[str, int]], agent_cfg: AgentConfig,
+              suite: str = EVAL_SUITE) -> str:
     """The hash of one cell's results: its checkpoint's hash, the test episodes, the suite and the agent."""
-    return _digest({"schema": GRID_SCHEMA, "checkpoint": checkpoint_hash, "suite": EVAL_SUITE,
+    return _digest({"schema": GRID_SCHEMA, "checkpoint": checkpoint_hash, "suite": suite,
                     "episodes": [list(s) for s in specs], "agent": asdict(agent_cfg)})
 
 
@@ -167,7 +202,7 @@ class GraphWorker:
         self._world = None
         self._agent = None
         self._agent_key: tuple | None = None
-        self._options: dict | None = None
+        self._options: dict[str, dict] = {}
 
     def demos(self, path: str):
         from .demos import Demos
@@ -202,14 +237,14 @@ class GraphWorker:
             self._agent_key = (checkpoint, agent_cfg)
         return self._agent
 
-    def task_options(self) -> dict:
-        """The main suite's task options per family: without them some test seeds draw another scene than the
-        harness and the ROS graph show for the same seed (held-out target combinations)."""
-        if self._options is None:
+    def task_options(self, suite: str = EVAL_SUITE) -> dict:
+        """A suite's task options per family: without them some seeds draw another scene than the harness and
+        the ROS graph show for the same seed (held-out target combinations, the OOD suite's camera jitter)."""
+        if suite not in self._options:
             from molmomotion_sim.suites import load_suite
 
-            self._options = {f.family: f.options for f in load_suite(EVAL_SUITE).families}
-        return self._options
+            self._options[suite] = {f.family: f.options for f in load_suite(suite).families}
+        return self._options[suite]
 
     def close(self) -> None:
         self.drop_world()
@@ -483,20 +518,21 @@ class EvalJob:
     family: str
     seed: int
     agent: AgentConfig
+    suite: str = EVAL_SUITE
 
     def run(self, worker: GraphWorker) -> EpisodeResult:
         worker.drop_demos()  # evaluation needs none: free what training held
-        return run_test_episode(worker, self.checkpoint, self.agent, self.family, self.seed)
+        return run_test_episode(worker, self.checkpoint, self.agent, self.family, self.seed, self.suite)
 
 
 def run_test_episode(worker: GraphWorker, checkpoint: str, agent_cfg: AgentConfig, family: str,
-                     seed: int) -> EpisodeResult:
-    """The policy on one (family, test seed) with the main suite's scenes (``molmomotion sim-eval`` draws the
-    same ones); an episode that raises is that episode's failure, as in the harness."""
+                     seed: int, suite: str = EVAL_SUITE) -> EpisodeResult:
+    """The policy on one (family, seed) with ``suite``'s scenes (``molmomotion sim-eval`` draws the same ones);
+    an episode that raises is that episode's failure, as in the harness."""
     agent = worker.agent(checkpoint, agent_cfg)
     world = worker.world()
     start = time.perf_counter()
-    task = TASKS[family](world, worker.task_options()[family])
+    task = TASKS[family](world, worker.task_options(suite)[family])
     try:
         return run_episode(task, seed, agent)
     except Exception as err:
@@ -613,12 +649,23 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     if stored is not None and not resume:
         raise PolicyError(f"{out} already holds an experiment; --resume continues it (finished cells are kept, the "
                           "missing ones run) or choose another --out")
-    if stored is not None and _identity(stored) != _identity(_jsonable_config(cfg)):
-        raise PolicyError(f"{out} holds an experiment with another config (only variants and steps may change "
-                          "between runs in one folder); choose another --out")
+    tag = cfg.eval_tag()
+    # Another evaluation suite of the same training runs may have its own episode count.
+    ignore = {"episodes_per_family"} if tag is not None else set()
+
+    def identity(config: dict) -> dict:
+        return {k: v for k, v in _identity(config).items() if k not in ignore}
+
+    if stored is not None and identity(stored) != identity(_jsonable_config(cfg)):
+        raise PolicyError(f"{out} holds an experiment with another config (only variants, steps and the evaluation "
+                          "suite may change between runs in one folder); choose another --out")
     executor.check()
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(config_path, _jsonable_config(cfg))
+    summary_dir = out / "evals" / tag if tag else out
+    if stored is None or tag is None:
+        _write_json(config_path, _jsonable_config(cfg))
+    if tag is not None:
+        _write_json(summary_dir / "evaluation_config.json", _jsonable_config(cfg))
     task = WorkerTask(_new_worker, _run_job, (logging.getLogger().getEffectiveLevel(),), _close_worker, name="")
     stages: dict[str, dict] = {}
     with executor.session():  # the workers keep their state (imports, models, demonstrations) across the stages
@@ -640,7 +687,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     evals = {(c.variant, c.seed, c.step): c.results for c in cells}
     summary = summarise(cfg, histories, evals, train_rates)
     table = format_summary(summary)
-    files = write_summary(out, summary, table)
+    files = write_summary(summary_dir, summary, table)
     execution = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resume": resumed,
                  **counts, "executor": executor.name, "stages": stages,
                  "wall_s": round(time.perf_counter() - started, 3)}
@@ -680,8 +727,9 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
     # the plan: every (variant, seed) run and (variant, seed, step) cell, with the hashes they must carry
     from .train import run_identity
 
-    test_specs = [(family, seed) for family in cfg.families for seed in split_seeds("test", cfg.episodes_per_family)]
-    agent_cfg = AgentConfig(max_samples=cfg.max_samples)
+    test_specs = [(family, seed) for family in cfg.families for seed in cfg.eval_seeds()]
+    agent_cfg = AgentConfig(max_samples=cfg.max_samples, execute_steps=cfg.execute_steps)
+    evals_dir = out / "evals" / (cfg.eval_tag() or "")
     train_cfg = TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
                             eval_every=cfg.eval_every, lr_schedule=cfg.lr_schedule, state_noise_m=cfg.state_noise_m,
                             state_noise_rad=cfg.state_noise_rad)
@@ -704,9 +752,9 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
             run.done = _run_done(run)
             runs.append(run)
             for step in cfg.steps:
-                cell = _Cell(variant, seed, step, out / "evals" / f"{run.name}-{step:06d}.json",
+                cell = _Cell(variant, seed, step, evals_dir / f"{run.name}-{step:06d}.json",
                              folder / f"step-{step:06d}.pt", "")
-                cell.hash = cell_hash(run.hashes[step], test_specs, agent_cfg)
+                cell.hash = cell_hash(run.hashes[step], test_specs, agent_cfg, cfg.eval_suite)
                 cell.results = _stored_cell(cell, len(test_specs)) if resume else None
                 cells.append(cell)
     todo_runs = [r for r in runs if not r.done]
@@ -743,18 +791,19 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
 
     # 4. evaluation: every missing cell's episodes, each cell written as soon as its last episode is in
     if todo_cells:
-        _evaluate_cells(executor, replace(task, name="eval"), todo_cells, test_specs, agent_cfg, episodes_per_batch,
+        _evaluate_cells(executor, replace(task, name="eval"), todo_cells, test_specs, agent_cfg, cfg.eval_suite,
+                        episodes_per_batch,
                         progress, stages)
 
     return runs, cells, counts
 
 
 def _evaluate_cells(executor: Executor, task: WorkerTask, cells: list[_Cell], specs: list[tuple[str, int]],
-                    agent_cfg: AgentConfig, batch_size: int | None, progress: bool, stages: dict) -> None:
+                    agent_cfg: AgentConfig, suite: str, batch_size: int | None, progress: bool, stages: dict) -> None:
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    jobs = [EvalJob(number, str(cell.checkpoint), family, seed, agent_cfg)
+    jobs = [EvalJob(number, str(cell.checkpoint), family, seed, agent_cfg, suite)
             for number, cell in enumerate(cells) for family, seed in specs]
     pending = {number: [None] * len(specs) for number in range(len(cells))}
     left = {number: len(specs) for number in range(len(cells))}
@@ -768,7 +817,7 @@ def _evaluate_cells(executor: Executor, task: WorkerTask, cells: list[_Cell], sp
             if left[number] == 0:
                 cell, results = cells[number], pending.pop(number)
                 write_results(cell.path, results, {
-                    "checkpoint": str(cell.checkpoint), "suite": EVAL_SUITE, "agent": results[0].agent,
+                    "checkpoint": str(cell.checkpoint), "suite": Path(suite).stem, "agent": results[0].agent,
                     "model_id": results[0].model_id, "agent_config": asdict(agent_cfg), "config_hash": cell.hash,
                     "executor": executor.describe()})
                 cell.results = results

@@ -1,12 +1,12 @@
 """The success-rate experiment and eval-forecast through the execution layer (issue 20, slice 2).
 
-The issue's small grid (variants A, B × steps 5, 10 × 2 training seeds × 8 test episodes per family, 4 families;
-one train and one validation demonstration per family with a frame every 8 samples, 8-sample episodes) run by ``molmomotion
-experiment success-rate`` as a user runs it: on local worker processes, on a Ray head started here (``--executor
-ray --ray-address``), on Ray with a worker killed in the middle of an evaluation batch, and locally with the driver
-killed (SIGKILL) after its first cells were written and then ``--resume``d. Every run gives the local run's table,
-episode for episode. The Ray head is started as in ``test_execution.py`` (``loopback_ray_head``: 127.0.0.1, its
-own ports and temporary folder, stopped by process group); without Ray those tests are skipped.
+The issue's small grid (variants A, B × steps 5, 10 × 2 training seeds × 8 test episodes per family, 4 families; one
+train and one validation demonstration per family with a frame every 8 samples, 8-sample episodes) run by
+``molmomotion experiment success-rate`` as a user runs it: on local worker processes, on a Ray head started here
+(``--executor ray --ray-address``), on Ray with a worker killed in the middle of an evaluation batch, and locally
+with the driver killed (SIGKILL) after its first cells were written and then ``--resume``d. Every run gives the
+local run's table, episode for episode. The Ray head is started as in ``test_execution.py`` (``loopback_ray_head``:
+127.0.0.1, its own ports and temporary folder, stopped by process group); without Ray those tests are skipped.
 
 The grid tests take minutes on 2 cores (``slow``; ``bash scripts/test.sh``, what CI runs, includes them).
 """

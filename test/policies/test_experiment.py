@@ -64,6 +64,40 @@ def test_runs_writes_and_resumes(tmp_path):
                        tmp_path / "exp", progress=False, resume=True)
 
 
+def test_other_evaluation_suites_reuse_the_checkpoints_and_write_beside_them(tmp_path):
+    """The protocol's validation, untouched-test and OOD suites on one folder's checkpoints: no training again, each
+    suite's cells and summary in a folder of their own, the default evaluation's files untouched."""
+    base = dict(TINY, variants=("A",), steps=(5,), demo_cache=str(tmp_path / "demos"))
+    first = run_experiment(ExperimentConfig(**base), tmp_path / "exp", progress=False)
+    default_cell = tmp_path / "exp" / "evals" / "A-s0-000005.json"
+    stamp = default_cell.stat().st_mtime_ns
+    suites = {"main-validation-105000-n2-x4": dict(eval_split="validation", eval_seed_start=105000),
+              "main-test-112000-n2-x2": dict(eval_seed_start=112000, execute_steps=2),
+              "ood-ood-122000-n2-x4": dict(eval_split="ood", eval_seed_start=122000, eval_suite="ood")}
+    for tag, options in suites.items():
+        cfg = ExperimentConfig(**{**base, "episodes_per_family": 2}, **options)
+        assert cfg.eval_tag() == tag
+        result = run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)
+        assert result.execution["training_runs"] == {"total": 1, "skipped": 1, "run": 0}
+        assert result.execution["cells"] == {"total": 1, "skipped": 0, "run": 1}
+        document = json.loads((tmp_path / "exp" / "evals" / tag / "A-s0-000005.json").read_text())
+        start = options["eval_seed_start"]
+        assert [e["seed"] for e in document["episodes"]] == [start, start + 1]
+        assert document["meta"]["suite"] == options.get("eval_suite", "main")
+        assert document["meta"]["agent_config"]["execute_steps"] == options.get("execute_steps", 4)
+        assert result.files["json"].parent == tmp_path / "exp" / "evals" / tag
+        again = run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)
+        assert again.execution["cells"] == {"total": 1, "skipped": 1, "run": 0}
+    assert default_cell.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "exp" / "experiment_config.json").read_text())["episodes_per_family"] == 1
+    assert run_experiment(ExperimentConfig(**base), tmp_path / "exp", progress=False,
+                          resume=True).summary["rows"] == first.summary["rows"]
+    for bad, match in ((dict(eval_split="train"), "train split"), (dict(eval_seed_start=5), "not a test seed"),
+                       (dict(eval_split="validation", eval_seed_start=109999, episodes_per_family=2), "leave")):
+        with pytest.raises(PolicyError, match=match):
+            ExperimentConfig(**{**base, **bad})
+
+
 def test_cli_parses_the_issue_command():
     import argparse
 
