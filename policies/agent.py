@@ -56,7 +56,10 @@ class PolicyAgent:
         if self.controller.needs_forecast:
             from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 
-            self._pipeline = ForecastPipeline("fm", device="cpu", num_samples=8, seed=seed)
+            from .model import forecaster_checkpoint
+
+            self._pipeline = ForecastPipeline("fm", device="cpu", num_samples=8, seed=seed,
+                                              checkpoint=forecaster_checkpoint(self.policy.cfg))
         self._kinematics = PandaKinematics()
         self._task = None
         self._ran = False

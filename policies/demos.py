@@ -48,9 +48,14 @@ class DemoConfig:
     frames_every: int = 2  # trace samples between observations (2 → 7.5 Hz)
     forecast: bool = True  # store the FM forecast at t0 (variant C needs it)
     seed_start: int = 0  # skip this many seeds of the split
+    forecaster: str | None = None  # the FM checkpoint whose forecasts are stored (None: the shipped fm.pt)
 
     def key(self) -> str:
-        text = json.dumps({**asdict(self), "schema": SCHEMA_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        forecaster = fields.pop("forecaster")
+        if forecaster is not None:  # what, not where: the file's bytes (recordings of fm.pt keep their keys)
+            fields["forecaster_sha256"] = hashlib.sha256(Path(forecaster).read_bytes()).hexdigest()
+        text = json.dumps({**fields, "schema": SCHEMA_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -128,7 +133,7 @@ def record_demos(config: DemoConfig, progress: bool = True) -> Demos:
     if config.forecast:
         from molmomotion_ros.forecasting.pipeline import ForecastPipeline
 
-        pipeline = ForecastPipeline("fm", device="cpu", num_samples=8, seed=0)
+        pipeline = ForecastPipeline("fm", device="cpu", num_samples=8, seed=0, checkpoint=config.forecaster)
     jobs = [(family, seed) for family in config.families for seed in seeds]
     frames: dict[str, list] = {}
     episodes: dict[str, list] = {}

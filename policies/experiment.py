@@ -711,8 +711,13 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
 
     # 1. demonstrations
     demo_dir = Path(cfg.demo_cache).expanduser().resolve() if cfg.demo_cache else out / "demos"
-    demo_kw = {"families": tuple(cfg.families), "frames_every": cfg.frames_every,
-               "forecast": any(VARIANTS[v]["forecast_conditioning"] for v in cfg.variants)}
+    forecast = any(VARIANTS[v]["forecast_conditioning"] for v in cfg.variants)
+    demo_kw = {"families": tuple(cfg.families), "frames_every": cfg.frames_every, "forecast": forecast}
+    if forecast and cfg.encoders_dir:  # C reads the forecasts of the protocol's motion model, not fm.pt's
+        from .model import PROTOCOL_ENCODERS, encoder_checkpoint
+
+        demo_kw["forecaster"] = str(encoder_checkpoint(PROTOCOL_ENCODERS["fm"],
+                                                       Path(cfg.encoders_dir).expanduser().resolve()))
     demo_cfgs = (DemoConfig("train", cfg.train_episodes_per_family, **demo_kw),
                  DemoConfig("validation", cfg.val_episodes_per_family, **demo_kw))
     missing = [c for c in demo_cfgs if demo_file(c, demo_dir) is None]

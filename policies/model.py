@@ -124,6 +124,18 @@ class ActionChunk:
     gripper_logits: torch.Tensor  # (B, C) > 0 = closed
 
 
+def forecaster_checkpoint(cfg: "PolicyConfig") -> str | None:
+    """The FM forecaster whose forecasts a forecast-conditioned policy reads: the one whose encoder it starts from
+    (the shipped fm.pt: None, the pipeline's default; the protocol's fm_v2: its file), in its demonstrations and
+    when it acts alike."""
+    if cfg.encoder_init == "fm":
+        return None
+    if cfg.encoder_init == PROTOCOL_ENCODERS["fm"]:
+        return str(encoder_checkpoint(cfg.encoder_init, cfg.encoders_dir))
+    raise PolicyError(f"a forecast-conditioned policy reads the forecasts of the FM model its encoder comes from; "
+                      f"encoder {cfg.encoder_init!r} is not one")
+
+
 def encoder_checkpoint(source: str, encoders_dir: str | Path | None = None) -> Path:
     """The checkpoint an encoder source reads: the shipped fm.pt or base.pt, or a protocol encoder's
     ``<encoders_dir>/<name>.pt`` (made by ``molmomotion experiment pretrain``)."""

@@ -5,6 +5,7 @@ import copy
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -195,3 +196,34 @@ def test_an_experiment_on_a_protocol_encoder_is_hashed_by_its_bytes(pretrained, 
     assert encoder_digest("base_matched", encoders) != digest
     with pytest.raises(PolicyError, match="another encoder"):
         run_experiment(cfg, tmp_path / "exp", progress=False, resume=True)
+
+
+def test_c_on_protocol_encoders_reads_fm_v2_forecasts_in_its_demonstrations_and_when_acting(pretrained, tmp_path):
+    """Variant C's forecast input comes from the FM model whose encoder it starts from: fm_v2 under the protocol
+    (recorded into its demonstrations, read again when it acts), fm.pt otherwise."""
+    from molmomotion_policies.agent import PolicyAgent
+    from molmomotion_policies.demos import DemoConfig, Demos
+    from molmomotion_policies.model import forecaster_checkpoint
+
+    _, made = pretrained
+    assert forecaster_checkpoint(PolicyConfig.for_variant("C")) is None  # the shipped fm.pt
+    assert forecaster_checkpoint(PolicyConfig.for_variant("C", encoders_dir=str(made))) == str(made / "fm_v2.pt")
+    with pytest.raises(PolicyError, match="not one"):
+        forecaster_checkpoint(PolicyConfig.for_variant("B", encoders_dir=str(made)))
+    tiny = dict(variants=("C",), steps=(5,), episodes_per_family=1, families=("push",), train_episodes_per_family=1,
+                val_episodes_per_family=1, batch_size=8, eval_every=5, max_samples=8)
+    shipped = run_experiment(ExperimentConfig(**tiny, demo_cache=str(tmp_path / "demos")), tmp_path / "shipped",
+                             progress=False)
+    protocol = run_experiment(ExperimentConfig(**tiny, demo_cache=str(tmp_path / "demos"), encoders_dir=str(made)),
+                              tmp_path / "protocol", progress=False)
+    assert shipped.summary["rows"][0]["n"] == protocol.summary["rows"][0]["n"] == 1
+    recordings = {}
+    for forecaster in (None, str(made / "fm_v2.pt")):
+        config = DemoConfig("train", 1, families=("push",), frames_every=2, forecaster=forecaster)
+        (path,) = (tmp_path / "demos").glob(f"*{config.key()}*.npz")
+        recordings[forecaster] = Demos.load(path)
+    shipped_demos, protocol_demos = recordings.values()
+    assert np.array_equal(shipped_demos.rgb, protocol_demos.rgb)  # the same scenes ...
+    assert not np.allclose(shipped_demos.forecast_world_m, protocol_demos.forecast_world_m)  # ... other forecasts
+    agent = PolicyAgent(tmp_path / "protocol" / "runs" / "C-s0" / "step-000005.pt")
+    assert agent._pipeline.forecaster.backend.checkpoint == str(made / "fm_v2.pt")
