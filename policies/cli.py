@@ -93,6 +93,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                             "camera jitter) or a suite file (default: %(default)s)")
     evaluation.add_argument("--execute-steps", type=_positive, default=defaults.execute_steps, metavar="N",
                             help="steps of each action chunk executed before observing again (default: %(default)s)")
+    evaluation.add_argument("--forecast-fm-steps", type=_positive, default=defaults.forecast_fm_steps, metavar="N",
+                            help="Euler steps of the FM sampler of C's forecast (default: %(default)s; another value "
+                            "adds -fm<N> to the suite's folder)")
     sr.add_argument("--demo-cache", default=defaults.demo_cache, metavar="DIR",
                     help="folder of recorded demonstrations, e.g. one several experiments share (default: "
                     "<out>/demos); with Ray, a folder every worker reaches")
@@ -212,6 +215,7 @@ def run_success_rate(args: argparse.Namespace) -> int:
             state_noise_rad=args.state_noise_rad,
             demo_cache=args.demo_cache, encoders_dir=args.encoders_dir, eval_split=args.eval_split,
             eval_seed_start=args.eval_seed_start, eval_suite=args.eval_suite, execute_steps=args.execute_steps,
+            forecast_fm_steps=args.forecast_fm_steps,
         )
         executor = executor_from_options(args, default_workers=available_cores())
         result = run_experiment(cfg, args.out, progress=not args.no_progress, executor=executor, resume=args.resume,
