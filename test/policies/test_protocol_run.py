@@ -250,3 +250,27 @@ def test_forecast_fm_steps_reaches_cs_sampler_and_keeps_old_cell_hashes(protocol
     agent = PolicyAgent(folder / "runs" / "C-s0" / "step-000005.pt", AgentConfig(forecast_fm_steps=10))
     assert agent._pipeline.forecaster.backend.steps == 10
     assert PolicyAgent(folder / "runs" / "C-s0" / "step-000005.pt")._pipeline.forecaster.backend.steps == 6
+
+
+def test_the_full_scale_plans_every_setting_with_the_protocols_numbers(pretrained, tmp_path):
+    """Nothing is run: the full scale's groups of runs, their folders and suites, as the cluster run would make them."""
+    _, encoders = pretrained
+    run = ProtocolRun(load_protocol(), "full", encoders, tmp_path / "full", progress=False)
+    assert [(s.name, s.protocol_variants, s.variants) for s in run.setting_list] == [
+        ("frozen", ("A", "B", "C", "D"), ("A", "B", "C", "D")), ("frozen-geo", ("A_geo", "B_geo"), ("A", "B")),
+        ("finetune_last_blocks", ("A", "B", "C", "D"), ("A", "B", "C", "D")),
+        ("finetune_last_blocks-geo", ("A_geo", "B_geo"), ("A", "B"))]
+    assert [run._setting_fields(s) for s in run.setting_list] == [
+        {"finetune": "none"}, {"finetune": "none", "footprint": True},
+        {"finetune": "post_trunk", "encoder_lr": 1e-4},
+        {"finetune": "post_trunk", "encoder_lr": 1e-4, "footprint": True}]
+    assert [c.applies_to for c in run.choices] == [("A", "B", "C")] * 3 + [("C",), ()]  # D is never judged
+    base = run.base_config()
+    assert (base.seeds, base.steps, base.episodes_per_family, base.train_episodes_per_family, base.batch_size,
+            base.max_samples, base.state_noise_m, base.lr_schedule) == (
+        5, (500, 1000, 2000, 5000, 10000, 20000), 50, 400, 64, 150, 0.015, "constant")
+    assert run.suite_fields("test")["episodes_per_family"] == run.suite_fields("ood")["episodes_per_family"] == 100
+    with pytest.raises(ProtocolRunError, match="unknown scale"):
+        ProtocolRun(load_protocol(), "huge", encoders, tmp_path / "x", progress=False)
+    with pytest.raises(ProtocolRunError, match="lacks fm_v2.pt, base_matched.pt"):
+        ProtocolRun(load_protocol(), "local", tmp_path, tmp_path / "x", progress=False)
