@@ -59,7 +59,8 @@ class PolicyAgent:
             from .model import forecaster_checkpoint
 
             self._pipeline = ForecastPipeline("fm", device="cpu", num_samples=8, seed=seed,
-                                              checkpoint=forecaster_checkpoint(self.policy.cfg))
+                                              checkpoint=forecaster_checkpoint(self.policy.cfg),
+                                              fm_steps=self.config.forecast_fm_steps)
         self._kinematics = PandaKinematics()
         self._task = None
         self._ran = False

@@ -1,4 +1,5 @@
-"""``molmomotion experiment success-rate`` and ``experiment report``: the policy experiment's command line.
+"""``molmomotion experiment success-rate``, ``report``, ``pretrain`` and ``protocol``: the policy experiment's command
+line.
 
 ``add_parser(commands)`` adds the ``experiment`` command to the ``molmomotion`` parser's
 subcommands; its handler returns the exit status, as every molmomotion handler does.
@@ -93,6 +94,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                             "camera jitter) or a suite file (default: %(default)s)")
     evaluation.add_argument("--execute-steps", type=_positive, default=defaults.execute_steps, metavar="N",
                             help="steps of each action chunk executed before observing again (default: %(default)s)")
+    evaluation.add_argument("--forecast-fm-steps", type=_positive, default=defaults.forecast_fm_steps, metavar="N",
+                            help="Euler steps of the FM sampler of C's forecast (default: %(default)s; another value "
+                            "adds -fm<N> to the suite's folder)")
     sr.add_argument("--demo-cache", default=defaults.demo_cache, metavar="DIR",
                     help="folder of recorded demonstrations, e.g. one several experiments share (default: "
                     "<out>/demos); with Ray, a folder every worker reaches")
@@ -170,6 +174,55 @@ def add_parser(commands) -> argparse.ArgumentParser:
                           help="where to train (default: %(default)s: cuda when available)")
     pretrain.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pretrain.set_defaults(handler=run_pretrain)
+
+    protocol = kinds.add_parser(
+        "protocol", help="run the pre-registered protocol end to end at a scale: choices on validation, then the test "
+        "and OOD suites once, then the reports",
+        description="Run policies/protocol.yaml at one of its scales with the encoders of `experiment pretrain`. "
+        "1) The choices (protocol `choices:`), one at a time in the file's order, each with the earlier ones fixed, at "
+        "every training seed, on the validation suite only: a training-time choice trains A, B, C with each candidate "
+        "(one success-rate folder per recipe, the scale's whole step grid) and compares the final step; an "
+        "evaluation-time choice re-evaluates the chosen checkpoints; ties go to the first candidate. 2) With every "
+        "choice fixed, every step of the grid on the test suite (its reserved seeds) and the OOD suite. 3) "
+        "<out>/protocol_run.json, <out>/choices.md and `experiment report` of the test and OOD evaluations into "
+        "<out>/report-test/ and <out>/report-ood/. A second call re-runs nothing finished and never decides again "
+        "(stored validation numbers that disagree with the files on disk are refused).")
+    protocol.add_argument("--protocol", type=Path, default=None,
+                          help="protocol file (default: the shipped policies/protocol.yaml)")
+    protocol.add_argument("--scale", required=True, metavar="NAME",
+                          help="the protocol's scale to run: local (A, B, C frozen, 2-core machine) or full (every "
+                          "variant and encoder setting, a cluster through --executor ray)")
+    protocol.add_argument("--encoders", required=True, metavar="DIR",
+                          help="the folder `experiment pretrain --out DIR` made (fm_v2.pt, base_matched.pt)")
+    protocol.add_argument("--out", type=Path, required=True, metavar="DIR",
+                          help="run folder: demos/, recipes/<recipe>/, protocol_run.json, choices.md, report-*/; with "
+                          "Ray, shared storage every worker reaches")
+    tests = protocol.add_argument_group(
+        "overrides (tests and smoke runs only)", "each replaces one of the scale's numbers; protocol_run.json then "
+        "says the run is not the protocol's settings")
+    tests.add_argument("--steps", type=_csv(_positive), default=None, metavar="N,N", help="the step grid")
+    tests.add_argument("--seeds", type=_positive, default=None, metavar="S", help="training seeds 0..S-1")
+    tests.add_argument("--episodes", type=_positive, default=None, metavar="N",
+                       help="episodes per family of the validation, test and OOD suites (a prefix of each)")
+    tests.add_argument("--train-episodes", type=_positive, default=None, metavar="N",
+                       help="demonstrations per family (train seeds)")
+    tests.add_argument("--val-episodes", type=_positive, default=None, metavar="N",
+                       help="demonstrations per family (validation seeds: the offline curve)")
+    tests.add_argument("--families", type=_csv(str), default=None, metavar="F,F", help="task families")
+    tests.add_argument("--max-samples", type=_positive, default=None, metavar="N", help="15 fps samples per episode")
+    tests.add_argument("--batch-size", type=_positive, default=None, metavar="N", help="training batch size")
+    tests.add_argument("--eval-every", type=_positive, default=None, metavar="N",
+                       help="offline validation every N steps")
+    tests.add_argument("--replicates", type=_positive, default=None, metavar="N",
+                       help="the reports' bootstrap replicates")
+    protocol.add_argument("--workers", type=_positive, metavar="N",
+                          help="parallel workers (default: the CPU count; with --executor ray, as many as the cluster "
+                          "holds)")
+    protocol.add_argument("--train-gpus", type=_train_gpus, default="auto", metavar="auto|X",
+                          help="GPUs each training task reserves and trains on (default: %(default)s)")
+    protocol.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_execution_arguments(protocol, batch_flag="--episodes-per-batch", items="tasks")
+    protocol.set_defaults(handler=run_protocol_command)
     return experiment
 
 
@@ -212,6 +265,7 @@ def run_success_rate(args: argparse.Namespace) -> int:
             state_noise_rad=args.state_noise_rad,
             demo_cache=args.demo_cache, encoders_dir=args.encoders_dir, eval_split=args.eval_split,
             eval_seed_start=args.eval_seed_start, eval_suite=args.eval_suite, execute_steps=args.execute_steps,
+            forecast_fm_steps=args.forecast_fm_steps,
         )
         executor = executor_from_options(args, default_workers=available_cores())
         result = run_experiment(cfg, args.out, progress=not args.no_progress, executor=executor, resume=args.resume,
@@ -276,6 +330,50 @@ def run_pretrain(args: argparse.Namespace) -> int:
     brief = {**result.summary, "stages": {name: {k: v for k, v in record.items() if k != "history"}
                                           for name, record in result.summary["stages"].items()}}
     print(json.dumps(brief, indent=1))
+    return 0
+
+
+def run_protocol_command(args: argparse.Namespace) -> int:
+    """Print choices.md and where the records went; progress and a line per step on stderr."""
+    import torch
+
+    from molmomotion_ros.execution import (
+        ExecutorOptionsError,
+        ExecutorUnavailableError,
+        StorageError,
+        WorkerLostError,
+        available_cores,
+        executor_from_options,
+    )
+
+    from .protocol import ProtocolError, load_protocol
+    from .protocol_run import ProtocolRunSettings, run_protocol
+    from .report import ReportError
+    from .statistics import StatisticsError
+
+    torch.set_num_threads(1)
+    settings = ProtocolRunSettings(
+        steps=tuple(sorted(set(args.steps))) if args.steps else None, seeds=args.seeds, episodes=args.episodes,
+        train_episodes=args.train_episodes, val_episodes=args.val_episodes,
+        families=tuple(args.families) if args.families else None, max_samples=args.max_samples,
+        batch_size=args.batch_size, eval_every=args.eval_every, replicates=args.replicates)
+    try:
+        executor = executor_from_options(args, default_workers=available_cores())
+        result = run_protocol(load_protocol(args.protocol), args.scale, args.encoders, args.out, settings,
+                              executor=executor, progress=not args.no_progress, train_gpus=args.train_gpus,
+                              episodes_per_batch=args.episodes_per_batch,
+                              echo=lambda line: print(f"molmomotion experiment protocol: {line}", file=sys.stderr,
+                                                      flush=True))
+    except (PolicyError, ProtocolError, ReportError, StatisticsError, ExecutorOptionsError, ExecutorUnavailableError,
+            StorageError) as err:
+        print(f"molmomotion experiment protocol: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except WorkerLostError as err:
+        print(f"molmomotion experiment protocol: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(result.files["choices"].read_text())
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ from .observation import (
 )
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+FORECAST_FM_STEPS = 6  # the forecasting pipeline's (PIPELINE_FM_STEPS), which C was always evaluated with
 
 
 def shipped_policy(name: str) -> Path:
@@ -53,16 +54,17 @@ class AgentConfig:
     idle_chunks: int = 2  # consecutive idle chunks after a release end the episode
     ensemble_decay: float = 0.0  # > 0: temporal ensembling (ACT) of the chunks that cover a sample, weights
     #                              exp(-decay * k) for the k-th newest; 0: the newest chunk alone
+    forecast_fm_steps: int = FORECAST_FM_STEPS  # Euler steps of the FM sampler of a forecast-conditioned policy (C)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise PolicyError(f"AgentConfig.{name} must be a number, got {value!r}")
-        positive = ("max_samples", "execute_steps", "max_step_m", "max_height_m", "idle_chunks")
+        positive = ("max_samples", "execute_steps", "max_step_m", "max_height_m", "idle_chunks", "forecast_fm_steps")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise PolicyError(f"AgentConfig.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("max_samples", "execute_steps", "idle_chunks"):
+        for name in ("max_samples", "execute_steps", "idle_chunks", "forecast_fm_steps"):
             if int(getattr(self, name)) != getattr(self, name):
                 raise PolicyError(f"AgentConfig.{name} must be a whole number, got {getattr(self, name)!r}")
         if min(self.workspace_margin_m, self.min_height_m, self.idle_motion_m, self.ensemble_decay) < 0:

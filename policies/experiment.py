@@ -54,6 +54,7 @@ from molmomotion_sim.seeds import SPLITS, SeedRangeError, seeds_from
 from molmomotion_sim.tasks import TASKS
 
 from .agent import AgentConfig
+from .controller import FORECAST_FM_STEPS
 from .demos import FAMILIES, DemoConfig
 from .model import FINETUNE_MODES, VARIANTS, PolicyConfig, encoder_sha256
 from .observation import PolicyError
@@ -97,6 +98,7 @@ class ExperimentConfig:
     eval_seed_start: int | None = None  # a seed of eval_split (None: the split's first)
     eval_suite: str = EVAL_SUITE  # whose task options (held-out combinations, camera jitter): main | ood | a path
     execute_steps: int = 4  # AgentConfig.execute_steps: of each chunk before observing again
+    forecast_fm_steps: int = FORECAST_FM_STEPS  # AgentConfig.forecast_fm_steps: C's forecast sampler
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -122,6 +124,8 @@ class ExperimentConfig:
             raise PolicyError(f"evaluation seeds: {err}") from None
         if self.execute_steps < 1:
             raise PolicyError(f"execute_steps must be >= 1, got {self.execute_steps}")
+        if self.forecast_fm_steps < 1:
+            raise PolicyError(f"forecast_fm_steps must be >= 1, got {self.forecast_fm_steps}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,13 +136,15 @@ class ExperimentConfig:
         return seeds_from(self.eval_split, start, self.episodes_per_family)
 
     def eval_tag(self) -> str | None:
-        """The evaluation's folder under evals/ (None: the default suite, written as before, in evals/ itself)."""
+        """The evaluation's folder under evals/ (None: the default suite, written as before, in evals/ itself); a
+        forecast sampler other than the default adds ``-fm<steps>``."""
         first = self.eval_seeds()[0]
-        if (self.eval_split, first, self.eval_suite, self.execute_steps) == (
-                "test", SPLITS["test"].start, EVAL_SUITE, 4):
+        if (self.eval_split, first, self.eval_suite, self.execute_steps, self.forecast_fm_steps) == (
+                "test", SPLITS["test"].start, EVAL_SUITE, 4, FORECAST_FM_STEPS):
             return None
         suite = Path(self.eval_suite).stem
-        return f"{suite}-{self.eval_split}-{first}-n{self.episodes_per_family}-x{self.execute_steps}"
+        sampler = "" if self.forecast_fm_steps == FORECAST_FM_STEPS else f"-fm{self.forecast_fm_steps}"
+        return f"{suite}-{self.eval_split}-{first}-n{self.episodes_per_family}-x{self.execute_steps}{sampler}"
 
 
 @dataclass
@@ -158,7 +164,7 @@ def _identity(config: dict) -> dict:
     demonstrations' folder and the encoders' folder (places, not results: the encoders' bytes are in every
     checkpoint's hash). Fields a stored config lacks (written before they existed) count as their defaults."""
     full = {**_jsonable_config(ExperimentConfig()), **config}
-    evaluation = ("eval_split", "eval_seed_start", "eval_suite", "execute_steps")
+    evaluation = ("eval_split", "eval_seed_start", "eval_suite", "execute_steps", "forecast_fm_steps")
     return {k: v for k, v in full.items() if k not in ("variants", "steps", "demo_cache", "encoders_dir", *evaluation)}
 
 
@@ -184,9 +190,18 @@ def train_hash(run_config: dict, encoder: str, step: int) -> str:
 
 def cell_hash(checkpoint_hash: str, specs: list[tuple[str, int]], agent_cfg: AgentConfig,
               suite: str = EVAL_SUITE) -> str:
-    """The hash of one cell's results: its checkpoint's hash, the test episodes, the suite and the agent."""
+    """The hash of one cell's results: its checkpoint's hash, the test episodes, the suite and the agent (its fields
+    added since cells were first hashed count only when they differ from their defaults, so older cells keep theirs)."""
     return _digest({"schema": GRID_SCHEMA, "checkpoint": checkpoint_hash, "suite": suite,
-                    "episodes": [list(s) for s in specs], "agent": asdict(agent_cfg)})
+                    "episodes": [list(s) for s in specs], "agent": _hashed_agent(agent_cfg)})
+
+
+AGENT_FIELDS_ADDED = {"forecast_fm_steps": FORECAST_FM_STEPS}  # AgentConfig fields newer than the cell hash: defaults
+
+
+def _hashed_agent(agent_cfg: AgentConfig) -> dict:
+    fields = asdict(agent_cfg)
+    return {k: v for k, v in fields.items() if k not in AGENT_FIELDS_ADDED or v != AGENT_FIELDS_ADDED[k]}
 
 
 # --- the tasks: each runs on whichever worker gets it, reading and writing only under the run's folders ---
@@ -630,13 +645,16 @@ def _run_done(run: _Run) -> bool:
 # --- the run ---------------------------------------------------------------------------------------
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, executor: Executor | None = None,
                    resume: bool = False, episodes_per_batch: int | None = None,
-                   echo: Callable[[str], None] | None = None, train_gpus: float | str = "auto") -> ExperimentResult:
+                   echo: Callable[[str], None] | None = None, train_gpus: float | str = "auto",
+                   evaluate_steps: tuple[int, ...] | None = None) -> ExperimentResult:
     """Run the graph (see the module docstring) through ``executor`` (default: in this process) into ``out_dir``.
 
     A folder that already holds an experiment needs ``resume=True``: its finished cells are kept and only the
     missing ones run. ``episodes_per_batch``: test episodes sent to a worker at a time (default: the executor's).
     ``echo`` gets one line saying what is skipped and what runs (default: the log). ``train_gpus``: GPUs each
-    training task reserves (:func:`resolve_train_gpus`); a task holding one trains there. ``out_dir`` (and a
+    training task reserves (:func:`resolve_train_gpus`); a task holding one trains there. ``evaluate_steps``: the steps
+    of the grid whose checkpoints are evaluated (default: all; the protocol's choices read the final step only, the
+    runs still checkpoint the whole grid). ``out_dir`` (and a
     ``demo_cache``) must be one folder for every worker: on a Ray cluster that is checked before any work
     (:class:`~molmomotion_ros.execution.StorageError`)."""
     started = time.perf_counter()
@@ -659,6 +677,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     if stored is not None and identity(stored) != identity(_jsonable_config(cfg)):
         raise PolicyError(f"{out} holds an experiment with another config (only variants, steps and the evaluation "
                           "suite may change between runs in one folder); choose another --out")
+    unknown_steps = sorted(set(evaluate_steps or ()) - set(cfg.steps))
+    if unknown_steps or evaluate_steps == ():
+        raise PolicyError(f"evaluate_steps {list(evaluate_steps or ())} must be steps of the grid {list(cfg.steps)}")
     executor.check()
     out.mkdir(parents=True, exist_ok=True)
     summary_dir = out / "evals" / tag if tag else out
@@ -674,7 +695,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
             executor.check_storage(Path(cfg.demo_cache).expanduser().resolve())
         gpus = resolve_train_gpus(executor, train_gpus)
         runs, cells, counts = _run_graph(cfg, out, executor, task, stages, resume, resumed, episodes_per_batch,
-                                         progress, say, gpus)
+                                         progress, say, gpus, evaluate_steps)
 
     # 5. the table and plots
     histories: dict[str, list[dict]] = {}
@@ -699,7 +720,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
 
 def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: WorkerTask, stages: dict, resume: bool,
                resumed: bool, episodes_per_batch: int | None, progress: bool, say: Callable[[str], None],
-               train_gpus: float = 0.0) -> tuple[list[_Run], list[_Cell], dict]:
+               train_gpus: float = 0.0,
+               evaluate_steps: tuple[int, ...] | None = None) -> tuple[list[_Run], list[_Cell], dict]:
     """Stages 1-4 of the graph (the module docstring); the runs, the cells (with their results) and the counts."""
     def stage(name: str, jobs: list, batch_size: int | None = 1, gpus: float | None = None) -> list:
         t0 = time.perf_counter()
@@ -733,7 +755,8 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
     from .train import run_identity
 
     test_specs = [(family, seed) for family in cfg.families for seed in cfg.eval_seeds()]
-    agent_cfg = AgentConfig(max_samples=cfg.max_samples, execute_steps=cfg.execute_steps)
+    agent_cfg = AgentConfig(max_samples=cfg.max_samples, execute_steps=cfg.execute_steps,
+                            forecast_fm_steps=cfg.forecast_fm_steps)
     evals_dir = out / "evals" / (cfg.eval_tag() or "")
     train_cfg = TrainConfig(steps=tuple(cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr, encoder_lr=cfg.encoder_lr,
                             eval_every=cfg.eval_every, lr_schedule=cfg.lr_schedule, state_noise_m=cfg.state_noise_m,
@@ -756,7 +779,7 @@ def _run_graph(cfg: ExperimentConfig, out: Path, executor: Executor, task: Worke
                        {step: train_hash(identity, encoders[policy.encoder_init], step) for step in cfg.steps})
             run.done = _run_done(run)
             runs.append(run)
-            for step in cfg.steps:
+            for step in (s for s in cfg.steps if evaluate_steps is None or s in evaluate_steps):
                 cell = _Cell(variant, seed, step, evals_dir / f"{run.name}-{step:06d}.json",
                              folder / f"step-{step:06d}.pt", "")
                 cell.hash = cell_hash(run.hashes[step], test_specs, agent_cfg, cfg.eval_suite)

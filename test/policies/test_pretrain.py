@@ -22,15 +22,9 @@ from molmomotion_ros.forecasting.predictor import shipped_checkpoint
 from molmomotion_sim.dataset import generate_dataset
 from molmomotion_sim.seeds import SeedRangeError, seeds_from
 
+# The `pretrained` fixture's settings (conftest.py): a second call with them must skip everything.
 TINY = PretrainSettings(train_episodes=2, val_episodes=1, stage1_steps=4, stage2_steps=4, val_every=2, workers=1)
 TRUNK = ("stem.", "down1.", "down2.")
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """The whole chain on tiny settings: 2 + 1 scenes per family, 4 steps per stage (~20 s on one core)."""
-    out = tmp_path_factory.mktemp("encoders")
-    return run_pretraining(load_protocol(), out, TINY, progress=False), out
 
 
 # --- generate-data --seed-start ----------------------------------------------------------------------------
