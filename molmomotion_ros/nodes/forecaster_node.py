@@ -572,10 +572,9 @@ class ForecasterNode(ManagedNode):
 
 
 def _empty_cuda_cache() -> None:
-    """Give the released model's GPU memory back (yolo_ros does the same on release)."""
-    import gc
-
-    gc.collect()
+    """Give the released model's GPU memory back (yolo_ros does the same on release). No explicit gc.collect():
+    run from a lifecycle callback while other callbacks are live, it segfaulted once under load (finalising
+    middleware objects mid-transition); the model's tensors are freed by reference counting as it is dropped."""
     try:
         import torch
     except ImportError:
