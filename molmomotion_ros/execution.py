@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -55,6 +54,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .argtypes import non_negative_float, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -306,13 +307,13 @@ def add_arguments(parser: argparse.ArgumentParser, batch_flag: str = "--batch-si
                        help="the Ray cluster to join: auto (the one running on this machine), HOST:PORT (a head's "
                        "GCS port, `ray start --head --port`) or ray://HOST:PORT (Ray Client); without it, "
                        "--executor ray starts a Ray instance on this machine for the run")
-    batch = group.add_argument(batch_flag, type=_positive_int, metavar="N",
+    batch = group.add_argument(batch_flag, type=positive_int, metavar="N",
                                help=f"{items} sent to a worker at a time (default: about a quarter of each "
                                "worker's share, 1 to 4); a worker keeps its state (world, agent) across batches")
     parser.set_defaults(executor_batch_dest=batch.dest)
-    group.add_argument("--cpus-per-worker", type=_positive_float, default=1.0, metavar="X",
+    group.add_argument("--cpus-per-worker", type=positive_float, default=1.0, metavar="X",
                        help="CPUs a Ray worker reserves (default: %(default)s)")
-    group.add_argument("--gpus-per-worker", type=_non_negative_float, default=0.0, metavar="X",
+    group.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, metavar="X",
                        help="GPUs a Ray worker reserves, when the cluster has them (default: %(default)s)")
 
 
@@ -335,36 +336,6 @@ def executor_from_options(args: argparse.Namespace, default_workers: int | None 
                              cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
     executor.check()
     return executor
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
-    return value
 
 
 # --- local processes ---------------------------------------------------------------------------

@@ -6,13 +6,14 @@ Light on purpose (argparse, yaml): every command module imports it while ``--hel
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 from pathlib import Path
 from typing import NoReturn
 
 import yaml
+
+from molmomotion_ros.argtypes import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: F401
 
 PROG = "molmomotion"
 USAGE_ERROR = 2  # bad input, like argparse
@@ -31,36 +32,6 @@ class Parser(argparse.ArgumentParser):
 
 
 # --- argument types ----------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
 def name_list(text: str, what: str = "names") -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
