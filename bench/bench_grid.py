@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # molmomotion_ros from this checkout, as the CLI runs use it
 
-from molmomotion_ros.execution import LOOPBACK_ENV, loopback_ray_head  # noqa: E402
+from molmomotion_ros.execution import LOOPBACK_ENV, loopback_driver_env, loopback_ray_head  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "grid_executor.json"
 TINY = ["--variants", "A,B", "--steps", "5,10", "--seeds", "2", "--episodes", "8", "--train-episodes", "1",
@@ -194,9 +194,7 @@ def worker_start(workers: int, env: dict) -> dict:
     LocalExecutor(workers, 1).map(task, jobs)
     out["local"] = round(time.perf_counter() - start, 2)
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
-    os.environ.update(LOOPBACK_ENV)
-    try:
+    with loopback_driver_env():
         with loopback_ray_head(num_cpus=workers, env={"PYTHONPATH": pythonpath, **env}) as address:
             executor = RayExecutor(address, batch_size=1)
             with executor.session():
@@ -204,12 +202,6 @@ def worker_start(workers: int, env: dict) -> dict:
                 start = time.perf_counter()
                 executor.map(WorkerTask(_new_worker, _run_job, (40,), _close_worker), jobs)  # fresh actors
                 out["ray"] = round(time.perf_counter() - start, 2)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     print(f"worker start-up: local {out['local']:.1f} s, ray {out['ray']:.1f} s", flush=True)
     return out
 

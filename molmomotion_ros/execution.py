@@ -822,6 +822,22 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABL
 HEAD_START_TIMEOUT_S = 90
 
 
+@contextmanager
+def loopback_driver_env() -> Iterator[None]:
+    """``LOOPBACK_ENV`` in this process's environment (before it imports Ray), as it was afterwards: what a
+    driver joining a :func:`loopback_ray_head` needs."""
+    saved = {key: os.environ.get(key) for key in LOOPBACK_ENV}
+    os.environ.update(LOOPBACK_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -56,6 +55,7 @@ from molmomotion_sim.tasks import TASKS
 from .agent import AgentConfig
 from .controller import FORECAST_FM_STEPS
 from .demos import FAMILIES, DemoConfig
+from .files import read_json, write_json
 from .model import FINETUNE_MODES, VARIANTS, PolicyConfig, encoder_sha256
 from .observation import PolicyError
 from .train import LR_SCHEDULES, TrainConfig
@@ -487,7 +487,7 @@ class TrainJob:
         from .train import train_policy
 
         run_dir = Path(self.run_dir)
-        previous = _read_json(run_dir / "train.json") or {}
+        previous = read_json(run_dir / "train.json") or {}
         run = train_policy(self.policy, worker.demos(self.demos[0]), worker.demos(self.demos[1]), run_dir,
                            self.train, progress=False, encoding_cache=self.cache,
                            checkpoint_meta={step: {"config_hash": h} for step, h in self.hashes}, device=self.device)
@@ -495,7 +495,7 @@ class TrainJob:
         document = {"config_hash": {str(step): h for step, h in self.hashes}, "history": run.history,
                     "steps_per_s": rate, "host": socket.gethostname(), "device": run.device,
                     "ray_gpu_ids": _ray_gpu_ids()}
-        _write_json(run_dir / "train.json", document)
+        write_json(run_dir / "train.json", document)
         return {"name": self.name, "steps_per_s": rate}
 
 
@@ -559,21 +559,6 @@ def run_test_episode(worker: GraphWorker, checkpoint: str, agent_cfg: AgentConfi
 
 
 # --- files -----------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, document: Any) -> None:
-    """Through a temporary file in the same folder: readers (and a resumed run) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    tmp.replace(path)
-
-
 def _demo_path(config: DemoConfig, folder: Path) -> Path:
     """Where :func:`~molmomotion_policies.demos.load_or_record` caches ``config``'s recording."""
     return folder / f"{config.split}-{config.episodes_per_family}pf-{config.key()}.npz"
@@ -618,7 +603,7 @@ class _Cell:
 
 def _stored_cell(cell: _Cell, n: int) -> list[EpisodeResult] | None:
     """The cell's results when its file is complete and carries the expected hash."""
-    document = _read_json(cell.path)
+    document = read_json(cell.path)
     if not document or document.get("meta", {}).get("config_hash") != cell.hash:
         return None
     episodes = document.get("episodes", [])
@@ -631,7 +616,7 @@ def _run_done(run: _Run) -> bool:
     """Every checkpoint of the grid on disk and ``train.json`` carrying their hashes. A checkpoint hashed
     otherwise (the encoder's weights changed under the folder, say) is refused: its state.pt and caches would
     carry the old ones into the new cells."""
-    document = _read_json(run.folder / "train.json")
+    document = read_json(run.folder / "train.json")
     if not document:
         return False
     stored = {int(step): h for step, h in document.get("config_hash", {}).items()}
@@ -662,7 +647,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     executor = executor or LocalExecutor(1)
     out = Path(out_dir).expanduser().resolve()  # workers elsewhere get absolute paths
     config_path = out / "experiment_config.json"
-    stored = _read_json(config_path) if config_path.is_file() else None
+    stored = read_json(config_path) if config_path.is_file() else None
     resumed = stored is not None
     if stored is not None and not resume:
         raise PolicyError(f"{out} already holds an experiment; --resume continues it (finished cells are kept, the "
@@ -684,9 +669,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     out.mkdir(parents=True, exist_ok=True)
     summary_dir = out / "evals" / tag if tag else out
     if stored is None or tag is None:
-        _write_json(config_path, _jsonable_config(cfg))
+        write_json(config_path, _jsonable_config(cfg))
     if tag is not None:
-        _write_json(summary_dir / "evaluation_config.json", _jsonable_config(cfg))
+        write_json(summary_dir / "evaluation_config.json", _jsonable_config(cfg))
     task = WorkerTask(_new_worker, _run_job, (logging.getLogger().getEffectiveLevel(),), _close_worker, name="")
     stages: dict[str, dict] = {}
     with executor.session():  # the workers keep their state (imports, models, demonstrations) across the stages
@@ -701,7 +686,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     histories: dict[str, list[dict]] = {}
     train_rates: dict[str, float] = {}
     for run in runs:
-        document = _read_json(run.folder / "train.json") or {}
+        document = read_json(run.folder / "train.json") or {}
         histories[run.name] = document.get("history", [])
         if document.get("steps_per_s"):
             train_rates[run.name] = document["steps_per_s"]

@@ -29,7 +29,6 @@ its shipped one's role (A, C: fm_v2; B: base_matched; D: scratch).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from molmomotion_ros.forecasting.models import (
 from molmomotion_ros.forecasting.predictor import shipped_checkpoint
 from molmomotion_ros.robot import TABLE_TOP_Z_M
 
+from .files import file_sha256
 from .observation import (
     CHUNK_STEPS,
     FOOTPRINT_MIN_HEIGHT_M,
@@ -158,11 +158,7 @@ def encoder_checkpoint(source: str, encoders_dir: str | Path | None = None) -> P
 
 def encoder_sha256(source: str, encoders_dir: str | Path | None = None) -> str:
     """sha256 of the bytes of the checkpoint ``source`` reads (:func:`encoder_checkpoint`)."""
-    digest = hashlib.sha256()
-    with open(encoder_checkpoint(source, encoders_dir), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(encoder_checkpoint(source, encoders_dir))
 
 
 def build_encoder(source: str, seed: int = 0, encoders_dir: str | Path | None = None) -> VisionLanguageEncoder:

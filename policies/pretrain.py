@@ -21,15 +21,13 @@ overrides (fewer episodes or steps, for tests) are recorded as such: such encode
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from .files import file_sha256, read_json, write_json
 from .protocol import Protocol
 
 log = logging.getLogger(__name__)
@@ -155,7 +153,7 @@ def run_pretraining(protocol: Protocol, out_dir: str | Path, settings: PretrainS
     plan = pretraining_plan(protocol, settings)
     out = Path(out_dir).expanduser().resolve()
     summary_path = out / SUMMARY
-    previous = _read_json(summary_path)
+    previous = read_json(summary_path)
     if previous is not None and previous.get("plan") != plan:
         raise PretrainError(f"{out} holds a pretraining made under another plan (protocol numbers or overrides); "
                             "choose another --out")
@@ -184,7 +182,7 @@ def run_pretraining(protocol: Protocol, out_dir: str | Path, settings: PretrainS
                 records[name] = _generate(folder, plan["families"], spec, settings, progress)
                 ran.append(name)
                 say(f"{name}: {records[name]['episodes']} episodes in {records[name]['wall_s']:.0f} s")
-                _write_json(summary_path, summary)
+                write_json(summary_path, summary)
             bar.update()
         for name, stage in plan["stages"].items():
             bar.set_postfix_str(name)
@@ -197,13 +195,13 @@ def run_pretraining(protocol: Protocol, out_dir: str | Path, settings: PretrainS
                 ran.append(name)
                 say(f"{name}: {stage['steps']} steps in {records[name]['wall_s']:.0f} s, final "
                     f"{_losses(records[name]['final'])}")
-                _write_json(summary_path, summary)
+                write_json(summary_path, summary)
             bar.update()
     summary["last_call"] = {"ran": ran, "skipped": [s for s in stage_names if s not in ran],
                             "wall_s": round(time.perf_counter() - started, 3)}
-    summary["encoders"] = {name: {"path": str(out / f"{name}.pt"), "sha256": _sha256(out / f"{name}.pt")}
+    summary["encoders"] = {name: {"path": str(out / f"{name}.pt"), "sha256": file_sha256(out / f"{name}.pt")}
                            for name in STAGE2_KINDS}
-    _write_json(summary_path, summary)
+    write_json(summary_path, summary)
     return PretrainResult(summary, {name: out / f"{name}.pt" for name in STAGE2_KINDS}, ran)
 
 
@@ -264,31 +262,8 @@ def _train_stage(name: str, stage: dict, plan: dict, checkpoint: Path, init: Pat
     return {"kind": stage["kind"], "init": str(init) if init else None, "steps": stage["steps"],
             "batch_size": plan["batch_size"], "lr": plan["lr"], "seed": plan["seed"],
             "train_episodes": meta.get("train_episodes"), "history": history, "final": history[-1] if history else {},
-            "checkpoint": str(checkpoint), "sha256": _sha256(checkpoint), "wall_s": round(wall, 3)}
+            "checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint), "wall_s": round(wall, 3)}
 
 
 def _losses(row: dict) -> str:
     return ", ".join(f"{k} {row[k]:.4g}" for k in ("train_loss", "val_loss") if k in row)
-
-
-# --- files -----------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, document: dict) -> None:
-    """Through a temporary file: a call killed mid-write never leaves half a summary."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    tmp.replace(path)

@@ -31,6 +31,7 @@ from molmomotion_ros.execution import (
     batched,
     default_batch_size,
     free_port,
+    loopback_driver_env,
     loopback_ray_head,
     make_executor,
     split_address,
@@ -161,19 +162,11 @@ def ray_head():
     This process joins it too (RayExecutor): the loopback settings go into its environment before Ray loads."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (pip install -r requirements/ray.txt)")
-    saved = {key: os.environ.get(key) for key in LOOPBACK_ENV}
-    os.environ.update(LOOPBACK_ENV)
-    try:
+    with loopback_driver_env():
         # The head's workers import molmomotion_ros from this checkout, as the CLI subprocesses do.
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         with loopback_ray_head(num_cpus=2, env={"PYTHONPATH": pythonpath}) as address:
             yield address
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_ray_results_match_local_in_input_order(ray_head, tmp_path):

@@ -30,6 +30,7 @@ from molmomotion_ros.execution import (
     LocalExecutor,
     RayExecutor,
     WorkerTask,
+    loopback_driver_env,
     loopback_ray_head,
     probe_storage,
     storage_problems,
@@ -97,18 +98,10 @@ def ray_head():
     CPU as the local run does) for this module's tests (stopped, with its workers, after)."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (pip install -r requirements/ray.txt)")
-    saved = {key: os.environ.get(key) for key in LOOPBACK_ENV}
-    os.environ.update(LOOPBACK_ENV)
-    try:
+    with loopback_driver_env():
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         with loopback_ray_head(num_cpus=2, num_gpus=1, env={"PYTHONPATH": pythonpath}) as address:
             yield address
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
