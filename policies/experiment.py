@@ -124,6 +124,12 @@ class ExperimentConfig:
             raise PolicyError(f"evaluation seeds: {err}") from None
         if self.execute_steps < 1:
             raise PolicyError(f"execute_steps must be >= 1, got {self.execute_steps}")
+        from molmomotion_sim.suites import SuiteError, load_suite
+
+        try:  # before any work: a bad name would otherwise surface only when the first test episode runs
+            load_suite(self.eval_suite)
+        except SuiteError as err:
+            raise PolicyError(f"evaluation suite: {err}") from None
         if self.forecast_fm_steps < 1:
             raise PolicyError(f"forecast_fm_steps must be >= 1, got {self.forecast_fm_steps}")
 

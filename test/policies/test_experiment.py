@@ -93,7 +93,8 @@ def test_other_evaluation_suites_reuse_the_checkpoints_and_write_beside_them(tmp
     assert run_experiment(ExperimentConfig(**base), tmp_path / "exp", progress=False,
                           resume=True).summary["rows"] == first.summary["rows"]
     for bad, match in ((dict(eval_split="train"), "train split"), (dict(eval_seed_start=5), "not a test seed"),
-                       (dict(eval_split="validation", eval_seed_start=109999, episodes_per_family=2), "leave")):
+                       (dict(eval_split="validation", eval_seed_start=109999, episodes_per_family=2), "leave"),
+                       (dict(eval_suite="nosuch"), "evaluation suite: no suite file 'nosuch'")):
         with pytest.raises(PolicyError, match=match):
             ExperimentConfig(**{**base, **bad})
 
