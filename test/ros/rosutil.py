@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,27 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
     return env
 
 
+_last_shm_clean = [0.0]
+
+
+def clean_zombie_shm(every_s: float = 20.0) -> None:
+    """Remove the shared-memory segments and ports of Fast DDS participants that died without closing them
+    (``fastdds shm clean``: only files whose lock no live process holds). Tests SIGKILL nodes on purpose; their
+    leftovers pile up in /dev/shm over a suite and slow or break the next participants' shared-memory transport."""
+    if time.monotonic() - _last_shm_clean[0] < every_s:
+        return
+    _last_shm_clean[0] = time.monotonic()
+    tool = Path(sys.prefix) / "bin" / "fastdds"
+    tool = str(tool) if tool.exists() else shutil.which("fastdds")
+    if tool:
+        subprocess.run([tool, "shm", "clean"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                       check=False)
+
+
 @contextmanager
 def ros_domain(domain_id: int | None = None):
     """Point this process (os.environ) at an isolated domain for the duration of a test."""
+    clean_zombie_shm()
     saved = dict(os.environ)
     os.environ.update(isolated_ros_env(domain_id))
     try:

@@ -45,6 +45,8 @@ from molmomotion_ros.paths import config_path
 MODULE = "molmomotion_ros.nodes.forecaster_node"
 PARAMS = str(ROOT / "config" / "forecaster_node.yaml")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+STATUS_HISTORY = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 FORECAST_TIMEOUT_S = 30.0
 
 
@@ -86,7 +88,10 @@ class Harness:
                                       ("markers", MarkerArray, "forecast/markers"),
                                       ("diag", DiagnosticArray, "/diagnostics"),
                                       ("status", String, "forecast/status")):
-            n.create_subscription(msg_type, topic, self.received[name].append, LATCHED if name != "diag" else 10)
+            # forecast/status: latched, and deep enough that a refusal followed at once by a publication (a frame
+            # still in flight from the previous test) is not overwritten between two spins.
+            qos = 10 if name == "diag" else STATUS_HISTORY if name == "status" else LATCHED
+            n.create_subscription(msg_type, topic, self.received[name].append, qos)
 
     def spin(self) -> None:
         self.executor.spin_once(timeout_sec=0.02)
