@@ -1,6 +1,6 @@
-"""The held-out language tests' phrasing files (heldout, heldout2): each is new wording for every family, fits
-the tasks' fields, and the loader, the draw and the split guard behave. (The files are read here and by the harness
-only.)"""
+"""The held-out language tests' phrasing files (heldout, heldout2, heldout3): each is new wording for every family,
+fits the tasks' fields, and the loader, the draw and the split guard behave. (The files are read here and by the
+harness only.)"""
 
 import re
 from pathlib import Path
@@ -20,7 +20,7 @@ from molmomotion_ros.vocabulary import default_vocabulary
 FAMILIES = ("place-in-container", "place-relative", "stack", "push")
 SHARED_WORDS = {"and", "it", "on", "the", "to"}  # function words the file may share with the templates
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".txt", ".json", ".jsgf", ".cfg", ".toml"}
-HELD_OUT_SETS = ("heldout", "heldout2")  # every held-out set in config/phrasings; each gets all the checks below
+HELD_OUT_SETS = ("heldout", "heldout2", "heldout3")  # every held-out set in config/phrasings; each gets every check
 
 
 def words(template: str) -> set[str]:

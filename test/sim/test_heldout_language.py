@@ -14,7 +14,7 @@ from molmomotion_sim.tasks import TASKS, TaskOptions
 from molmomotion_sim.world import World
 
 SEEDS = (SPLITS["test"].start, SPLITS["test"].start + 1)
-HELD_OUT_SETS = ("heldout", "heldout2")  # each has a suite config/suites/<set>_language.yaml
+HELD_OUT_SETS = ("heldout", "heldout2", "heldout3")  # each has a suite config/suites/<set>_language.yaml
 
 
 @pytest.fixture(scope="module")
