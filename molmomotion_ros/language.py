@@ -310,8 +310,11 @@ class _Lexicon:
         self.is_container = set(vocabulary.containers)
 
     def mention_at(self, tokens: list[str], i: int) -> tuple[_Mention, int] | None:
-        """``[colour] [adjective...] noun`` starting at ``i``: the mention and the index after it."""
+        """``[adjective...] [colour] [adjective...] noun`` starting at ``i``: the mention and the index after it."""
         j, colour = i, None
+        while j < len(tokens) - 1 and tokens[j] in ADJECTIVES and tokens[j + 1] in (*ADJECTIVES, *self.colours) \
+                and j - i < 2:  # "the small red cube"
+            j += 1
         if tokens[j] in self.colours:
             colour, j = self.colours[tokens[j]], j + 1
         while j < len(tokens) and tokens[j] in ADJECTIVES and j - i < 3:
