@@ -13,7 +13,7 @@ setup(
     + ["molmomotion_sim", "molmomotion_sim.tasks", "molmomotion_policies"],
     # sim/ and policies/ live at the top level but import under names that cannot collide.
     package_dir={"molmomotion_sim": "sim", "molmomotion_policies": "policies"},
-    package_data={"molmomotion_sim.tasks": ["README.md"], PACKAGE: ["checkpoints/*.pt"],
+    package_data={"molmomotion_sim.tasks": ["README.md"], PACKAGE: ["checkpoints/*.pt", "checkpoints/*.npz"],
                   "molmomotion_policies": ["checkpoints/*.pt", "protocol.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

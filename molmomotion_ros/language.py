@@ -125,7 +125,8 @@ FILLER = (  # politeness and hesitation, dropped wherever they occur
     "let us", "try to", "if you can", "if you could", "if possible", "for me", "thanks", "thank you", "um", "umm",
     "uh", "er", "erm", "hmm", "okay", "ok", "alright", "so", "now", "right now", "just", "hey", "hey robot",
     "robot", "well", "actually", "carefully", "gently", "slowly", "quickly", "a bit", "a little", "slightly",
-    "you know", "like", "and then", "then", "also", "maybe", "be so kind as to",
+    "you know", "like", "and then", "then", "also", "maybe", "be so kind as to", "when you get a chance",
+    "when you can", "at some point", "if you would",
 )
 STOPWORDS = frozenset(
     "the a an it its them that this these those to of and is are be there here up down me my your you i we us "
@@ -155,6 +156,7 @@ CONTRACTIONS = {"i'd": "i would", "don't": "do not", "dont": "do not", "can't": 
                 "it's": "it is", "let's": "let us", "i'm": "i am", "you'd": "you would", "shouldn't": "should not",
                 "doesn't": "does not", "isn't": "is not", "that's": "that is"}
 _GIVE_A_PUSH_RE = re.compile(r"\bgive (.+?) an? (push|shove|nudge|bump)\b")
+_DISCOURSE_RIGHT_RE = re.compile(r"(^|[,.;:!?])\s*(?:right|all right)\s*[,.;:!]")
 _CONTRACTION_RE = re.compile(r"\b(?:" + "|".join(map(re.escape, CONTRACTIONS)) + r")(?![a-z'])")
 
 # Encoder fallback for verbs no lexicon knows: prototype phrases per class; "refuse" holds actions no task does.
@@ -259,6 +261,7 @@ class _Phrase:
 def normalise(text: str) -> list[str]:
     """Lower-case words, contractions expanded, punctuation dropped, a few speech-recognition confusions fixed."""
     text = text.lower().replace("\u2019", "'")
+    text = _DISCOURSE_RIGHT_RE.sub(r"\1 ", text)  # "right, put ..." is not a direction
     text = _CONTRACTION_RE.sub(lambda m: CONTRACTIONS[m.group(0)], text)
     text = _GIVE_A_PUSH_RE.sub(r"\2 \1", text)  # "give the cube a shove" → "shove the cube"
     text = re.sub(r"'s\b", "", text)  # possessive, not a plural
@@ -382,6 +385,27 @@ def _lexicon(vocabulary: Vocabulary) -> _Lexicon:
     return cached[1]
 
 
+def reader_text(text: str, vocabulary: Vocabulary | None = None) -> str:
+    """What the learned reader reads: the normalised instruction with every object mention replaced by "it"
+    (the motion class is in the verbs and the frame, not in which objects are named)."""
+    lex = _lexicon(vocabulary or default_vocabulary())
+    tokens, out, i = normalise(text), [], 0
+    while i < len(tokens):
+        mention, phrase = lex.mention_at(tokens, i), lex.phrase_at(tokens, i)
+        if mention and (not phrase or mention[1] >= phrase[1]):
+            if out and out[-1] in ("the", "a", "an", "that", "this", "your", "my"):
+                out.pop()
+            out.append("it")
+            i = mention[1]
+        elif phrase:
+            out.extend(tokens[i:phrase[1]])
+            i = phrase[1]
+        else:
+            out.append(tokens[i])
+            i += 1
+    return " ".join(out)
+
+
 # --- the encoder fallback -------------------------------------------------------------------------------------
 def default_prototypes() -> dict[str, tuple[str, ...]]:
     """:data:`VERB_PROTOTYPES` plus every lexicon verb in the same frame ("nudge it"): an unknown verb is
@@ -449,20 +473,35 @@ def default_verb_classifier() -> VerbClassifier | None:
         return _classifier
 
 
+def default_fallback():
+    """What reads words the lexicon does not know, loaded once: the shipped learned reader
+    (:func:`molmomotion_ros.instruction_reader.default_reader`), else the prototype :class:`VerbClassifier`, else
+    False (unknown verbs refused) where the sentence encoder is missing."""
+    from .instruction_reader import default_reader
+
+    return default_reader() or default_verb_classifier() or False
+
+
 # --- the parser -----------------------------------------------------------------------------------------------
 def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
-                      fallback: bool | VerbClassifier = True) -> ParsedInstruction | Refusal:
+                      fallback=True) -> ParsedInstruction | Refusal:
     """Read ``text`` as one of the task families, or refuse it with a reason (see the module docstring).
 
-    ``fallback``: True uses the shared :class:`VerbClassifier` for verbs no lexicon knows, False refuses them,
-    or a classifier of the caller's."""
+    ``fallback``: True uses the shipped learned reader (:mod:`molmomotion_ros.instruction_reader`; the
+    prototype :class:`VerbClassifier` where it is missing), False the lexicon alone (unknown verbs refused), or a
+    reader or classifier of the caller's."""
     vocabulary = vocabulary or default_vocabulary()
     lex = _lexicon(vocabulary)
     items = lex.scan(normalise(text))
     if not items:
         return Refusal(EMPTY, "empty instruction", text)
     refuse = _Refuser(text)
-    verb = _verb(items, fallback, refuse)
+    if fallback is True:
+        fallback = default_fallback()
+    if hasattr(fallback, "read"):  # the learned reader: the whole sentence, objects masked
+        verb = _read_verb(items, fallback.read(reader_text(text, vocabulary)), refuse)
+    else:
+        verb = _verb(items, fallback, refuse)
     if isinstance(verb, Refusal):
         return verb
     arguments = _arguments(items, lex, vocabulary, refuse)
@@ -497,6 +536,44 @@ def _verb(items: list, fallback, refuse) -> tuple[str, str, bool] | Refusal:
         if verb in classes:
             return verb, source, "push" in classes
     return "none", source, False
+
+
+# A reader's class → the lexicon classes it agrees with (move agrees with a lifting verb: the structure decides).
+_AGREES = {"push": {"push"}, "move": {"lift", "move"}, "stack": {"stack"}}
+
+
+def _read_verb(items: list, reading, refuse) -> tuple[str, str, bool] | Refusal:
+    """_verb with a learned reading of the whole sentence: an impossible lexicon verb still refuses; a confident
+    reading decides the motion class (keeping a lexicon verb of the same class, which is more specific); an
+    unsure one leaves the lexicon to decide, and where it knows no verb, the sentence's structure when the reader
+    finds a refusal improbable enough (``reading.structure_may_decide``), else a refusal."""
+    words = [w for w in items if isinstance(w, str)]
+    impossible = [w for w in words if any(f in IMPOSSIBLE_VERBS for f in _lemmas(w))]
+    if impossible:
+        return refuse(UNSUPPORTED_ACTION, f"no task can {impossible[0][:30]!r} an object (the robot can put, "
+                                          "place, stack or push)")
+    classes = {VERBS[f] for w in words for f in _lemmas(w) if f in VERBS}
+    label = reading.label
+    if label == "refuse":
+        p = reading.probabilities["refuse"]
+        return refuse(UNSUPPORTED_ACTION, f"reads as an action no task performs (p = {p:.2f}); the robot can put, "
+                                          "place, stack or push")
+    push_mod = any(isinstance(it, _Phrase) and it.category == "push_mod" for it in items)
+    if label is not None:
+        agreeing = classes & _AGREES[label]
+        if label == "push" or push_mod:
+            return "push", "reader", False
+        for verb in ("stack", "lift", "move"):
+            if verb in agreeing:
+                return verb, "reader", False
+        return label, "reader", False
+    if classes:  # unsure reader: the lexicon as without one
+        return _verb(items, False, refuse)
+    unknown = [w for w in words if not any(f in VERBS for f in _lemmas(w))]
+    if unknown and not reading.structure_may_decide:
+        return refuse(UNSUPPORTED_ACTION, f"no task does {' '.join(unknown[:3])[:40]!r} (the robot can put, place, "
+                                          "stack or push)")
+    return ("push" if push_mod else "none"), "structure", False
 
 
 def _arguments(items: list, lex: _Lexicon, vocabulary: Vocabulary, refuse):

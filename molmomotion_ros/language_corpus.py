@@ -130,6 +130,9 @@ class Example:
     text: str
     label: str  # one of CLASSES
     verb: str  # the verb phrase's key (for splits by verb)
+    family: str | None = None  # the task family meant (None: refused)
+    fields: dict | None = None  # what the harness's task would fill its template with (the parser's fields())
+    noisy: bool = False  # a speech-like slip was added (it may have garbled an argument)
 
 
 def verb_key(phrase: str) -> str:
@@ -193,45 +196,61 @@ class CorpusGenerator:
             return f"the {rng.choice(ADJECTIVES)}{kind} that is {colour}"
         return f"the {rng.choice(ADJECTIVES)}{colour} {kind}"
 
-    def _destination(self, rng: random.Random, label: str, target: tuple[str, str]) -> str:
-        """Stacking verbs go on a stackable object; a move goes into a container, next to an object, or onto
-        one (where the target stacks)."""
+    def _destination(self, rng: random.Random, label: str, target: tuple[str, str]) -> tuple[str, str, dict]:
+        """(phrase, family, fields). Stacking verbs go on a stackable object; a move goes into a container, next
+        to an object, or onto one (where the target stacks)."""
         where = rng.random()
         if label == "stack" or (where < 0.25 and target[1] in self.stackable):
             base = self._object(rng, self.stackable, avoid=target)
-            return f"{rng.choice(STACK_PREPOSITIONS)} {self._mention(rng, base)}"
+            return (f"{rng.choice(STACK_PREPOSITIONS)} {self._mention(rng, base)}", "stack",
+                    {"target_colour": base[0], "target_object": base[1]})
         if where < 0.6:
             kind = rng.choice(list(self.vocabulary.containers))
-            prep = rng.choice(CONTAINER_PREPOSITIONS[self.vocabulary.containers[kind]["preposition"]])
-            return f"{prep} {self._mention(rng, (rng.choice(list(self.vocabulary.colours)), kind))}"
+            colour = rng.choice(list(self.vocabulary.colours))
+            preposition = self.vocabulary.containers[kind]["preposition"]
+            return (f"{rng.choice(CONTAINER_PREPOSITIONS[preposition])} {self._mention(rng, (colour, kind))}",
+                    "place-in-container",
+                    {"target_colour": colour, "container": kind, "preposition": preposition})
         relation = rng.choice(list(RELATION_WORDS))
         reference = self._object(rng, self.movable, avoid=target)
-        return f"{rng.choice(RELATION_WORDS[relation])} {self._mention(rng, reference)}"
+        return (f"{rng.choice(RELATION_WORDS[relation])} {self._mention(rng, reference)}", "place-relative",
+                {"target_colour": reference[0], "target_object": reference[1], "relation": relation})
 
     def example(self, rng: random.Random) -> Example:
         label = rng.choice(CLASSES)
         kinds = {"stack": self.stackable, "push": self.pushable}.get(label, self.movable)
         target = self._object(rng, kinds)
         t = self._mention(rng, target)
+        truth = {"colour": target[0], "object": target[1]}
         if label == "move" and rng.random() < 0.15:
-            text = rng.choice(END_STATES).format(T=t, D=self._destination(rng, label, target))
-            return Example(self._noise(rng, text), label, "(end state)")
+            where, family, fields = self._destination(rng, label, target)
+            return self._finish(rng, rng.choice(END_STATES).format(T=t, D=where), label, "(end state)", family,
+                                {**truth, **fields})
         phrase = rng.choice(self.verbs[label])
-        fields = {"T": t, "D": "", "W": ""}
+        slots, family = {"T": t, "D": "", "W": ""}, None
         if "{D}" in phrase:
-            fields["D"] = self._destination(rng, label, target)
+            slots["D"], family, fields = self._destination(rng, label, target)
+            truth.update(fields)
         if "{W}" in phrase:
             direction = rng.choice(list(DIRECTION_WORDS))
-            fields["W"] = rng.choice(DIRECTION_WORDS[direction]) + rng.choice(PUSH_MODIFIERS)
-        if label == "refuse" and rng.random() < 0.4:  # an impossible action with a place or a direction
-            extra = rng.choice([f" {self._destination(rng, 'move', target)}",
-                                f" {rng.choice(DIRECTION_WORDS[rng.choice(list(DIRECTION_WORDS))])}"])
-            phrase += extra.replace("{", "{{").replace("}", "}}")
-        vp = " ".join(phrase.format(**fields).split())
+            slots["W"] = rng.choice(DIRECTION_WORDS[direction]) + rng.choice(PUSH_MODIFIERS)
+            family = "push"
+            truth["direction"] = direction
+        if label == "refuse":
+            family, truth = None, None
+            if rng.random() < 0.4:  # an impossible action with a place or a direction
+                extra = rng.choice([f" {self._destination(rng, 'move', target)[0]}",
+                                    f" {rng.choice(DIRECTION_WORDS[rng.choice(list(DIRECTION_WORDS))])}"])
+                phrase += extra.replace("{", "{{").replace("}", "}}")
+        vp = " ".join(phrase.format(**slots).split())
         head, _, rest = vp.partition(" ")
-        frame = rng.choice(FRAMES)
-        text = frame.format(VP=vp, VPING=f"{_ing(head)} {rest}".strip())
-        return Example(self._noise(rng, text), label, verb_key(phrase))
+        text = rng.choice(FRAMES).format(VP=vp, VPING=f"{_ing(head)} {rest}".strip())
+        return self._finish(rng, text, label, verb_key(phrase), family, truth)
+
+    def _finish(self, rng: random.Random, text: str, label: str, verb: str, family: str | None,
+                fields: dict | None) -> Example:
+        noisy = self._noise(rng, text)
+        return Example(noisy, label, verb, family, fields, noisy != text)
 
     def _noise(self, rng: random.Random, text: str) -> str:
         """Speech-recognition-like slips on a fifth of the sentences: a homophone, a filler, a repeated word."""

@@ -171,10 +171,10 @@ def read_recordings(args: argparse.Namespace, bags: list[Path]) -> list:
 def _instruction_reader(enabled: bool):
     if not enabled:
         return None
-    from molmomotion_ros.language import default_verb_classifier, instruction_for_model
+    from molmomotion_ros.language import default_fallback, instruction_for_model
 
-    classifier = default_verb_classifier()  # the node's fallback for verbs the lexicon lacks
-    return lambda text: instruction_for_model(text, fallback=classifier or True)
+    reader = default_fallback()  # the node's reader for words the lexicon lacks
+    return lambda text: instruction_for_model(text, fallback=reader)
 
 
 def _reforecast(args: argparse.Namespace) -> int:

@@ -54,20 +54,28 @@ class TextEncoder:
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
-    def encode(self, instructions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token states (N, MAX_TOKENS, 384) and validity mask (N, MAX_TOKENS)."""
-        missing = [s for s in dict.fromkeys(instructions) if s not in self._cache]
+    def encode(self, instructions: list[str], max_tokens: int = MAX_TOKENS, cache: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Token states (N, max_tokens, 384) and validity mask (N, max_tokens). The forecasters use MAX_TOKENS;
+        the instruction reader reads longer sentences. ``cache=False`` for one-off corpora (training)."""
+        if not cache:
+            return self._run(list(instructions), max_tokens)
+        keys = [(s, max_tokens) for s in instructions]
+        missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
         if missing:
-            with self._lock, self._torch.no_grad():
-                batch = self._tokenizer(missing, padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                                        return_tensors="pt")
-                states = self._model(**batch).last_hidden_state.numpy().astype(np.float32)
-                masks = batch["attention_mask"].numpy().astype(bool)
-                for text, state, mask in zip(missing, states, masks, strict=True):
-                    self._cache[text] = (state, mask)
-        tokens = np.stack([self._cache[s][0] for s in instructions])
-        masks = np.stack([self._cache[s][1] for s in instructions])
+            states, masks = self._run([s for s, _ in missing], max_tokens)
+            for key, state, mask in zip(missing, states, masks, strict=True):
+                self._cache[key] = (state, mask)
+        tokens = np.stack([self._cache[k][0] for k in keys])
+        masks = np.stack([self._cache[k][1] for k in keys])
         return tokens, masks
+
+    def _run(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock, self._torch.no_grad():
+            batch = self._tokenizer(texts, padding="max_length", truncation=True, max_length=max_tokens,
+                                    return_tensors="pt")
+            states = self._model(**batch).last_hidden_state.numpy().astype(np.float32)
+            return states, batch["attention_mask"].numpy().astype(bool)
 
 
 @lru_cache(maxsize=1)

@@ -69,7 +69,7 @@ from .. import conversions
 from ..forecasting.grounding import GroundingError
 from ..forecasting.pipeline import NEURAL_BACKENDS
 from ..forecasting.types import BackendUnavailableError, ForecastInputError
-from ..language import REFUSAL_KINDS, Refusal, default_verb_classifier, model_text, parse_instruction
+from ..language import REFUSAL_KINDS, Refusal, default_fallback, model_text, parse_instruction
 from ..node_specs.forecaster import FORECASTER_NODE
 from ..paths import config_path
 from ..streams import NS, FrameSet, LatestMailbox, StampedBuffer, StampSynchronizer, stamp_ns
@@ -247,9 +247,10 @@ class ForecasterNode(ManagedNode):
         return pipeline
 
     def _load_verb_classifier(self) -> None:
-        """The parser's encoder fallback for unknown verbs; other backends load it at the first unknown verb."""
-        self._verb_classifier = default_verb_classifier()
-        if self._verb_classifier is None:
+        """The parser's reader for words its lexicon lacks (the learned instruction reader); other backends load it
+        at the first instruction."""
+        self._verb_classifier = default_fallback()
+        if self._verb_classifier is False:
             self.get_logger().warning("instruction_parser: no sentence encoder; instructions whose verbs the "
                                       "parser does not know are refused")
 

@@ -49,7 +49,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from .. import conversions
 from ..conversions.joints import trajectory_msg
-from ..language import Refusal, default_verb_classifier, instruction_for_model
+from ..language import Refusal, default_fallback, instruction_for_model
 from ..node_specs.policy import POLICY_NODE
 from ..robot import GRIPPER_OPEN_M
 from ..streams import NS, LatestMailbox, stamp_ns
@@ -85,7 +85,7 @@ class PolicyNode(ManagedNode):
     def configure(self) -> None:
         self._policy, label = self._load_policy()
         if self._params["instruction_parser"]:
-            default_verb_classifier()  # the policy has loaded the sentence encoder: ~1 s now, not at an instruction
+            default_fallback()  # the policy has loaded the sentence encoder: ~1 s now, not at an instruction
         self._report = StatusReporter(self, label)
         self._arm = make_arm_commands(self, self._params, on_stop=self._drop_pending)
 
