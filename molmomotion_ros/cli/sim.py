@@ -42,13 +42,14 @@ def add_parsers(commands) -> None:
                           metavar="KEY=VALUE", help="keyword argument for the agent's constructor (YAML value); "
                           "repeatable")
     sim_eval.add_argument("--suite", default="main", help="suite YAML file, or the name of a shipped suite in "
-                          "config/suites (main, smoke, ood, heldout_language, heldout2_language; default: main)")
+                          "config/suites (main, smoke, ood, heldout_language, heldout2_language, "
+                          "heldout3_language; default: main)")
     sim_eval.add_argument("--episodes", type=positive_int, metavar="N",
                           help="episodes per family, overriding the suite's counts")
     sim_eval.add_argument("--phrasings", metavar="SET",
                           help="phrase every instruction from this phrasing set instead of the suite's source: a "
-                          "name in config/phrasings (heldout, heldout2: the held-out language tests) or a YAML "
-                          "file; the scenes stay the same and the suite is renamed <suite>-phrasings-<set>")
+                          "name in config/phrasings (heldout, heldout2, heldout3: the held-out language tests) "
+                          "or a YAML file; the scenes stay the same and the suite is renamed <suite>-phrasings-<set>")
     sim_eval.add_argument("--families", type=family_list, metavar="A,B",
                           help="comma-separated families of the suite to run (default: all of them)")
     sim_eval.add_argument("--workers", type=positive_int, metavar="N",

@@ -74,8 +74,8 @@ def add_parsers(commands) -> None:
                           help="hypotheses per forecast for the best-of-K metrics (default: %(default)s)")
     evaluate.add_argument("--phrasings", metavar="SET",
                           help="re-phrase every episode's instruction from this phrasing set before forecasting: a "
-                          "name in config/phrasings (heldout, heldout2: the held-out language tests) or a YAML file "
-                          "(default: the dataset's own instructions)")
+                          "name in config/phrasings (heldout, heldout2, heldout3: the held-out language tests) or "
+                          "a YAML file (default: the dataset's own instructions)")
     evaluate.add_argument("--instruction-parser", action="store_true",
                           help="read each instruction with the instruction parser first, as the nodes do: models get "
                           "its template phrasing, a refused instruction counts as 'refused' (default: off, the raw "
