@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from molmomotion_ros.language import Refusal, parse_instruction
@@ -45,10 +47,13 @@ def read_suite(suite_name: str, episodes: int, reader: str, progress: bool = Tru
     world = World()
     counts: dict[str, Counter] = {}
     sources: dict[str, Counter] = {}
+    seconds = []
     for spec in tqdm(suite.episodes(), desc=f"{suite_name} ({reader})", disable=not progress):
         task = TASKS[spec.family](world, spec.options)
         task.reset(spec.seed)
+        start = time.perf_counter()
         parsed = parse_instruction(task.instruction, vocabulary, fallback=fallback)
+        seconds.append(time.perf_counter() - start)
         family = counts.setdefault(spec.family, Counter())
         if isinstance(parsed, Refusal):
             family[f"refused {parsed.kind}"] += 1
@@ -60,7 +65,8 @@ def read_suite(suite_name: str, episodes: int, reader: str, progress: bool = Tru
     total = sum((c for c in counts.values()), Counter())
     return {"suite": suite_name, "episodes_per_family": episodes, "reader": reader,
             "per_family": {f: dict(c) for f, c in counts.items()}, "total": dict(total),
-            "verb_source": {f: dict(c) for f, c in sources.items()}}
+            "verb_source": {f: dict(c) for f, c in sources.items()},
+            "parse_ms": {"median": 1e3 * float(np.median(seconds)), "p95": 1e3 * float(np.percentile(seconds, 95))}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         rest = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "right")
         print(f"{family:20s} right {counts.get('right', 0):3d}/{n}  {rest}")
     n = sum(result["total"].values())
-    print(f"{'all':20s} right {result['total'].get('right', 0):3d}/{n}")
+    print(f"{'all':20s} right {result['total'].get('right', 0):3d}/{n}   parse {result['parse_ms']['median']:.2f} ms "
+          f"median, {result['parse_ms']['p95']:.2f} ms p95 (first use loads the reader)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

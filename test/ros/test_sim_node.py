@@ -122,7 +122,7 @@ def sim(tmp_path_factory):
         context = rclpy.Context()
         rclpy.init(context=context)
         probe = Probe(context)
-        probe.listen("joint_states", JointState)
+        probe.listen("joint_states", JointState, 200)  # 100 Hz while camera frames are handled: a recorder's depth
         probe.listen("/diagnostics", DiagnosticArray)
         try:
             response = probe.call(Trigger, "/sim_node/reset", Trigger.Request(), timeout_s=START_TIMEOUT_S)
@@ -194,8 +194,13 @@ def test_camera_and_joint_states_stream_at_the_configured_rates_in_simulated_tim
 
     joints = probe.messages["joint_states"][-101:]
     joint_stamps_s = np.array([time_to_s(m.header.stamp) for m in joints])
-    # 100 Hz does not divide the 240 Hz physics: ticks fall 2 or 3 steps apart, 100 per second on average.
-    joint_rate_hz = (len(joint_stamps_s) - 1) / (joint_stamps_s[-1] - joint_stamps_s[0])
+    # 100 Hz does not divide the 240 Hz physics: ticks fall 2 or 3 steps apart, 100 per second on average. A gap of
+    # 4+ steps is a message lost on a loaded machine (reliable keep-last histories overflow), not a slower rate:
+    # the rate is judged on the intervals between consecutive ticks, and losses must stay rare.
+    gaps = np.diff(joint_stamps_s)
+    consecutive = gaps[gaps < 3.5 / 240.0]
+    assert len(consecutive) >= 0.9 * len(gaps), f"{len(gaps) - len(consecutive)} of {len(gaps)} joint states lost"
+    joint_rate_hz = 1.0 / consecutive.mean()
     assert joint_rate_hz == pytest.approx(JOINT_STATE_RATE_HZ, rel=0.05)
     assert list(joints[-1].name) == list(ARM + FINGERS) and len(joints[-1].velocity) == 9
     clock_s = [time_to_s(m.clock) for m in probe.messages["/clock"]]
