@@ -75,6 +75,11 @@ class InstructionReader:
         np.savez_compressed(tmp, weight=self.weight, bias=self.bias, info=json.dumps(info, sort_keys=True))
         tmp.replace(path)
 
+    @property
+    def can_override(self) -> bool:
+        """Whether a reading can ever name a class (else it only gates words the lexicon lacks)."""
+        return self.accept_min <= 1.0 or self.refuse_min <= 1.0
+
     def embed(self, texts: list[str]) -> np.ndarray:
         return embed(self._encoder, texts)
 

@@ -499,7 +499,8 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
     if fallback is True:
         fallback = default_fallback()
     if hasattr(fallback, "read"):  # the learned reader: the whole sentence, objects masked
-        verb = _read_verb(items, fallback.read(reader_text(text, vocabulary)), refuse)
+        verb = _read_verb(items, lambda: fallback.read(reader_text(text, vocabulary)), refuse,
+                          getattr(fallback, "can_override", True))
     else:
         verb = _verb(items, fallback, refuse)
     if isinstance(verb, Refusal):
@@ -542,17 +543,21 @@ def _verb(items: list, fallback, refuse) -> tuple[str, str, bool] | Refusal:
 _AGREES = {"push": {"push"}, "move": {"lift", "move"}, "stack": {"stack"}}
 
 
-def _read_verb(items: list, reading, refuse) -> tuple[str, str, bool] | Refusal:
+def _read_verb(items: list, read, refuse, can_override: bool = True) -> tuple[str, str, bool] | Refusal:
     """_verb with a learned reading of the whole sentence: an impossible lexicon verb still refuses; a confident
     reading decides the motion class (keeping a lexicon verb of the same class, which is more specific); an
     unsure one leaves the lexicon to decide, and where it knows no verb, the sentence's structure when the reader
-    finds a refusal improbable enough (``reading.structure_may_decide``), else a refusal."""
+    finds a refusal improbable enough (``reading.structure_may_decide``), else a refusal. ``read()`` runs the
+    encoder only when its answer is used (never for a known verb when the reader's thresholds cannot be met)."""
     words = [w for w in items if isinstance(w, str)]
     impossible = [w for w in words if any(f in IMPOSSIBLE_VERBS for f in _lemmas(w))]
     if impossible:
         return refuse(UNSUPPORTED_ACTION, f"no task can {impossible[0][:30]!r} an object (the robot can put, "
                                           "place, stack or push)")
     classes = {VERBS[f] for w in words for f in _lemmas(w) if f in VERBS}
+    if classes and not can_override:
+        return _verb(items, False, refuse)
+    reading = read()
     label = reading.label
     if label == "refuse":
         p = reading.probabilities["refuse"]
