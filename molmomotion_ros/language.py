@@ -511,15 +511,24 @@ def parse_instruction(text: str, vocabulary: Vocabulary | None = None, *,
     return _decide(verb, *arguments, lex, vocabulary, refuse)
 
 
-def _verb(items: list, fallback, refuse) -> tuple[str, str, bool] | Refusal:
-    """(push | lift | move | stack | none, where it came from: lexicon | encoder | structure, whether a push verb
-    was outvoted by a lifting one), or a refusal."""
+def _known_verbs(items: list, refuse) -> tuple[list[str], set[str]] | Refusal:
+    """The leftover words and the lexicon classes of the known verbs among them, or the refusal of a verb no task
+    performs."""
     words = [w for w in items if isinstance(w, str)]
     impossible = [w for w in words if any(f in IMPOSSIBLE_VERBS for f in _lemmas(w))]
     if impossible:
         return refuse(UNSUPPORTED_ACTION, f"no task can {impossible[0][:30]!r} an object (the robot can put, "
                                           "place, stack or push)")
-    classes = {VERBS[f] for w in words for f in _lemmas(w) if f in VERBS}
+    return words, {VERBS[f] for w in words for f in _lemmas(w) if f in VERBS}
+
+
+def _verb(items: list, fallback, refuse) -> tuple[str, str, bool] | Refusal:
+    """(push | lift | move | stack | none, where it came from: lexicon | encoder | structure, whether a push verb
+    was outvoted by a lifting one), or a refusal."""
+    known = _known_verbs(items, refuse)
+    if isinstance(known, Refusal):
+        return known
+    words, classes = known
     source = "lexicon" if classes else "structure"
     unknown = [w for w in words if not any(f in VERBS for f in _lemmas(w))]
     if not classes and unknown:  # no known verb: the encoder judges the unknown words
@@ -549,12 +558,10 @@ def _read_verb(items: list, read, refuse, can_override: bool = True) -> tuple[st
     unsure one leaves the lexicon to decide, and where it knows no verb, the sentence's structure when the reader
     finds a refusal improbable enough (``reading.structure_may_decide``), else a refusal. ``read()`` runs the
     encoder only when its answer is used (never for a known verb when the reader's thresholds cannot be met)."""
-    words = [w for w in items if isinstance(w, str)]
-    impossible = [w for w in words if any(f in IMPOSSIBLE_VERBS for f in _lemmas(w))]
-    if impossible:
-        return refuse(UNSUPPORTED_ACTION, f"no task can {impossible[0][:30]!r} an object (the robot can put, "
-                                          "place, stack or push)")
-    classes = {VERBS[f] for w in words for f in _lemmas(w) if f in VERBS}
+    known = _known_verbs(items, refuse)
+    if isinstance(known, Refusal):
+        return known
+    words, classes = known
     if classes and not can_override:
         return _verb(items, False, refuse)
     reading = read()
