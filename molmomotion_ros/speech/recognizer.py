@@ -129,6 +129,7 @@ class Recognizer:
             raise GrammarError(f"no pronunciation in the dictionary for: {', '.join(missing)}")
         self._decoder.add_jsgf_string(SEARCH_NAME, self.grammar.jsgf())
         self._decoder.activate_search(SEARCH_NAME)
+        self._initial_cmn = self._decoder.get_cmn()
         self._lock = threading.Lock()
         self.vocabulary = (Vocabulary.from_yaml(self.config.vocabulary_file) if self.config.vocabulary_file
                            else default_vocabulary())
@@ -237,6 +238,9 @@ class Recognizer:
         """One grammar decode: (normalised hypothesis or "", (word, posterior) per segment)."""
         with self._lock:
             d = decoder or self._decoder
+            # Each utterance from the same starting cepstral mean: pocketsphinx carries its running estimate from
+            # one utterance to the next, so the same audio could be read differently after other speech.
+            d.set_cmn(self._initial_cmn)
             d.start_utt()
             d.process_raw(pcm.tobytes(), full_utt=True)
             d.end_utt()
