@@ -125,15 +125,13 @@ def default_reader() -> InstructionReader | None:
     """The shipped reader, or None (with the reason logged once) when it or the sentence encoder is missing."""
     import logging
 
+    from .forecasting.text import TextEncoderError
+
     with _default_lock:
         if not _default:
             try:
                 _default.append(InstructionReader.load())
-            except Exception as err:  # noqa: BLE001 - any failure leaves the lexicon-only parser, said once
-                from .forecasting.text import TextEncoderError
-
-                if not isinstance(err, ReaderError | TextEncoderError | OSError | KeyError | ValueError):
-                    raise
+            except (ReaderError, TextEncoderError, OSError, KeyError, ValueError) as err:
                 logging.getLogger(__name__).warning("no instruction reader (%s): the lexicon alone reads verbs", err)
                 _default.append(None)
         return _default[0]
