@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from molmomotion_ros.argtypes import positive_int
 from molmomotion_ros.language import Refusal, parse_instruction
 from molmomotion_ros.vocabulary import default_vocabulary
-from molmomotion_sim.suites import load_suite
+from molmomotion_sim.suites import SuiteError, load_suite
 from molmomotion_sim.tasks import TASKS
 from molmomotion_sim.world import World
 
@@ -72,13 +73,16 @@ def read_suite(suite_name: str, episodes: int, reader: str, progress: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="main", help="suite name or file (default: main)")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes per family (default: 100)")
+    parser.add_argument("--episodes", type=positive_int, default=100, help="episodes per family (default: 100)")
     parser.add_argument("--reader", choices=["none", "prototypes", "learned"], default="learned",
                         help="what reads verbs the lexicon does not know (default: learned)")
     parser.add_argument("--out", type=Path, help="also write the counts to this JSON file")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    result = read_suite(args.suite, args.episodes, args.reader, progress=not args.no_progress)
+    try:
+        result = read_suite(args.suite, args.episodes, args.reader, progress=not args.no_progress)
+    except SuiteError as err:
+        parser.error(str(err))
     for family, counts in result["per_family"].items():
         n = sum(counts.values())
         rest = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "right")

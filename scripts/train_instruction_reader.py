@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from molmomotion_ros import language
+from molmomotion_ros.argtypes import positive_int
 from molmomotion_ros.instruction_reader import CLASSES, DEFAULT_PATH, InstructionReader, Reading, decide, embed
 from molmomotion_ros.language_corpus import Example, generate, verb_key
 from molmomotion_ros.vocabulary import default_vocabulary
@@ -97,8 +98,8 @@ def outcome(example: Example, parsed, vocabulary) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=16000, help="training sentences (default 16000)")
-    parser.add_argument("--validation", type=int, default=6000, help="validation sentences (default 6000)")
+    parser.add_argument("--train", type=positive_int, default=16000, help="training sentences (default 16000)")
+    parser.add_argument("--validation", type=positive_int, default=6000, help="validation sentences (default 6000)")
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH)
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "results" / "reading" / "reader-training.json")
     args = parser.parse_args(argv)
